@@ -1,0 +1,41 @@
+"""The FastAPI application. `create_app(conninfo)` is all the wiring it needs."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from api.routes import devices, health, quantities
+
+
+def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # open=False + open(wait=False): the API starts even while the database is down,
+        # and /health says so.
+        pool = AsyncConnectionPool(conninfo, min_size=1, max_size=pool_size, open=False)
+        await pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="gridread",
+        summary="Meter readings, devices and collector health of the gridread head end",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(devices.router)
+    app.include_router(quantities.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

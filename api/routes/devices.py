@@ -1,0 +1,91 @@
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api import crud
+from api.deps import Conn
+from api.schemas import (
+    DevicePublic,
+    DevicesPublic,
+    LatestPublic,
+    LatestValue,
+    ReadingPublic,
+    ReadingsPublic,
+)
+from ingest.exceptions import UnknownQuantity
+from ingest.quantities import quantity as lookup_quantity
+from ingest.quantities import registry
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+MAX_ROWS = 100_000
+
+
+@router.get("", response_model=DevicesPublic)
+async def list_devices(conn: Conn, kind: str | None = None):
+    rows = await crud.list_devices(conn=conn, kind=kind)
+    return DevicesPublic(data=[DevicePublic(**r) for r in rows], count=len(rows))
+
+
+async def _device(conn, name: str) -> dict:
+    device = await crud.get_device(conn=conn, name=name)
+    if device is None:
+        raise HTTPException(404, f"no device named {name!r}")
+    return device
+
+
+@router.get("/{name}", response_model=DevicePublic)
+async def get_device(conn: Conn, name: str):
+    return DevicePublic(**await _device(conn, name))
+
+
+@router.get("/{name}/readings", response_model=ReadingsPublic)
+async def readings(
+    conn: Conn,
+    name: str,
+    quantity: Annotated[str, Query(description="OBIS code, e.g. 1.8.0")],
+    start: Annotated[datetime | None, Query(description="inclusive; default: end − 1 day")] = None,
+    end: Annotated[datetime | None, Query(description="exclusive; default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 10_000,
+):
+    """A device's readings of one quantity in [start, end), oldest first."""
+    try:
+        q = lookup_quantity(quantity)
+    except UnknownQuantity as exc:
+        raise HTTPException(422, str(exc)) from None
+    end = _aware(end) if end else datetime.now(UTC)
+    start = _aware(start) if start else end - timedelta(days=1)
+    if start >= end:
+        raise HTTPException(422, "start must be before end")
+    device = await _device(conn, name)
+    rows = await crud.readings(
+        conn=conn, device_id=device["id"], quantity=q.obis, start=start, end=end, limit=limit
+    )
+    return ReadingsPublic(
+        device=name,
+        quantity=q.obis,
+        unit=q.unit,
+        data=[ReadingPublic(**r) for r in rows],
+        count=len(rows),
+    )
+
+
+@router.get("/{name}/latest", response_model=LatestPublic)
+async def latest(conn: Conn, name: str):
+    """The newest value of every quantity the device has reported."""
+    device = await _device(conn, name)
+    reg = registry()
+    rows = await crud.latest(conn=conn, device_id=device["id"], quantities=sorted(reg))
+    return LatestPublic(
+        device=name,
+        data=[
+            LatestValue(name=reg[r["quantity"]].name, unit=reg[r["quantity"]].unit, **r)
+            for r in rows
+        ],
+    )
+
+
+def _aware(ts: datetime) -> datetime:
+    """A timestamp without a zone is taken as UTC, as everything gridread stores is."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

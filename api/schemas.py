@@ -1,0 +1,64 @@
+"""Response models (``XPublic`` / ``XsPublic``) of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class DevicePublic(BaseModel):
+    id: int
+    name: str
+    kind: str
+    protocol: str
+    endpoint: str
+    unit_id: int | None
+    register_map: str | None
+    poll_interval: float
+
+
+class DevicesPublic(BaseModel):
+    data: list[DevicePublic]
+    count: int
+
+
+class ReadingPublic(BaseModel):
+    ts: datetime
+    value: float
+    quality: int
+
+
+class ReadingsPublic(BaseModel):
+    device: str
+    quantity: str
+    unit: str
+    data: list[ReadingPublic]
+    count: int
+
+
+class LatestValue(BaseModel):
+    quantity: str
+    name: str
+    unit: str
+    ts: datetime
+    value: float
+    quality: int
+
+
+class LatestPublic(BaseModel):
+    device: str
+    data: list[LatestValue]
+
+
+class QuantityPublic(BaseModel):
+    obis: str
+    name: str
+    unit: str
+    kind: str
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    storage_mode: str | None = None

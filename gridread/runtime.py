@@ -1,0 +1,163 @@
+"""The composition root: builds every part from the settings and runs them in one process.
+
+simulators (demo only) → collectors (scheduler) → writer → PostgreSQL ← API
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import uvicorn
+
+from api.app import create_app
+from collectors.base import PolledCollector
+from collectors.modbus.collector import ModbusTcpCollector
+from collectors.scheduler import PollPolicy, PollScheduler
+from gridread.database import check_connection, start_embedded
+from gridread.inventory import Inventory, store_inventory
+from gridread.settings import Settings
+from ingest.schema import StorageMode, ensure_partitions, migrate
+from ingest.writer import ReadingWriter
+
+log = logging.getLogger("gridread")
+
+MAINTENANCE_INTERVAL_S = 3600.0
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database, or the embedded one; checked and migrated."""
+    url = settings.database_url or start_embedded(Path(settings.data_dir))
+    check_connection(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    return url
+
+
+def store_devices(url: str, inventory: Inventory) -> dict[str, int]:
+    """Store the inventory in the database; return device name → id."""
+    with psycopg.connect(url) as conn:
+        return store_inventory(conn, inventory, actor="config-file")
+
+
+def build_collectors(
+    inventory: Inventory, ids: dict[str, int], settings: Settings
+) -> list[tuple[PolledCollector, float]]:
+    """One collector per device, with its poll interval. Call inside the event loop."""
+    out: list[tuple[PolledCollector, float]] = []
+    for spec in inventory.devices:
+        regmap = inventory.maps[spec.register_map]
+        collector = ModbusTcpCollector(
+            device_id=ids[spec.name],
+            device_name=spec.name,
+            host=spec.host,
+            port=spec.port,
+            unit_id=spec.unit_id,
+            register_map=regmap,
+            # the poll timeout covers every request of one poll
+            timeout=settings.poll_timeout / max(1, len(regmap.plan())),
+        )
+        out.append((collector, spec.poll_interval))
+    return out
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: gridread stops the parts in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def serve(
+    settings: Settings,
+    url: str,
+    devices: list[tuple[PolledCollector, float]],
+    *,
+    on_ready: Callable[[], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run writer, scheduler, API and maintenance until SIGINT/SIGTERM; stop them in order:
+    stop polling, write what is queued, stop the API."""
+    writer = ReadingWriter(
+        url,
+        batch_size=settings.writer_batch_size,
+        max_delay=settings.writer_max_delay,
+        max_queued=settings.writer_max_queued,
+    )
+    scheduler = PollScheduler(
+        writer, PollPolicy(timeout=settings.poll_timeout, retries=settings.poll_retries)
+    )
+    for collector, interval in devices:
+        scheduler.add(collector, interval)
+    api = _ApiServer(
+        uvicorn.Config(
+            create_app(url),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    writer_task = asyncio.create_task(writer.run(), name="writer")
+    api_task = asyncio.create_task(api.serve(), name="api")
+    while not api.started:
+        if api_task.done():  # e.g. the port is taken
+            await api_task
+            where = f"{settings.api_host}:{settings.api_port}"
+            raise SystemExit(f"gridread: error: the API could not start on {where}")
+        await asyncio.sleep(0.05)
+    poll_task = asyncio.create_task(scheduler.run(), name="scheduler")
+    maintenance_task = asyncio.create_task(_maintenance(url), name="maintenance")
+    if on_ready is not None:
+        result = on_ready()
+        if asyncio.iscoroutine(result):
+            await result
+    watched = {poll_task, writer_task, api_task, maintenance_task}
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait(watched | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in done - {stopper}:
+        if task.exception():
+            log.error("%s stopped: %r", task.get_name(), task.exception())
+    log.info("stopping: polls, then the writer's queue, then the API")
+    for task in (poll_task, maintenance_task):
+        task.cancel()
+    await asyncio.gather(poll_task, maintenance_task, return_exceptions=True)
+    await writer.close()
+    await asyncio.gather(writer_task, return_exceptions=True)
+    log.info(
+        "writer: %d readings written, %d duplicates skipped, %d dead-lettered",
+        writer.totals.written,
+        writer.totals.duplicates,
+        writer.totals.dead,
+    )
+    api.should_exit = True
+    await asyncio.gather(api_task, return_exceptions=True)
+    stopper.cancel()
+
+
+async def _maintenance(url: str) -> None:
+    """Create tomorrow's partitions ahead of time (native partitioning only)."""
+    while True:
+        try:
+
+            def run() -> None:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    ensure_partitions(conn)
+
+            await asyncio.to_thread(run)
+        except psycopg.Error as exc:
+            log.warning("partition maintenance failed (will retry): %s", exc)
+        await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+
+
+__all__ = ["StorageMode", "build_collectors", "database_url", "serve", "store_devices"]

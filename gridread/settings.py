@@ -1,0 +1,80 @@
+"""One typed `Settings`: environment variables (``GRIDREAD_*``) over the config file over
+defaults that run the demo.
+
+The config file (TOML, ``--config`` or ``GRIDREAD_CONFIG``) holds the same keys at top level
+and the device inventory as ``[[device]]`` tables (see `gridread.inventory`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from collectors.exceptions import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDREAD_", extra="forbid")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL/TimescaleDB URL; empty: start the embedded server in data_dir",
+    )
+    data_dir: Path = Field(default=Path(".gridread"), description="embedded database and state")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    writer_batch_size: int = Field(default=20_000, gt=0)
+    writer_max_delay: float = Field(default=1.0, gt=0, description="seconds a reading may wait")
+    writer_max_queued: int = Field(default=200_000, gt=0)
+    poll_timeout: float = Field(default=3.0, gt=0, description="seconds for one device poll")
+    poll_retries: int = Field(default=2, ge=0)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):
+        # GRIDREAD_* variables override the config file, which overrides the defaults.
+        return (env_settings, init_settings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return v.upper()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_settings(config: dict[str, Any] | None = None, *, source: str = "config") -> Settings:
+    """Settings from the file's top-level keys, overridden by ``GRIDREAD_*`` variables."""
+    file_values = {k: v for k, v in (config or {}).items() if k != "device"}
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {one_line(exc)}") from None
+
+
+def one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        parts.append(
+            f"{where}: {err['msg']}"
+            + (
+                f" (got {err['input']!r})"
+                if "input" in err and not isinstance(err["input"], dict)
+                else ""
+            )
+        )
+    return "; ".join(parts)

@@ -1,0 +1,232 @@
+"""Schema migrations and partition maintenance.
+
+One entry point, `migrate(conn)`, brings any database to the current schema and decides once,
+for the life of that database, how the readings table is partitioned:
+
+* ``timescaledb`` when the extension is available: a hypertable on ``ts`` with 1-day chunks,
+  compression segmented by device and quantity, a compression policy;
+* ``native`` otherwise: declarative range partitioning by UTC day, partitions created ahead by
+  `ensure_partitions` (called at start, by the maintenance task, and by the writer when a
+  batch holds a day that has no partition yet).
+
+The choice is stored in ``gridread_meta`` and logged; both branches expose the same table.
+Migrations are numbered, applied once each under an advisory lock, so running `migrate`
+twice, or from two processes at once, is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+
+import psycopg
+from psycopg import sql
+
+from ingest.exceptions import SchemaError
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x67726964  # "grid": serialises concurrent migrators
+PARTITION_DAYS_BACK = 2
+PARTITION_DAYS_AHEAD = 7
+
+
+class StorageMode(StrEnum):
+    TIMESCALEDB = "timescaledb"
+    NATIVE = "native"
+
+
+_BASE = """
+CREATE TABLE IF NOT EXISTS gridread_meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+# (version, name, sql). Readings are created by `_create_readings`, which depends on the mode.
+_MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "inventory, events, dead letters, audit log",
+        """
+        CREATE TABLE devices (
+            id            serial PRIMARY KEY,
+            name          text NOT NULL UNIQUE,
+            kind          text NOT NULL,
+            protocol      text NOT NULL,
+            endpoint      text NOT NULL,
+            unit_id       integer,
+            register_map  text,
+            poll_interval double precision NOT NULL,
+            attributes    jsonb NOT NULL DEFAULT '{}'::jsonb,
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            updated_at    timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE events (
+            device_id integer NOT NULL REFERENCES devices (id),
+            ts        timestamptz NOT NULL,
+            kind      text NOT NULL,
+            detail    jsonb NOT NULL DEFAULT '{}'::jsonb,
+            PRIMARY KEY (device_id, ts, kind)
+        );
+        CREATE TABLE dead_letters (
+            id          bigserial PRIMARY KEY,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            source      text NOT NULL,
+            reason      text NOT NULL,
+            payload     jsonb NOT NULL
+        );
+        CREATE TABLE audit_log (
+            id        bigserial PRIMARY KEY,
+            at        timestamptz NOT NULL DEFAULT now(),
+            actor     text NOT NULL,
+            action    text NOT NULL,
+            entity    text NOT NULL,
+            entity_id text NOT NULL,
+            before    jsonb,
+            after     jsonb
+        );
+        """,
+    ),
+]
+
+_READINGS_COLUMNS = """
+    device_id integer NOT NULL,
+    quantity  text NOT NULL,
+    ts        timestamptz NOT NULL,
+    value     double precision NOT NULL,
+    quality   smallint NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, quantity, ts)
+"""
+
+
+def migrate(conn: psycopg.Connection) -> StorageMode:
+    """Bring the database to the current schema; return the storage mode in use."""
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute(_BASE)
+            mode = _storage_mode(conn)
+            done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+            if 0 not in done:
+                _create_readings(conn, mode)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (0, %s)",
+                    (f"readings ({mode})",),
+                )
+            for version, name, ddl in _MIGRATIONS:
+                if version not in done:
+                    log.info("applying migration %d: %s", version, name)
+                    conn.execute(ddl)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+        if mode is StorageMode.NATIVE:
+            ensure_partitions(conn)
+    except psycopg.Error as exc:
+        raise SchemaError(f"migration failed: {exc.diag.sqlstate or ''} {exc}".strip()) from exc
+    log.info("storage: readings are %s", _describe(mode))
+    return mode
+
+
+def storage_mode(conn: psycopg.Connection) -> StorageMode:
+    row = conn.execute("SELECT value FROM gridread_meta WHERE key = 'storage_mode'").fetchone()
+    if row is None:
+        raise SchemaError("database has not been migrated (run `gridread migrate`)")
+    return StorageMode(row[0])
+
+
+def _storage_mode(conn: psycopg.Connection) -> StorageMode:
+    """The stored mode, or — first time only — the one this server can offer."""
+    row = conn.execute("SELECT value FROM gridread_meta WHERE key = 'storage_mode'").fetchone()
+    if row is not None:
+        return StorageMode(row[0])
+    has_timescale = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
+    ).fetchone()[0]
+    mode = StorageMode.TIMESCALEDB if has_timescale else StorageMode.NATIVE
+    conn.execute(
+        "INSERT INTO gridread_meta (key, value) VALUES ('storage_mode', %s)", (mode.value,)
+    )
+    return mode
+
+
+def _create_readings(conn: psycopg.Connection, mode: StorageMode) -> None:
+    if mode is StorageMode.TIMESCALEDB:
+        # Timescale's documented API (2.13+): by_range dimension builder, columnstore settings.
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        conn.execute(f"CREATE TABLE readings ({_READINGS_COLUMNS})")
+        conn.execute("SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'))")
+        conn.execute(
+            "ALTER TABLE readings SET (timescaledb.compress,"
+            " timescaledb.compress_segmentby = 'device_id, quantity',"
+            " timescaledb.compress_orderby = 'ts')"
+        )
+        conn.execute("SELECT add_compression_policy('readings', INTERVAL '7 days')")
+    else:
+        conn.execute(f"CREATE TABLE readings ({_READINGS_COLUMNS}) PARTITION BY RANGE (ts)")
+
+
+def partition_name(day: date) -> str:
+    return f"readings_p{day:%Y%m%d}"
+
+
+def ensure_partitions(
+    conn: psycopg.Connection,
+    days: set[date] | None = None,
+    *,
+    today: date | None = None,
+) -> list[str]:
+    """Create the daily partitions that are missing; return the names created.
+
+    With no `days`, covers PARTITION_DAYS_BACK days before today to PARTITION_DAYS_AHEAD after.
+    A no-op under TimescaleDB, which creates chunks itself.
+    """
+    if storage_mode(conn) is not StorageMode.NATIVE:
+        return []
+    if days is None:
+        today = today or datetime.now(UTC).date()
+        days = {
+            today + timedelta(days=d) for d in range(-PARTITION_DAYS_BACK, PARTITION_DAYS_AHEAD + 1)
+        }
+    existing = {
+        name
+        for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass"
+        )
+    }
+    created = []
+    for day in sorted(days):
+        name = partition_name(day)
+        if name in existing:
+            continue
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        with conn.transaction():
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings"
+                    " FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    sql.Identifier(name),
+                    sql.Literal(start),
+                    sql.Literal(start + timedelta(days=1)),
+                )
+            )
+        created.append(name)
+    if created:
+        log.info("created readings partitions: %s", ", ".join(created))
+    return created
+
+
+def _describe(mode: StorageMode) -> str:
+    if mode is StorageMode.TIMESCALEDB:
+        return "a TimescaleDB hypertable (1-day chunks, compression after 7 days)"
+    return "natively range-partitioned by UTC day (TimescaleDB not available on this server)"
