@@ -15,3 +15,12 @@ POLL_SECONDS = Histogram(
     ["protocol"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+def declare(protocol: str) -> None:
+    """Create a protocol's label sets up front, so dashboards see zeros, not gaps."""
+    for result in ("ok", "failed"):
+        POLLS.labels(protocol, result)
+    for kind in ("timeout", "unreachable", "exception_response", "bad_frame"):
+        POLL_ERRORS.labels(protocol, kind)
+    READINGS_COLLECTED.labels(protocol)

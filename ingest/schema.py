@@ -80,7 +80,8 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
             received_at timestamptz NOT NULL DEFAULT now(),
             source      text NOT NULL,
             reason      text NOT NULL,
-            payload     jsonb NOT NULL
+            payload     jsonb NOT NULL,  -- what was being stored, as far as JSON can hold it
+            raw         bytea            -- the bytes as received, where there were any
         );
         CREATE TABLE audit_log (
             id        bigserial PRIMARY KEY,
@@ -210,6 +211,8 @@ def ensure_partitions(
             continue
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         with conn.transaction():
+            # serialise creators: IF NOT EXISTS alone races (42P07) between sessions
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings"

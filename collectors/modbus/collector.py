@@ -15,6 +15,7 @@ from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
+from collectors import metrics
 from collectors.base import ReadingSink
 from collectors.exceptions import DeviceRejected, DeviceTimeout, DeviceUnreachable, FrameError
 from collectors.modbus.registermap import RegisterMap
@@ -49,6 +50,7 @@ class ModbusTcpCollector:
         register_map: RegisterMap,
         timeout: float = 1.0,
     ) -> None:
+        metrics.declare(self.protocol)
         self.device_id = device_id
         self.device_name = device_name
         self.unit_id = unit_id

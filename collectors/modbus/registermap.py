@@ -87,9 +87,13 @@ class Field:
 
     def encode(self, value: float) -> list[int]:
         fmt, width = TYPES[self.type]
-        raw: float | int = (value - self.offset) / self.scale
-        if not fmt.endswith(("f", "d")):
-            raw = round(raw)
+        raw: float | int
+        if isinstance(value, int) and self.scale == 1 and self.offset == 0:
+            raw = value  # exact: float division would round 64-bit integers
+        else:
+            raw = (value - self.offset) / self.scale
+            if not fmt.endswith(("f", "d")):
+                raw = round(raw)
         words = list(struct.unpack(f">{width}H", struct.pack(fmt, raw)))
         return words[::-1] if self.word_order == "little" else words
 

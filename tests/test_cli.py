@@ -1,0 +1,186 @@
+"""The command line, run as a user runs it: bad input gives one line and a non-zero exit,
+and nothing is half-written; the demo runs and stops cleanly with its data kept."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import free_port
+
+GRIDREAD = [sys.executable, "-m", "gridread.cli"]
+
+
+def run_cli(*args, env=None, timeout=60):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDREAD_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [*GRIDREAD, *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+
+
+def device(name, **extra):
+    fields = {
+        "name": name,
+        "protocol": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": 5020,
+        "unit_id": 1,
+        "register_map": "three_phase_meter",
+        **extra,
+    }
+    body = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in fields.items())
+    return f"[[device]]\n{body}\n"
+
+
+def one_error_line(result) -> str:
+    assert result.returncode != 0
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gridread: error: ")
+    return lines[0]
+
+
+def table_count(url, table):
+    with psycopg.connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
+        return (
+            None if exists is None else conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        )
+
+
+def test_register_map_with_a_wrong_type(tmp_path, db_url):
+    (tmp_path / "meter.toml").write_text(
+        '[[field]]\nquantity = "1.8.0"\naddress = 0\ntype = "uint17"\n'
+    )
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(device("ok-meter") + device("bad-meter", register_map="meter.toml"))
+    result = run_cli("run", "-c", str(cfg), env={"GRIDREAD_DATABASE_URL": db_url})
+    line = one_error_line(result)
+    assert (
+        f"{cfg}: device 2 (bad-meter): {tmp_path / 'meter.toml'}: field 1 (1.8.0): type = 'uint17'"
+        in line
+    )
+    assert table_count(db_url, "devices") is None  # nothing written, not even the schema
+
+
+def test_a_map_naming_an_unknown_quantity(tmp_path, db_url):
+    (tmp_path / "meter.toml").write_text(
+        '[[field]]\nquantity = "1.8.9"\naddress = 0\ntype = "uint32"\n'
+    )
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(device("m1", register_map="meter.toml"))
+    line = one_error_line(run_cli("run", "-c", str(cfg), env={"GRIDREAD_DATABASE_URL": db_url}))
+    assert "field 1 (1.8.9): unknown quantity '1.8.9'" in line
+
+
+def test_a_bad_device_entry(tmp_path):
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(device("m1", port=70000))
+    line = one_error_line(run_cli("run", "-c", str(cfg)))
+    assert "device 1 (m1): port: Input should be less than or equal to 65535 (got 70000)" in line
+
+
+def test_an_unreachable_database(tmp_path):
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(device("m1"))
+    port = free_port()
+    url = f"postgresql://gridread:secret@127.0.0.1:{port}/gridread"
+    line = one_error_line(run_cli("run", "-c", str(cfg), env={"GRIDREAD_DATABASE_URL": url}))
+    assert (
+        f"cannot connect to the database at postgresql://gridread:***@127.0.0.1:{port}/gridread"
+        in line
+    )
+    assert "secret" not in line
+
+
+def test_bad_setting_in_environment(tmp_path):
+    line = one_error_line(run_cli("migrate", env={"GRIDREAD_API_PORT": "eighty"}))
+    assert "api_port" in line
+
+
+def test_migrate_is_a_command(db_url):
+    for _ in range(2):
+        result = run_cli("migrate", env={"GRIDREAD_DATABASE_URL": db_url})
+        assert result.returncode == 0, result.stderr
+    assert table_count(db_url, "schema_migrations") == 2
+
+
+def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
+    """`gridread demo` on the embedded database: readings arrive over the API; Ctrl-C stops it
+    cleanly; a second run finds the first run's readings."""
+    api_port, sim_port = free_port(), free_port()
+    env = {
+        "GRIDREAD_DATA_DIR": str(tmp_path / "data"),
+        "GRIDREAD_API_PORT": str(api_port),
+        "GRIDREAD_POLL_TIMEOUT": "0.3",
+        "GRIDREAD_POLL_RETRIES": "1",
+    }
+    base = f"http://127.0.0.1:{api_port}"
+
+    def start():
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDREAD_")} | env
+        return subprocess.Popen(
+            [
+                *GRIDREAD,
+                "demo",
+                "--meters",
+                "3",
+                "--interval",
+                "0.5",
+                "--sim-port",
+                str(sim_port),
+                "--fault",
+                "3=no_reply",
+            ],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def energy_points(deadline_s=45.0, at_least=1):
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(
+                    f"{base}/devices/demo-meter-01/readings",
+                    params={"quantity": "1.8.0"},
+                    timeout=2,
+                )
+                if r.status_code == 200 and r.json()["count"] >= at_least:
+                    return r.json()["count"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail("the demo served no readings in time")
+
+    proc = start()
+    try:
+        first = energy_points(at_least=3)
+        health = httpx.get(f"{base}/health").json()
+        assert health["status"] == "ok"
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'gridread_poll_errors_total{kind="timeout",protocol="modbus_tcp"}' in metrics
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "gridread is running" in out and f"{base}/docs" in out
+    assert "writer:" in err and "readings written" in err
+    assert "demo-meter-03 failed (timeout)" in err
+
+    proc = start()
+    try:
+        assert energy_points(at_least=first + 1) > first  # old readings are still there
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert (Path(env["GRIDREAD_DATA_DIR"]) / "pgdata" / "PG_VERSION").exists()
