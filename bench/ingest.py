@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 
+# the project root first: `python bench/ingest.py` puts bench/ first, where ingest.py would
+# shadow the ingest package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import bench_database
