@@ -184,3 +184,16 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
         proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert (Path(env["GRIDREAD_DATA_DIR"]) / "pgdata" / "PG_VERSION").exists()
+
+
+def test_the_example_config_is_valid():
+    from gridread.inventory import parse_inventory
+    from gridread.settings import load_settings, read_config_file
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "gridread.toml"
+    data = read_config_file(path)
+    settings = load_settings(data, source=str(path))
+    inventory = parse_inventory(data, source=str(path), base_dir=path.parent)
+    assert settings.poll_timeout == 3.0 and settings.database_url is None
+    assert [d.unit_id for d in inventory.devices] == [1, 2, 3]
+    assert inventory.devices[2].poll_interval == 60
