@@ -36,11 +36,14 @@ class DeviceUnreachable(DeviceError):
 class DeviceRejected(DeviceError):
     kind = "exception_response"
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, code: int | None = None, *, retryable: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
-        # Modbus 1-3 (illegal function / address / value) are the map's fault, not the moment's.
-        self.retryable = code not in (1, 2, 3)
+        # By default the Modbus rule: 1-3 (illegal function / address / value) are the map's
+        # fault, not the moment's; other codes (busy, gateway) may pass.
+        self.retryable = code not in (1, 2, 3) if retryable is None else retryable
 
 
 class FrameError(DeviceError):

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 # (version, name, sql). Readings are created by `_create_readings`, which depends on the mode.
-_MIGRATIONS: list[tuple[int, str, str]] = [
+MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
         "inventory, events, dead letters, audit log",
@@ -95,6 +95,23 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "read statistics (抄表成功率)",
+        """
+        CREATE TABLE read_stats (
+            day           date NOT NULL,      -- the bus's local day
+            bus           text NOT NULL,
+            device_id     integer NOT NULL REFERENCES devices (id),
+            attempts      integer NOT NULL DEFAULT 0,
+            successes     integer NOT NULL DEFAULT 0,
+            last_success  timestamptz,
+            last_error    text,
+            last_error_at timestamptz,
+            PRIMARY KEY (day, bus, device_id)
+        );
+        """,
+    ),
 ]
 
 _READINGS_COLUMNS = """
@@ -121,7 +138,7 @@ def migrate(conn: psycopg.Connection) -> StorageMode:
                     "INSERT INTO schema_migrations (version, name) VALUES (0, %s)",
                     (f"readings ({mode})",),
                 )
-            for version, name, ddl in _MIGRATIONS:
+            for version, name, ddl in MIGRATIONS:
                 if version not in done:
                     log.info("applying migration %d: %s", version, name)
                     conn.execute(ddl)

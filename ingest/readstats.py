@@ -1,0 +1,93 @@
+"""Read statistics: which meters were read on which day, and the read success rate
+(抄表成功率 = meters read successfully / meters due, per bus and local day)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class ReadOutcome:
+    day: date
+    bus: str
+    device_id: int
+    ok: bool
+    at: datetime
+    error: str | None = None
+
+
+def record_outcomes(conn: psycopg.Connection, outcomes: list[ReadOutcome]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO read_stats AS s (day, bus, device_id, attempts, successes, last_success,"
+            "   last_error, last_error_at)"
+            " VALUES (%(day)s, %(bus)s, %(device_id)s, 1, %(ok)s::int,"
+            "   CASE WHEN %(ok)s THEN %(at)s END, %(error)s,"
+            "   CASE WHEN %(ok)s THEN NULL ELSE %(at)s END)"
+            " ON CONFLICT (day, bus, device_id) DO UPDATE SET"
+            "   attempts = s.attempts + 1,"
+            "   successes = s.successes + EXCLUDED.successes,"
+            "   last_success = COALESCE(EXCLUDED.last_success, s.last_success),"
+            "   last_error = COALESCE(EXCLUDED.last_error, s.last_error),"
+            "   last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at)",
+            [
+                {
+                    "day": o.day,
+                    "bus": o.bus,
+                    "device_id": o.device_id,
+                    "ok": o.ok,
+                    "at": o.at,
+                    "error": o.error,
+                }
+                for o in outcomes
+            ],
+        )
+
+
+def success_rates(conn: psycopg.Connection, day: date) -> list[dict]:
+    """Per bus: meters due (every DL/T 645 meter of the bus in the inventory), meters read,
+    and the rate."""
+    rows = conn.execute(
+        """
+        SELECT d.attributes->>'bus' AS bus,
+               count(*) AS due,
+               count(*) FILTER (WHERE s.successes > 0) AS read,
+               count(*) FILTER (WHERE s.attempts > 0 AND s.successes = 0) AS failed
+        FROM devices d
+        LEFT JOIN read_stats s
+               ON s.device_id = d.id AND s.day = %s AND s.bus = d.attributes->>'bus'
+        WHERE d.protocol = 'dlt645'
+        GROUP BY 1 ORDER BY 1
+        """,
+        (day,),
+    ).fetchall()
+    return [
+        {
+            "bus": bus,
+            "day": day,
+            "due": due,
+            "read": read,
+            "failed": failed,
+            "rate": (read / due) if due else None,
+        }
+        for bus, due, read, failed in rows
+    ]
+
+
+def meter_stats(conn: psycopg.Connection, bus: str, day: date) -> list[dict]:
+    cur = conn.execute(
+        """
+        SELECT d.name, d.attributes->>'address' AS address, COALESCE(s.attempts, 0) AS attempts,
+               COALESCE(s.successes, 0) AS successes, s.last_success, s.last_error, s.last_error_at
+        FROM devices d
+        LEFT JOIN read_stats s ON s.device_id = d.id AND s.day = %s AND s.bus = %s
+        WHERE d.protocol = 'dlt645' AND d.attributes->>'bus' = %s
+        ORDER BY d.name
+        """,
+        (day, bus, bus),
+    )
+    names = [c.name for c in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
