@@ -1,19 +1,15 @@
 """A bus of simulated DL/T 645 meters on a real pty, polled end to end into PostgreSQL."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
-import pytest
 
 from collectors import metrics as cmetrics
-from collectors.dlt645.codec import RelayAction
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
 from collectors.dlt645.transport import SerialTransport
-from collectors.exceptions import DeviceRejected
-from ingest.model import Quality
 from ingest.readstats import success_rates
 from ingest.writer import ReadingWriter
 from simulators.dlt645_bus import DLT645BusSimulator, Fault, make_meters
@@ -41,7 +37,8 @@ class Rig:
             self.refs = []
             for m in self.sim_meters:
                 (device_id,) = conn.execute(
-                    "INSERT INTO devices (name, kind, protocol, endpoint, poll_interval, attributes)"
+                    "INSERT INTO devices"
+                    " (name, kind, protocol, endpoint, poll_interval, attributes)"
                     " VALUES (%s, 'meter', 'dlt645', %s, 300, jsonb_build_object('bus', 'bus-1',"
                     " 'address', %s::text)) RETURNING id",
                     (f"m-{m.address[-4:]}", self.sim.port, m.address),

@@ -387,7 +387,7 @@ class Dlt645BusCollector:
         local_points = [ts.astimezone(self.tz).replace(tzinfo=None) for ts in curve_gaps]
         restored = await self.read_curve(meter, local_points, Quality.RE_READ)
         log.info(
-            "re-read %s: missing %d frozen day(s), %d curve points; restored %d day(s), %d readings",
+            "re-read %s: missing %d frozen days, %d curve points; restored %d days, %d readings",
             meter.name,
             len(frozen_gaps),
             len(curve_gaps),
