@@ -5,11 +5,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
+import pytest
 
 from collectors import metrics as cmetrics
+from collectors.dlt645.codec import RelayAction
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
 from collectors.dlt645.transport import SerialTransport
+from collectors.exceptions import DeviceRejected
+from ingest.model import Quality
 from ingest.readstats import success_rates
 from ingest.writer import ReadingWriter
 from simulators.dlt645_bus import DLT645BusSimulator, Fault, make_meters
@@ -46,7 +50,9 @@ class Rig:
                 self.refs.append(MeterRef(device_id, f"m-{m.address[-4:]}", m.address))
         self.writer = ReadingWriter(self.url, max_delay=0.05)
         self.writer_task = asyncio.create_task(self.writer.run())
-        self.bus = Dlt645Bus(SerialTransport(self.sim.port, baud=BAUD), BusTiming(baud=BAUD))
+        self.bus = Dlt645Bus(
+            SerialTransport(self.sim.port, baud=BAUD), BusTiming(baud=BAUD, turnaround=0.1)
+        )
         self.collector = Dlt645BusCollector(
             name="bus-1",
             bus=self.bus,
@@ -138,3 +144,126 @@ async def test_faulty_meters_do_not_stop_the_bus_and_are_counted_per_kind(migrat
             [rate] = success_rates(conn, datetime.fromtimestamp(T0, rig.collector.tz).date())
         assert (rate["read"], rate["due"], rate["failed"]) == (13, 16, 3)
         assert "not read: meter 202107070003" in caplog.text
+
+
+async def test_gaps_are_re_read_from_the_meters_memory_with_the_re_read_flag(migrated_url):
+    async with Rig(migrated_url, 2) as rig:
+        ref, sim = rig.refs[0], rig.sim_meters[0]
+        await rig.collector.read_daily()  # yesterday: frozen day + 96 curve points, per meter
+        await rig.writer.flush()
+        [(n_curve,)] = rig.rows(
+            "SELECT count(*) FROM readings WHERE device_id = %s AND quantity = '1.8.0'",
+            ref.device_id,
+        )
+        assert n_curve == 96
+        # the database loses yesterday's frozen value and a stretch of the curve
+        deleted = rig.rows(
+            "WITH first AS (SELECT min(ts) AS t FROM readings WHERE quantity = '1.8.0')"
+            " DELETE FROM readings WHERE device_id = %s AND (quantity LIKE '%%*d' OR"
+            " (ts >= (SELECT t FROM first) + interval '5 hours'"
+            "  AND ts < (SELECT t FROM first) + interval '8 hours'))"
+            " RETURNING quantity, ts, value",
+            ref.device_id,
+        )
+        assert len(deleted) == 5 + 12 * 4  # five frozen registers; 12 points × 4 registers
+        summary = await rig.collector.reread(ref, days=2)
+        await rig.writer.flush()
+        assert summary["frozen_restored"] >= 1 and summary["curve_missing"] >= 12
+        restored = {
+            (q, ts): (v, flags)
+            for q, ts, v, flags in rig.rows(
+                "SELECT quantity, ts, value, quality FROM readings WHERE device_id = %s",
+                ref.device_id,
+            )
+        }
+        for quantity, ts, value in deleted:
+            got_value, flags = restored[(quantity, ts)]
+            assert got_value == value and Quality(flags) & Quality.RE_READ, (quantity, ts)
+        # the freshly read points of today are re-read marked too, and equal the meter's record
+        truth = rig.sim.truth(sim.address, ts.timestamp())
+        assert Decimal(str(restored[("1.8.0", ts)][0])) == truth["1.8.0"]
+        # nothing is missing any more: a second pass asks for nothing
+        again = await rig.collector.reread(ref, days=2)
+        assert again["frozen_missing"] == 0 and again["curve_missing"] == 0
+
+
+async def test_clock_drift_within_bound_is_corrected_beyond_it_is_an_event(migrated_url):
+    async with Rig(migrated_url, 3, clock_bound=60) as rig:
+        rig.sim_meters[0].clock_offset = 25.0  # within the bound: broadcast corrects it
+        rig.sim_meters[1].clock_offset = -600.0  # beyond: an event, no correction
+        drifts = await rig.collector.check_clocks()
+        assert drifts[rig.sim_meters[0].address] == pytest.approx(25, abs=1)
+        assert drifts[rig.sim_meters[1].address] == pytest.approx(-600, abs=1)
+        await asyncio.sleep(0.05)  # the broadcast has no reply; let the simulator take it
+        assert abs(rig.sim_meters[0].clock_offset) < 1
+        assert rig.sim_meters[1].clock_offset == -600.0
+        events = rig.rows("SELECT device_id, kind, detail FROM events")
+        assert [(d, k) for d, k, _ in events] == [(rig.refs[1].device_id, "clock_drift")]
+        assert events[0][2]["drift_s"] == pytest.approx(-600, abs=1)
+        rig.clock.advance(60)
+        await rig.collector.poll_all()
+        await rig.writer.flush()
+        flags = dict(rig.rows("SELECT device_id, bit_or(quality) FROM readings GROUP BY 1"))
+        assert Quality(flags[rig.refs[1].device_id]) & Quality.CLOCK_SUSPECT
+        assert not Quality(flags[rig.refs[0].device_id]) & Quality.CLOCK_SUSPECT
+
+
+async def test_new_power_down_records_become_events_once(migrated_url):
+    async with Rig(migrated_url, 2) as rig:
+        await rig.collector.poll_all()  # counters start at 0
+        start, end = datetime(2026, 11, 26, 17, 1, 2), datetime(2026, 11, 26, 17, 9, 30)
+        rig.sim.power_down(rig.sim_meters[1].address, start, end)
+        rig.clock.advance(300)
+        await rig.collector.poll_all()
+        rig.clock.advance(300)
+        await rig.collector.poll_all()  # unchanged counter: nothing new
+        events = rig.rows("SELECT device_id, ts, kind, detail FROM events")
+        assert len(events) == 1
+        device_id, ts, kind, detail = events[0]
+        assert (device_id, kind) == (rig.refs[1].device_id, "power_down")
+        assert ts == datetime(2026, 11, 26, 9, 1, 2, tzinfo=UTC)  # 17:01:02 in Shanghai
+        assert detail["end"] == "2026-11-26T09:09:30+00:00"
+
+
+async def test_register_rollover_is_flagged(migrated_url):
+    async with Rig(migrated_url, 1) as rig:
+        sim = rig.sim_meters[0]
+        sim.register_offset = (
+            Decimal("999999.99") - rig.sim.truth(sim.address)["1.8.0"] - Decimal("0.50")
+        )
+        await rig.collector.poll_all()
+        rig.clock.advance(3600)  # enough energy to pass 999999.99
+        await rig.collector.poll_all()
+        await rig.writer.flush()
+        values = rig.rows(
+            "SELECT value, quality FROM readings WHERE quantity = '1.8.0' ORDER BY ts"
+        )
+        assert values[0][0] > 999999 and values[1][0] < values[0][0]
+        assert (
+            Quality(values[1][1]) & Quality.OVERFLOW
+            and not Quality(values[0][1]) & Quality.OVERFLOW
+        )
+
+
+async def test_relay_control_needs_the_password(migrated_url):
+    async with Rig(migrated_url, 2) as rig:
+        ref, sim = rig.refs[0], rig.sim_meters[0]
+        with pytest.raises(DeviceRejected, match="UNAUTHORISED"):
+            await rig.collector.relay(
+                ref, RelayAction.DISCONNECT, password="02000000", operator="00000001"
+            )
+        assert sim.relay_closed
+        await rig.collector.relay(
+            ref, RelayAction.DISCONNECT, password="02123456", operator="00000001"
+        )
+        assert not sim.relay_closed
+        [(kind, detail)] = rig.rows("SELECT kind, detail FROM events")
+        assert kind == "relay_operated" and detail["action"] == "DISCONNECT"
+
+
+async def test_discovery_finds_every_meter_on_a_shared_bus(migrated_url):
+    async with Rig(migrated_url, 4) as rig:
+        rig.sim_meters[3].address = "202107070101"  # same low byte as meter 1: a collision
+        rig.sim.meters = {m.address: m for m in rig.sim_meters}
+        found = await rig.collector.discover()
+        assert sorted(found) == sorted(m.address for m in rig.sim_meters)

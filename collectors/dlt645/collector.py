@@ -337,6 +337,7 @@ class Dlt645BusCollector:
     ) -> int:
         """Read the load records at these local 15-minute instants, in runs of ≤ 9."""
         count = 0
+        points_local = [p.replace(tzinfo=None) for p in points_local]  # the meter speaks local
         for run in _runs(points_local, CURVE_STEP, RECORDS_PER_READ):
             records = await self._read(meter, CURVE_DI, blocks=len(run), start=run[0])
             wanted = set(run)

@@ -40,9 +40,10 @@ class BusTiming:
     def wire(self, nbytes: int) -> float:
         return nbytes * self.byte_time
 
-    def reply_timeout(self, request_bytes: int) -> float:
-        """Request on the wire, the meter's turnaround, and the longest reply (L = 200)."""
-        return self.wire(request_bytes) + self.turnaround + self.wire(4 + 12 + 200)
+    def reply_timeout(self, request_bytes: int, reply_bytes: int = 4 + 12 + 200) -> float:
+        """Request on the wire, the meter's turnaround, and the reply (by default the
+        longest one, L = 200)."""
+        return self.wire(request_bytes) + self.turnaround + self.wire(reply_bytes)
 
 
 class Dlt645Bus:
@@ -58,7 +59,9 @@ class Dlt645Bus:
     def name(self) -> str:
         return self.transport.name
 
-    async def exchange(self, request: Frame, *, expect_reply: bool = True) -> Frame | None:
+    async def exchange(
+        self, request: Frame, *, expect_reply: bool = True, reply_bytes: int | None = None
+    ) -> Frame | None:
         async with self._lock:
             loop = asyncio.get_running_loop()
             await self.transport.open()
@@ -75,7 +78,10 @@ class Dlt645Bus:
                 await asyncio.sleep(self.timing.wire(len(raw)))
                 return None
             try:
-                return await self._await_reply(request, sent, self.timing.reply_timeout(len(raw)))
+                timeout = self.timing.reply_timeout(
+                    len(raw), *([reply_bytes] if reply_bytes else [])
+                )
+                return await self._await_reply(request, sent, timeout)
             finally:
                 self._quiet_at = loop.time() + self.timing.gap
 
