@@ -8,7 +8,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import devices, health, quantities
+from api.routes import devices, health, quantities, reads
 
 
 def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
@@ -33,6 +33,7 @@ def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)
+    app.include_router(reads.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

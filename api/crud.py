@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+
+from ingest.readstats import METER_STATS_SQL, SUCCESS_RATES_SQL, rates
 
 _DEVICE_COLUMNS = "id, name, kind, protocol, endpoint, unit_id, register_map, poll_interval"
 
@@ -64,3 +66,26 @@ async def storage_mode(*, conn: AsyncConnection) -> str | None:
     cur = await conn.execute("SELECT value FROM gridread_meta WHERE key = 'storage_mode'")
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def read_success(*, conn: AsyncConnection, day: date, bus: str | None = None) -> list[dict]:
+    cur = await conn.execute(SUCCESS_RATES_SQL, {"day": day, "bus": bus})
+    return rates(await cur.fetchall(), day)
+
+
+async def meter_read_stats(*, conn: AsyncConnection, bus: str, day: date) -> list[dict]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(METER_STATS_SQL, {"day": day, "bus": bus})
+        return await cur.fetchall()
+
+
+async def events(
+    *, conn: AsyncConnection, device_id: int, start: datetime, end: datetime, limit: int
+) -> list[dict]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT ts, kind, detail FROM events WHERE device_id = %s AND ts >= %s AND ts < %s"
+            " ORDER BY ts LIMIT %s",
+            (device_id, start, end, limit),
+        )
+        return await cur.fetchall()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -62,3 +63,34 @@ class Health(BaseModel):
     status: str
     database: str
     storage_mode: str | None = None
+
+
+class BusReadStats(BaseModel):
+    bus: str
+    day: date
+    due: int
+    read: int
+    failed: int
+    rate: float | None
+
+
+class MeterReadStats(BaseModel):
+    name: str
+    address: str | None
+    attempts: int
+    successes: int
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+
+class EventPublic(BaseModel):
+    ts: datetime
+    kind: str
+    detail: dict[str, Any]
+
+
+class EventsPublic(BaseModel):
+    device: str
+    data: list[EventPublic]
+    count: int

@@ -1,6 +1,6 @@
 """Prometheus metrics of the collecting side (``gridread_`` prefix, base units)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 POLLS = Counter("gridread_polls", "Device polls finished", ["protocol", "result"])
 POLL_ERRORS = Counter(
@@ -14,6 +14,14 @@ POLL_SECONDS = Histogram(
     "Time of one successful poll of one device",
     ["protocol"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+READ_SUCCESS = Gauge(
+    "gridread_read_success_ratio",
+    "Meters read successfully / meters due today (抄表成功率), per bus (local day)",
+    ["bus"],
+)
+READS_RESTORED = Counter(
+    "gridread_reread_readings", "Readings restored by re-reading (补抄)", ["protocol"]
 )
 
 

@@ -65,14 +65,12 @@ def run(config: ConfigOption = None) -> None:
         ids = runtime.store_devices(url, inventory)
     except (CollectorError, IngestError) as exc:
         raise _fail(str(exc)) from None
-    if not inventory.devices:
-        logging.getLogger("gridread").warning("no [[device]] in %s: nothing to poll", source)
-    _print_banner(settings, [d.name for d in inventory.devices])
-
-    async def main() -> None:
-        await runtime.serve(settings, url, runtime.build_collectors(inventory, ids, settings))
-
-    asyncio.run(main())
+    if not inventory.devices and not inventory.buses:
+        logging.getLogger("gridread").warning(
+            "no [[device]] or [[bus]] in %s: nothing to poll", source
+        )
+    _print_banner(settings, list(ids))
+    asyncio.run(runtime.serve(settings, url, inventory, ids))
 
 
 @app.command()
@@ -81,16 +79,21 @@ def demo(
         int, typer.Option(min=1, max=247, help="simulated meters behind one port")
     ] = 10,
     sim_port: Annotated[int, typer.Option(help="TCP port of the Modbus simulator")] = 5020,
-    interval: Annotated[float, typer.Option(help="poll interval, seconds")] = 5.0,
+    interval: Annotated[float, typer.Option(help="Modbus poll interval, seconds")] = 5.0,
+    rs485_meters: Annotated[
+        int, typer.Option(min=0, max=64, help="simulated DL/T 645 meters on one RS-485 bus (pty)")
+    ] = 8,
     fault: Annotated[
         list[str] | None,
         typer.Option(help="UNIT=KIND, KIND one of no_reply, exception, slow; repeatable"),
     ] = None,
 ) -> None:
-    """Simulated Modbus meters → collectors → PostgreSQL (embedded unless configured) → API."""
+    """Simulated Modbus and DL/T 645 meters → collectors → PostgreSQL (embedded unless
+    configured) → API."""
     from collectors.modbus.registermap import load_register_map
     from gridread import runtime
-    from gridread.inventory import DeviceSpec, Inventory
+    from gridread.inventory import BusMeterSpec, BusSpec, DeviceSpec, Inventory
+    from simulators.dlt645_bus import DLT645BusSimulator, make_meters
     from simulators.meter_model import MeterModel
     from simulators.modbus_meter import Fault, ModbusMeterSimulator
 
@@ -123,6 +126,25 @@ def demo(
             ) from None
         for unit, kind in faults.items():
             sim.set_fault(unit, kind)
+        bus_sim = DLT645BusSimulator(make_meters(rs485_meters), baud=9600)
+        if rs485_meters:
+            await bus_sim.start()
+        buses = (
+            [
+                BusSpec(
+                    name="demo-rs485-1",
+                    port=bus_sim.port,
+                    baud=9600,
+                    instant_interval=max(interval, 15.0),
+                    meter=[
+                        BusMeterSpec(name=f"demo-645-{m.address[-4:]}", address=m.address)
+                        for m in bus_sim.meters.values()
+                    ],
+                )
+            ]
+            if rs485_meters
+            else []
+        )
         specs = [
             DeviceSpec(
                 name=f"demo-meter-{unit:02d}",
@@ -137,15 +159,20 @@ def demo(
         ]
         try:
             url = await asyncio.to_thread(runtime.database_url, settings)
-            inventory = Inventory(specs, {"three_phase_meter": regmap})
+            inventory = Inventory(specs, {"three_phase_meter": regmap}, buses)
             ids = await asyncio.to_thread(runtime.store_devices, url, inventory)
         except (CollectorError, IngestError) as exc:
             raise _fail(str(exc)) from None
-        _print_banner(settings, [s.name for s in specs], sim=f"127.0.0.1:{sim.port}", faults=faults)
+        where = f"Modbus TCP meters on 127.0.0.1:{sim.port}"
+        if rs485_meters:
+            where += f"; {rs485_meters} DL/T 645 meters on {bus_sim.port} (9600 8E1)"
+        _print_banner(settings, list(ids), sim=where, faults=faults)
         try:
-            await runtime.serve(settings, url, runtime.build_collectors(inventory, ids, settings))
+            await runtime.serve(settings, url, inventory, ids)
         finally:
             await sim.stop()
+            if rs485_meters:
+                await bus_sim.stop()
 
     asyncio.run(main())
 
@@ -216,7 +243,7 @@ def _print_banner(
     ]
     if sim:
         lines.append(
-            f"  simulator  Modbus TCP meters on {sim}"
+            f"  simulator  {sim}"
             + (f"; faults {', '.join(f'{u}={k}' for u, k in faults.items())}" if faults else "")
         )
     if devices:

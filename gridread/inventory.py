@@ -1,6 +1,7 @@
-"""The device inventory: ``[[device]]`` tables in the config file, loaded into ``devices``.
+"""The device inventory: ``[[device]]`` and ``[[bus]]`` tables in the config file, loaded into
+``devices``.
 
-    [[device]]
+    [[device]]                      # a Modbus TCP device
     name = "meter-001"              # unique, used in the API's URLs
     kind = "meter"                  # meter | concentrator | voltage_monitor
     protocol = "modbus_tcp"
@@ -9,6 +10,18 @@
     unit_id = 1                     # Modbus unit / slave id
     register_map = "three_phase_meter"   # bundled map name, or a path relative to the file
     poll_interval = 15              # seconds
+
+    [[bus]]                         # an RS-485 bus of DL/T 645-2007 meters
+    name = "area-0412-485-1"
+    port = "/dev/ttyUSB0"           # or "tcp://10.0.0.5:4001" for a serial-to-Ethernet converter
+    baud = 2400                     # 1200 2400 4800 9600 19200; 8E1
+    timezone = "Asia/Shanghai"      # the meters' clocks
+    instant_interval = 300          # seconds between reads of the instantaneous values
+    clock_bound = 60                # clock drift (s) corrected by broadcast; beyond: an event
+    reread_days = 7                 # 补抄 window
+    [[bus.meter]]
+    name = "area-0412-m001"
+    address = "202107070001"        # 12 digits, as printed on the meter
 
 The whole file is validated before anything is written; the load is one transaction and
 each added or changed device leaves a row in ``audit_log``.
@@ -19,21 +32,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from collectors.dlt645.codec import BAUD_BITS
 from collectors.exceptions import ConfigError
 from collectors.modbus.registermap import RegisterMap, load_register_map
 from gridread.settings import one_line
 
-PROTOCOLS = ("modbus_tcp",)
+NAME = r"^[A-Za-z0-9._-]+$"
 
 
 class DeviceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, max_length=64, pattern=NAME)
     kind: Literal["meter", "concentrator", "voltage_monitor"] = "meter"
     protocol: Literal["modbus_tcp"]
     host: str
@@ -42,44 +57,104 @@ class DeviceSpec(BaseModel):
     register_map: str
     poll_interval: float = Field(default=60.0, gt=0)
 
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
-
     def row(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
             "protocol": self.protocol,
-            "endpoint": self.endpoint,
+            "endpoint": f"{self.host}:{self.port}",
             "unit_id": self.unit_id,
             "register_map": self.register_map,
             "poll_interval": self.poll_interval,
+            "attributes": {},
         }
 
 
+class BusMeterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=NAME)
+    address: str = Field(pattern=r"^[0-9]{12}$")
+
+
+class BusSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=NAME)
+    protocol: Literal["dlt645"] = "dlt645"
+    port: str = Field(min_length=1)
+    baud: int = 2400
+    parity: Literal["E", "N", "O"] = "E"
+    timezone: str = "Asia/Shanghai"
+    instant_interval: float = Field(default=300.0, gt=0)
+    clock_bound: float = Field(default=60.0, gt=0)
+    reread_days: int = Field(default=7, ge=1, le=62)
+    meter: list[BusMeterSpec] = Field(default_factory=list)
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, v: int) -> int:
+        if v not in BAUD_BITS:
+            raise ValueError(f"expected one of {', '.join(map(str, BAUD_BITS))}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known time zone (e.g. Asia/Shanghai)") from None
+        return v
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": m.name,
+                "kind": "meter",
+                "protocol": self.protocol,
+                "endpoint": self.port,
+                "unit_id": None,
+                "register_map": None,
+                "poll_interval": self.instant_interval,
+                "attributes": {"bus": self.name, "address": m.address},
+            }
+            for m in self.meter
+        ]
+
+
 class Inventory:
-    def __init__(self, devices: list[DeviceSpec], maps: dict[str, RegisterMap]) -> None:
+    def __init__(
+        self,
+        devices: list[DeviceSpec],
+        maps: dict[str, RegisterMap],
+        buses: list[BusSpec] | None = None,
+    ) -> None:
         self.devices = devices
         self.maps = maps  # register_map entry → loaded map
+        self.buses = buses or []
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [d.row() for d in self.devices] + [r for b in self.buses for r in b.rows()]
 
 
 def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> Inventory:
-    entries = config.get("device", [])
-    if not isinstance(entries, list):
-        raise ConfigError(f"{source}: 'device' must be an array of tables ([[device]])")
     devices: list[DeviceSpec] = []
     maps: dict[str, RegisterMap] = {}
     names: set[str] = set()
-    for n, entry in enumerate(entries, 1):
+
+    def claim(name: str, where: str) -> None:
+        if name in names:
+            raise ConfigError(f"{where}: duplicate device name {name!r}")
+        names.add(name)
+
+    for n, entry in enumerate(_tables(config, "device", source), 1):
         where = f"{source}: device {n} ({entry.get('name', '?')})"
         try:
             spec = DeviceSpec.model_validate(entry)
         except ValidationError as exc:
             raise ConfigError(f"{where}: {one_line(exc)}") from None
-        if spec.name in names:
-            raise ConfigError(f"{where}: duplicate device name")
-        names.add(spec.name)
+        claim(spec.name, where)
         if spec.register_map not in maps:
             ref = spec.register_map
             path = base_dir / ref if ref.endswith(".toml") else ref
@@ -88,56 +163,76 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         devices.append(spec)
-    return Inventory(devices, maps)
+
+    buses: list[BusSpec] = []
+    for n, entry in enumerate(_tables(config, "bus", source), 1):
+        where = f"{source}: bus {n} ({entry.get('name', '?')})"
+        try:
+            bus = BusSpec.model_validate(entry)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {one_line(exc)}") from None
+        claim(bus.name, where)
+        addresses: set[str] = set()
+        for m in bus.meter:
+            claim(m.name, f"{where}: meter {m.name}")
+            if m.address in addresses:
+                raise ConfigError(f"{where}: meter {m.name}: address {m.address} is used twice")
+            addresses.add(m.address)
+        buses.append(bus)
+    return Inventory(devices, maps, buses)
+
+
+def _tables(config: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:
+    entries = config.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{source}: '{key}' must be an array of tables ([[{key}]])")
+    return entries
+
+
+_COLUMNS = (
+    "name",
+    "kind",
+    "protocol",
+    "endpoint",
+    "unit_id",
+    "register_map",
+    "poll_interval",
+    "attributes",
+)
 
 
 def store_inventory(
     conn: psycopg.Connection, inventory: Inventory, *, actor: str
 ) -> dict[str, int]:
-    """Upsert every device in one transaction; audit each change. Returns name → id."""
+    """Upsert every device in one transaction; audit each change. Returns name → id.
+
+    Devices that are in the database but no longer in the file are left as they are (their
+    readings stay meaningful); removing a device is an explicit act, not a side effect."""
     ids: dict[str, int] = {}
     with conn.transaction():
-        for spec in inventory.devices:
-            new = spec.row()
+        for new in inventory.rows():
+            params = {**new, "attributes": json.dumps(new["attributes"])}
             old = conn.execute(
-                "SELECT id, name, kind, protocol, endpoint, unit_id, register_map, poll_interval"
-                " FROM devices WHERE name = %s",
-                (spec.name,),
+                f"SELECT id, {', '.join(_COLUMNS)} FROM devices WHERE name = %s", (new["name"],)
             ).fetchone()
             if old is None:
-                (ids[spec.name],) = conn.execute(
-                    "INSERT INTO devices (name, kind, protocol, endpoint, unit_id, register_map,"
-                    " poll_interval) VALUES (%(name)s, %(kind)s, %(protocol)s, %(endpoint)s,"
-                    " %(unit_id)s, %(register_map)s, %(poll_interval)s) RETURNING id",
-                    new,
+                (ids[new["name"]],) = conn.execute(
+                    f"INSERT INTO devices ({', '.join(_COLUMNS)}) VALUES"
+                    f" ({', '.join(f'%({c})s' for c in _COLUMNS)}) RETURNING id",
+                    params,
                 ).fetchone()
-                _audit(conn, actor, "create", spec.name, None, new)
+                _audit(conn, actor, "create", new["name"], None, new)
                 continue
-            ids[spec.name] = old[0]
-            before = dict(
-                zip(
-                    (
-                        "name",
-                        "kind",
-                        "protocol",
-                        "endpoint",
-                        "unit_id",
-                        "register_map",
-                        "poll_interval",
-                    ),
-                    old[1:],
-                    strict=True,
-                )
-            )
+            ids[new["name"]] = old[0]
+            before = dict(zip(_COLUMNS, old[1:], strict=True))
             if before != new:
                 conn.execute(
-                    "UPDATE devices SET kind = %(kind)s, protocol = %(protocol)s,"
-                    " endpoint = %(endpoint)s, unit_id = %(unit_id)s,"
-                    " register_map = %(register_map)s, poll_interval = %(poll_interval)s,"
-                    " updated_at = now() WHERE name = %(name)s",
-                    new,
+                    "UPDATE devices SET "
+                    + ", ".join(f"{c} = %({c})s" for c in _COLUMNS if c != "name")
+                    + ", updated_at = now() WHERE name = %(name)s",
+                    params,
                 )
-                _audit(conn, actor, "update", spec.name, before, new)
+                _audit(conn, actor, "update", new["name"], before, new)
     return ids
 
 

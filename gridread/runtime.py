@@ -16,7 +16,10 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
-from collectors.base import PolledCollector
+from collectors.base import PolledCollector, ReadingSink
+from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
+from collectors.dlt645.session import BusTiming, Dlt645Bus
+from collectors.dlt645.transport import transport_for
 from collectors.modbus.collector import ModbusTcpCollector
 from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.database import check_connection, start_embedded
@@ -74,15 +77,44 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
+def build_buses(
+    inventory: Inventory, ids: dict[str, int], sink: ReadingSink, url: str
+) -> list[Dlt645BusCollector]:
+    """One collector per RS-485 bus, each to run in its own task."""
+    out = []
+    for spec in inventory.buses:
+        bus = Dlt645Bus(
+            transport_for(spec.port, baud=spec.baud, parity=spec.parity), BusTiming(baud=spec.baud)
+        )
+        out.append(
+            Dlt645BusCollector(
+                name=spec.name,
+                bus=bus,
+                meters=[MeterRef(ids[m.name], m.name, m.address) for m in spec.meter],
+                sink=sink,
+                conninfo=url,
+                timezone=spec.timezone,
+                policy=BusPolicy(
+                    instant_interval=spec.instant_interval,
+                    clock_bound=spec.clock_bound,
+                    reread_days=spec.reread_days,
+                ),
+            )
+        )
+    return out
+
+
 async def serve(
     settings: Settings,
     url: str,
-    devices: list[tuple[PolledCollector, float]],
+    inventory: Inventory,
+    ids: dict[str, int],
     *,
     on_ready: Callable[[], Awaitable[None] | None] | None = None,
 ) -> None:
-    """Run writer, scheduler, API and maintenance until SIGINT/SIGTERM; stop them in order:
+    """Run writer, collectors, API and maintenance until SIGINT/SIGTERM; stop them in order:
     stop polling, write what is queued, stop the API."""
+    devices = build_collectors(inventory, ids, settings)
     writer = ReadingWriter(
         url,
         batch_size=settings.writer_batch_size,
@@ -117,21 +149,25 @@ async def serve(
             raise SystemExit(f"gridread: error: the API could not start on {where}")
         await asyncio.sleep(0.05)
     poll_task = asyncio.create_task(scheduler.run(), name="scheduler")
+    bus_tasks = {
+        asyncio.create_task(bus.run(), name=f"bus {bus.name}")
+        for bus in build_buses(inventory, ids, writer, url)
+    }
     maintenance_task = asyncio.create_task(_maintenance(url), name="maintenance")
     if on_ready is not None:
         result = on_ready()
         if asyncio.iscoroutine(result):
             await result
-    watched = {poll_task, writer_task, api_task, maintenance_task}
+    watched = {poll_task, writer_task, api_task, maintenance_task, *bus_tasks}
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait(watched | {stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in done - {stopper}:
         if task.exception():
             log.error("%s stopped: %r", task.get_name(), task.exception())
     log.info("stopping: polls, then the writer's queue, then the API")
-    for task in (poll_task, maintenance_task):
+    for task in (poll_task, maintenance_task, *bus_tasks):
         task.cancel()
-    await asyncio.gather(poll_task, maintenance_task, return_exceptions=True)
+    await asyncio.gather(poll_task, maintenance_task, *bus_tasks, return_exceptions=True)
     await writer.close()
     await asyncio.gather(writer_task, return_exceptions=True)
     log.info(
@@ -160,4 +196,11 @@ async def _maintenance(url: str) -> None:
         await asyncio.sleep(MAINTENANCE_INTERVAL_S)
 
 
-__all__ = ["StorageMode", "build_collectors", "database_url", "serve", "store_devices"]
+__all__ = [
+    "StorageMode",
+    "build_buses",
+    "build_collectors",
+    "database_url",
+    "serve",
+    "store_devices",
+]

@@ -47,23 +47,30 @@ def record_outcomes(conn: psycopg.Connection, outcomes: list[ReadOutcome]) -> No
         )
 
 
-def success_rates(conn: psycopg.Connection, day: date) -> list[dict]:
-    """Per bus: meters due (every DL/T 645 meter of the bus in the inventory), meters read,
-    and the rate."""
-    rows = conn.execute(
-        """
-        SELECT d.attributes->>'bus' AS bus,
-               count(*) AS due,
-               count(*) FILTER (WHERE s.successes > 0) AS read,
-               count(*) FILTER (WHERE s.attempts > 0 AND s.successes = 0) AS failed
-        FROM devices d
-        LEFT JOIN read_stats s
-               ON s.device_id = d.id AND s.day = %s AND s.bus = d.attributes->>'bus'
-        WHERE d.protocol = 'dlt645'
-        GROUP BY 1 ORDER BY 1
-        """,
-        (day,),
-    ).fetchall()
+SUCCESS_RATES_SQL = """
+    SELECT d.attributes->>'bus' AS bus,
+           count(*) AS due,
+           count(*) FILTER (WHERE s.successes > 0) AS read,
+           count(*) FILTER (WHERE s.attempts > 0 AND s.successes = 0) AS failed
+    FROM devices d
+    LEFT JOIN read_stats s
+           ON s.device_id = d.id AND s.day = %(day)s AND s.bus = d.attributes->>'bus'
+    WHERE d.protocol = 'dlt645' AND (%(bus)s::text IS NULL OR d.attributes->>'bus' = %(bus)s)
+    GROUP BY 1 ORDER BY 1
+"""
+
+METER_STATS_SQL = """
+    SELECT d.name, d.attributes->>'address' AS address, COALESCE(s.attempts, 0) AS attempts,
+           COALESCE(s.successes, 0) AS successes, s.last_success, s.last_error, s.last_error_at
+    FROM devices d
+    LEFT JOIN read_stats s ON s.device_id = d.id AND s.day = %(day)s AND s.bus = %(bus)s
+    WHERE d.protocol = 'dlt645' AND d.attributes->>'bus' = %(bus)s
+    ORDER BY d.name
+"""
+
+
+def rates(rows: list[tuple], day: date) -> list[dict]:
+    """Rows of SUCCESS_RATES_SQL as dicts with the rate (None for a bus with no meters)."""
     return [
         {
             "bus": bus,
@@ -77,17 +84,7 @@ def success_rates(conn: psycopg.Connection, day: date) -> list[dict]:
     ]
 
 
-def meter_stats(conn: psycopg.Connection, bus: str, day: date) -> list[dict]:
-    cur = conn.execute(
-        """
-        SELECT d.name, d.attributes->>'address' AS address, COALESCE(s.attempts, 0) AS attempts,
-               COALESCE(s.successes, 0) AS successes, s.last_success, s.last_error, s.last_error_at
-        FROM devices d
-        LEFT JOIN read_stats s ON s.device_id = d.id AND s.day = %s AND s.bus = %s
-        WHERE d.protocol = 'dlt645' AND d.attributes->>'bus' = %s
-        ORDER BY d.name
-        """,
-        (day, bus, bus),
-    )
-    names = [c.name for c in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+def success_rates(conn: psycopg.Connection, day: date, bus: str | None = None) -> list[dict]:
+    """Per bus: meters due (every DL/T 645 meter of the bus in the inventory), read, failed,
+    and the rate."""
+    return rates(conn.execute(SUCCESS_RATES_SQL, {"day": day, "bus": bus}).fetchall(), day)

@@ -267,3 +267,41 @@ async def test_discovery_finds_every_meter_on_a_shared_bus(migrated_url):
         rig.sim.meters = {m.address: m for m in rig.sim_meters}
         found = await rig.collector.discover()
         assert sorted(found) == sorted(m.address for m in rig.sim_meters)
+
+
+async def test_read_success_rate_and_events_in_the_api_and_metrics(migrated_url):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    async with Rig(migrated_url, 4) as rig:
+        rig.sim_meters[1].fault = Fault.NO_REPLY
+        rig.sim.power_down(
+            rig.sim_meters[0].address, datetime(2026, 11, 26, 8, 0), datetime(2026, 11, 26, 8, 5)
+        )
+        await rig.collector.poll_all()
+        assert counter(cmetrics.READ_SUCCESS, "bus-1") == 0.75
+        day = datetime.fromtimestamp(T0, rig.collector.tz).date().isoformat()
+        with TestClient(create_app(migrated_url)) as client:
+            [bus] = client.get("/read-stats", params={"day": day}).json()
+            assert bus == {
+                "bus": "bus-1",
+                "day": day,
+                "due": 4,
+                "read": 3,
+                "failed": 1,
+                "rate": 0.75,
+            }
+            meters = {
+                m["address"]: m for m in client.get("/read-stats/bus-1", params={"day": day}).json()
+            }
+            silent = meters[rig.sim_meters[1].address]
+            assert silent["successes"] == 0 and silent["last_error"].startswith("timeout")
+            assert client.get("/read-stats/nope").status_code == 404
+            events = client.get(
+                f"/devices/{rig.refs[0].name}/events",
+                params={"start": "2026-11-25T00:00:00Z", "end": "2026-11-27T00:00:00Z"},
+            ).json()
+            assert [(e["kind"], e["ts"]) for e in events["data"]] == [
+                ("power_down", "2026-11-26T00:00:00Z")
+            ]

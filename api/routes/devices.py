@@ -8,6 +8,8 @@ from api.deps import Conn
 from api.schemas import (
     DevicePublic,
     DevicesPublic,
+    EventPublic,
+    EventsPublic,
     LatestPublic,
     LatestValue,
     ReadingPublic,
@@ -84,6 +86,24 @@ async def latest(conn: Conn, name: str):
             for r in rows
         ],
     )
+
+
+@router.get("/{name}/events", response_model=EventsPublic)
+async def events(
+    conn: Conn,
+    name: str,
+    start: Annotated[
+        datetime | None, Query(description="inclusive; default: end − 30 days")
+    ] = None,
+    end: Annotated[datetime | None, Query(description="exclusive; default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
+):
+    """A device's events (power down, cover opened, clock drift, relay operated …)."""
+    end = _aware(end) if end else datetime.now(UTC)
+    start = _aware(start) if start else end - timedelta(days=30)
+    device = await _device(conn, name)
+    rows = await crud.events(conn=conn, device_id=device["id"], start=start, end=end, limit=limit)
+    return EventsPublic(device=name, data=[EventPublic(**r) for r in rows], count=len(rows))
 
 
 def _aware(ts: datetime) -> datetime:

@@ -41,7 +41,7 @@ from ingest.events import count_events, store_events
 from ingest.gaps import grid, missing_instants
 from ingest.model import Event, Quality, Reading
 from ingest.quantities import QuantityKind, registry
-from ingest.readstats import ReadOutcome, record_outcomes
+from ingest.readstats import ReadOutcome, record_outcomes, success_rates
 
 log = logging.getLogger(__name__)
 PROTOCOL = "dlt645"
@@ -127,6 +127,7 @@ class Dlt645BusCollector:
                 if loop.time() >= next_daily:
                     await self._guard(self.check_clocks)
                     await self._guard(self.read_daily)
+                    await self._guard(self.reread_all)
                     next_daily += self.policy.daily_interval
                 await self._guard(self.poll_all)
                 next_instant += self.policy.instant_interval
@@ -152,7 +153,14 @@ class Dlt645BusCollector:
 
     async def poll_all(self) -> list[ReadOutcome]:
         outcomes = [await self.poll_meter(m) for m in self.meters]
-        await asyncio.to_thread(self._db, record_outcomes, outcomes)
+
+        def record(conn: psycopg.Connection) -> list[dict]:
+            record_outcomes(conn, outcomes)
+            return success_rates(conn, outcomes[0].day, self.name) if outcomes else []
+
+        for rate in await asyncio.to_thread(self._db_call, record):
+            if rate["rate"] is not None:
+                metrics.READ_SUCCESS.labels(self.name).set(rate["rate"])
         return outcomes
 
     async def poll_meter(self, meter: MeterRef) -> ReadOutcome:
@@ -354,6 +362,13 @@ class Dlt645BusCollector:
             count += len(readings)
         return count
 
+    async def reread_all(self) -> None:
+        for meter in self.meters:
+            try:
+                await self.reread(meter)
+            except DeviceError as exc:
+                log.warning("meter %s: re-read failed: %s", meter.name, exc)
+
     async def reread(self, meter: MeterRef, *, days: int | None = None) -> dict[str, int]:
         """补抄: fill the frozen days and curve points of the last `days` days that the database
         lacks, from the meter's memory, flagged RE_READ. Returns what was asked and restored."""
@@ -387,6 +402,7 @@ class Dlt645BusCollector:
                 )
         local_points = [ts.astimezone(self.tz).replace(tzinfo=None) for ts in curve_gaps]
         restored = await self.read_curve(meter, local_points, Quality.RE_READ)
+        metrics.READS_RESTORED.labels(PROTOCOL).inc(restored + 5 * restored_frozen)
         log.info(
             "re-read %s: missing %d frozen days, %d curve points; restored %d days, %d readings",
             meter.name,
