@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from ingest.schema import _MIGRATIONS as MIGRATIONS
+from ingest.schema import MIGRATIONS
 from tests.conftest import free_port
 
 GRIDREAD = [sys.executable, "-m", "gridread.cli"]

@@ -5,8 +5,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
-from ingest.schema import _MIGRATIONS as MIGRATIONS
 from ingest.schema import (
+    MIGRATIONS,
     PARTITION_DAYS_AHEAD,
     PARTITION_DAYS_BACK,
     StorageMode,
