@@ -147,15 +147,20 @@ async def test_faulty_meters_do_not_stop_the_bus_and_are_counted_per_kind(migrat
 
 
 async def test_gaps_are_re_read_from_the_meters_memory_with_the_re_read_flag(migrated_url):
-    async with Rig(migrated_url, 2) as rig:
+    async with Rig(migrated_url, 2, reread_days=1) as rig:
         ref, sim = rig.refs[0], rig.sim_meters[0]
-        await rig.collector.read_daily()  # yesterday: frozen day + 96 curve points, per meter
+        # the daily reads: yesterday's freeze and 96 curve points as normal reads, then the
+        # 1-day re-read window fills today's 73 points (00:00 … 18:00 local) as re-reads
+        await rig.collector.read_daily()
         await rig.writer.flush()
-        [(n_curve,)] = rig.rows(
-            "SELECT count(*) FROM readings WHERE device_id = %s AND quantity = '1.8.0'",
-            ref.device_id,
+        by_flag = dict(
+            rig.rows(
+                "SELECT quality, count(*) FROM readings"
+                " WHERE device_id = %s AND quantity = '1.8.0' GROUP BY 1",
+                ref.device_id,
+            )
         )
-        assert n_curve == 96
+        assert by_flag == {int(Quality.GOOD): 96, int(Quality.RE_READ): 73}
         # the database loses yesterday's frozen value and a stretch of the curve
         deleted = rig.rows(
             "WITH first AS (SELECT min(ts) AS t FROM readings WHERE quantity = '1.8.0')"

@@ -118,25 +118,28 @@ class Dlt645BusCollector:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll until cancelled: daily jobs first (and then once a day), instants on the grid."""
+        """Poll until cancelled. Instants on their grid; once a day the clock check, then the
+        heavy reads (yesterday's frozen data and curve, 补抄) one meter after each instant
+        cycle, so they never hold the bus for long."""
         loop = asyncio.get_running_loop()
-        next_daily = loop.time()
-        next_instant = loop.time()
+        next_daily = next_instant = loop.time()
+        pending: list[MeterRef] = []
         try:
             while True:
+                await self._guard(self.poll_all)
                 if loop.time() >= next_daily:
                     await self._guard(self.check_clocks)
-                    await self._guard(self.read_daily)
-                    await self._guard(self.reread_all)
+                    pending = list(self.meters)
                     next_daily += self.policy.daily_interval
-                await self._guard(self.poll_all)
+                if pending:
+                    meter = pending.pop(0)
+                    await self._guard(lambda m=meter: self.daily_reads(m))
                 next_instant += self.policy.instant_interval
                 now = loop.time()
                 if next_instant < now:  # overran: skip the missed slots
-                    next_instant += ((now - next_instant) // self.policy.instant_interval + 1) * (
-                        self.policy.instant_interval
-                    )
-                await asyncio.sleep(max(0.0, min(next_instant, next_daily) - loop.time()))
+                    missed = (now - next_instant) // self.policy.instant_interval + 1
+                    next_instant += missed * self.policy.instant_interval
+                await asyncio.sleep(max(0.0, next_instant - loop.time()))
         finally:
             await self.bus.transport.close()
 
@@ -315,18 +318,24 @@ class Dlt645BusCollector:
     # -- daily frozen data and load records ------------------------------------------------
 
     async def read_daily(self) -> None:
-        """Yesterday's frozen registers and load records, for every meter (normal reads)."""
+        """Every meter's daily reads at once (tests, commands); `run` spreads them out."""
+        for meter in self.meters:
+            await self.daily_reads(meter)
+
+    async def daily_reads(self, meter: MeterRef) -> None:
+        """Yesterday's frozen registers and load records (normal reads), then the re-read of
+        whatever the last days still lack."""
         today = datetime.fromtimestamp(self.now(), self.tz).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
-        for meter in self.meters:
-            try:
-                await self.read_frozen(meter, 1, Quality.GOOD)
-                await self.read_curve(
-                    meter, grid(today - timedelta(days=1), today, CURVE_STEP), Quality.GOOD
-                )
-            except DeviceError as exc:
-                log.warning("meter %s: daily read failed: %s", meter.name, exc)
+        try:
+            await self.read_frozen(meter, 1, Quality.GOOD)
+            await self.read_curve(
+                meter, grid(today - timedelta(days=1), today, CURVE_STEP), Quality.GOOD
+            )
+            await self.reread(meter)
+        except DeviceError as exc:
+            log.warning("meter %s: daily read failed: %s", meter.name, exc)
 
     async def read_frozen(
         self, meter: MeterRef, days_back: int, quality: Quality
@@ -362,13 +371,6 @@ class Dlt645BusCollector:
             count += len(readings)
         return count
 
-    async def reread_all(self) -> None:
-        for meter in self.meters:
-            try:
-                await self.reread(meter)
-            except DeviceError as exc:
-                log.warning("meter %s: re-read failed: %s", meter.name, exc)
-
     async def reread(self, meter: MeterRef, *, days: int | None = None) -> dict[str, int]:
         """补抄: fill the frozen days and curve points of the last `days` days that the database
         lacks, from the meter's memory, flagged RE_READ. Returns what was asked and restored."""
@@ -378,7 +380,7 @@ class Dlt645BusCollector:
         midnights = [today - timedelta(days=n) for n in range(days)]
         # the newest complete interval: a record for t exists once t has passed
         last = now_local.replace(minute=now_local.minute // 15 * 15, second=0, microsecond=0)
-        points = grid(today - timedelta(days=days - 1), last, CURVE_STEP)
+        points = grid(today - timedelta(days=days - 1), last + CURVE_STEP, CURVE_STEP)
 
         def find(conn: psycopg.Connection) -> tuple[list[datetime], list[datetime]]:
             frozen = missing_instants(
