@@ -139,6 +139,8 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                 str(sim_port),
                 "--fault",
                 "3=no_reply",
+                "--rs485-meters",
+                "2",
             ],
             env=full_env,
             stdout=subprocess.PIPE,
@@ -169,6 +171,13 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
         assert health["status"] == "ok"
         metrics = httpx.get(f"{base}/metrics").text
         assert 'gridread_poll_errors_total{kind="timeout",protocol="modbus_tcp"}' in metrics
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:  # the DL/T 645 bus on its pty is read too
+            stats = httpx.get(f"{base}/read-stats").json()
+            if stats and stats[0]["read"] == 2:
+                break
+            time.sleep(0.5)
+        assert stats[0]["bus"] == "demo-rs485-1" and stats[0]["rate"] == 1.0
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -198,3 +207,29 @@ def test_the_example_config_is_valid():
     assert settings.poll_timeout == 3.0 and settings.database_url is None
     assert [d.unit_id for d in inventory.devices] == [1, 2, 3]
     assert inventory.devices[2].poll_interval == 60
+    [bus] = inventory.buses
+    assert (bus.port, bus.baud, [m.address for m in bus.meter]) == (
+        "/dev/ttyUSB0",
+        2400,
+        ["202107070001", "202107070002"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("bus", "message"),
+    [
+        ("baud = 2500\n", "bus 1 (b1): baud: Value error, expected one of 600, 1200, 2400"),
+        ('timezone = "Mars/Olympus"\n', "timezone: Value error, not a known time zone"),
+        ('[[bus.meter]]\nname = "m1"\naddress = "12345"\n', "meter.0.address: String should match"),
+        (
+            '[[bus.meter]]\nname = "m1"\naddress = "000000000001"\n[[bus.meter]]\nname = "m2"\n'
+            'address = "000000000001"\n',
+            "meter m2: address 000000000001 is used twice",
+        ),
+    ],
+)
+def test_bad_bus_entries(tmp_path, bus, message):
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(f'[[bus]]\nname = "b1"\nport = "/dev/ttyUSB9"\n{bus}')
+    line = one_error_line(run_cli("run", "-c", str(cfg)))
+    assert message in line
