@@ -225,6 +225,31 @@ def simulate(
         pass
 
 
+@app.command("simulate-rs485")
+def simulate_rs485(
+    meters: Annotated[int, typer.Option(min=1, max=64)] = 8,
+    baud: Annotated[int, typer.Option(help="emulated line rate (8E1)")] = 2400,
+) -> None:
+    """Run only a simulated RS-485 bus of DL/T 645 meters on a pty; prints the port to use
+    in a [[bus]] table and the meters' addresses."""
+    from simulators.dlt645_bus import DLT645BusSimulator, make_meters
+
+    _setup_logging("INFO")
+    sim = DLT645BusSimulator(make_meters(meters), baud=baud)
+
+    async def main() -> None:
+        await sim.start()
+        typer.echo(f"{meters} DL/T 645 meters on {sim.port} at {baud} baud 8E1; Ctrl-C stops")
+        for address in sim.meters:
+            typer.echo(f'  [[bus.meter]] address = "{address}"')
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
 def _print_banner(
     settings: Settings, devices: list[str], *, sim: str | None = None, faults=None
 ) -> None:
