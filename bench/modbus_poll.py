@@ -42,6 +42,9 @@ class CountingSink:
     async def add_many(self, readings) -> None:
         self.readings += len(readings)
 
+    async def flush(self) -> None:
+        pass
+
 
 async def bare(port: int, units: list[int], seconds: float) -> float:
     clients = [AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0) for _ in units]

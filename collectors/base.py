@@ -18,6 +18,10 @@ class ReadingSink(Protocol):
 
     async def add_many(self, readings: Sequence[Reading]) -> None: ...
 
+    async def flush(self) -> None:
+        """Return when everything added so far is stored (or dead-lettered)."""
+        ...
+
 
 @runtime_checkable
 class PolledCollector(Protocol):

@@ -333,6 +333,7 @@ class Dlt645BusCollector:
             await self.read_curve(
                 meter, grid(today - timedelta(days=1), today, CURVE_STEP), Quality.GOOD
             )
+            await self.sink.flush()  # the gap search must see what was just read
             await self.reread(meter)
         except DeviceError as exc:
             log.warning("meter %s: daily read failed: %s", meter.name, exc)
