@@ -225,6 +225,35 @@ def simulate(
         pass
 
 
+@app.command("mqtt-ingest")
+def mqtt_ingest(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="broker host (GRIDREAD_MQTT_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="broker port (GRIDREAD_MQTT_PORT)")] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="stable id naming this worker's session")
+    ] = None,
+) -> None:
+    """Run one MQTT ingest worker: shared subscription, ack after commit."""
+    from gridread import runtime
+
+    try:
+        data, source, _ = _config(config)
+        settings = load_settings(data, source=source)
+        overrides = {"mqtt_host": host, "mqtt_port": port, "mqtt_client_id": client_id}
+        # command-line options win over GRIDREAD_* variables and the file
+        settings = settings.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
+        _setup_logging(settings.log_level)
+        url = runtime.database_url(settings)
+    except (CollectorError, IngestError) as exc:
+        raise _fail(str(exc)) from None
+    if not settings.mqtt_host:
+        settings = settings.model_copy(update={"mqtt_host": "127.0.0.1"})
+    asyncio.run(runtime.ingest_mqtt(settings, url))
+
+
 @app.command("simulate-rs485")
 def simulate_rs485(
     meters: Annotated[int, typer.Option(min=1, max=64)] = 8,

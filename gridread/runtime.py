@@ -21,6 +21,7 @@ from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
 from collectors.dlt645.transport import transport_for
 from collectors.modbus.collector import ModbusTcpCollector
+from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory
@@ -153,6 +154,9 @@ async def serve(
         asyncio.create_task(bus.run(), name=f"bus {bus.name}")
         for bus in build_buses(inventory, ids, writer, url)
     }
+    if settings.mqtt_host:
+        worker = MqttIngestWorker(mqtt_settings(settings), writer, url)
+        bus_tasks.add(asyncio.create_task(worker.run(), name="mqtt-ingest"))
     maintenance_task = asyncio.create_task(_maintenance(url), name="maintenance")
     if on_ready is not None:
         result = on_ready()
@@ -179,6 +183,47 @@ async def serve(
     api.should_exit = True
     await asyncio.gather(api_task, return_exceptions=True)
     stopper.cancel()
+
+
+def mqtt_settings(settings: Settings) -> MqttSettings:
+    return MqttSettings(
+        host=settings.mqtt_host or "127.0.0.1",
+        port=settings.mqtt_port,
+        group=settings.mqtt_group,
+        client_id=settings.mqtt_client_id,
+        max_unacked=settings.mqtt_max_unacked,
+    )
+
+
+async def ingest_mqtt(settings: Settings, url: str) -> None:
+    """A stand-alone MQTT ingest worker (scale out: run several, same group, own client ids).
+    Stops on SIGINT/SIGTERM after committing and acknowledging what it has taken."""
+    writer = ReadingWriter(
+        url,
+        batch_size=settings.writer_batch_size,
+        max_delay=settings.writer_max_delay,
+        max_queued=settings.writer_max_queued,
+    )
+    worker = MqttIngestWorker(mqtt_settings(settings), writer, url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    writer_task = asyncio.create_task(writer.run(), name="writer")
+    worker_task = asyncio.create_task(worker.run(), name="mqtt-ingest")
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({writer_task, worker_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await worker.drain()
+    worker_task.cancel()
+    await asyncio.gather(worker_task, return_exceptions=True)
+    await writer.close()
+    await asyncio.gather(writer_task, return_exceptions=True)
+    stopper.cancel()
+    log.info(
+        "mqtt-ingest %s: %d messages; %d readings written, %d duplicates, %d dead-lettered",
+        settings.mqtt_client_id, worker.handled, writer.totals.written,
+        writer.totals.duplicates, writer.totals.dead,
+    )
 
 
 async def _maintenance(url: str) -> None:

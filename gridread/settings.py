@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     writer_max_queued: int = Field(default=200_000, gt=0)
     poll_timeout: float = Field(default=3.0, gt=0, description="seconds for one device poll")
     poll_retries: int = Field(default=2, ge=0)
+    mqtt_host: str | None = Field(default=None, description="broker to ingest from; empty: none")
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_group: str = Field(default="gridread", description="shared-subscription group")
+    mqtt_client_id: str = Field(default="gridread-ingest-1", description="names the session")
+    mqtt_max_unacked: int = Field(default=1000, gt=0, le=65535)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

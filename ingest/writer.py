@@ -107,9 +107,10 @@ class ReadingWriter:
     async def add(self, reading: Reading) -> None:
         await self.add_many((reading,))
 
-    async def add_many(self, readings: Sequence[Reading]) -> None:
+    async def add_many(self, readings: Sequence[Reading]) -> int:
+        """Queue readings; return a ticket for `wait_stored` (their position in the stream)."""
         if not readings:
-            return
+            return self._accepted
         async with self._cond:
             await self._cond.wait_for(lambda: len(self._buffer) < self.max_queued)
             self._buffer.extend(readings)
@@ -117,6 +118,14 @@ class ReadingWriter:
             metrics.QUEUE_DEPTH.set(len(self._buffer))
             if len(self._buffer) >= self.batch_size:
                 self._cond.notify_all()
+            return self._accepted
+
+    async def wait_stored(self, ticket: int) -> int:
+        """Wait until every reading up to `ticket` is stored or dead-lettered (batches are
+        written in order); return how far the writer has got."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._done >= ticket)
+            return self._done
 
     async def flush(self) -> None:
         """Wait until every reading accepted so far is stored (or dead-lettered)."""

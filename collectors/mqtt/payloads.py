@@ -1,0 +1,178 @@
+"""MQTT topic scheme and payload formats, sans-IO: (topic, bytes) in, readings out.
+
+Topics (one device per topic, so broker ACLs can be per device):
+
+    gridread/v1/<device>/readings   compact JSON
+    gridread/v1/<device>/senml      SenML JSON (RFC 8428)
+
+Compact JSON — one instant with several values, and/or (quantity, time, value) triples:
+
+    {"ts": "2026-11-26T10:15:00Z", "values": {"1.8.0": 1234.56, "32.7.0": 231.2}}
+    {"readings": [["1.8.0", "2026-11-26T10:15:00Z", 1234.56], ["1.8.0", 1764152100, 1234.9]]}
+
+    times are RFC 3339 with a zone, or Unix seconds; an optional "quality" (int) applies to all.
+
+SenML — names are the OBIS code, optionally prefixed by a base name ending in "/":
+
+    [{"bn": "meter-001/", "bt": 1764152100, "n": "1.8.0", "u": "kWh", "v": 1234.56},
+     {"n": "32.7.0", "u": "V", "v": 231.2, "t": 60}]
+
+    t is relative to bt (seconds); a record without bt/t is "now" for SenML but is refused
+    here: a reading gridread stores must say when it was measured.
+
+`parse()` raises `PayloadError` for what cannot be read at all; readings that are readable
+but wrong (unknown quantity, unit mismatch, time far in the future) come back in `rejected`
+with the reason, next to the good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from collectors.exceptions import CollectorError
+from ingest.quantities import registry
+
+TOPIC_PREFIX = "gridread/v1/"
+SUBSCRIPTION = "gridread/v1/+/+"
+MAX_FUTURE = timedelta(minutes=10)  # clock skew tolerated on a device's timestamps
+MAX_PAYLOAD = 1 << 20
+
+
+class PayloadError(CollectorError):
+    """A message that cannot be read at all."""
+
+
+@dataclass
+class Parsed:
+    device: str
+    readings: list[tuple[str, datetime, float]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    quality: int = 0
+
+
+def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
+    if not topic.startswith(TOPIC_PREFIX):
+        raise PayloadError(f"topic {topic!r} is not under {TOPIC_PREFIX}")
+    parts = topic[len(TOPIC_PREFIX) :].split("/")
+    if len(parts) != 2 or not parts[0]:
+        raise PayloadError(f"topic {topic!r}: expected {TOPIC_PREFIX}<device>/<format>")
+    device, fmt = parts
+    if len(payload) > MAX_PAYLOAD:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    out = Parsed(device)
+    limit = (now or datetime.now(UTC)) + MAX_FUTURE
+    if fmt == "readings":
+        _compact(doc, out)
+    elif fmt == "senml":
+        _senml(doc, out)
+    else:
+        raise PayloadError(f"unknown payload format {fmt!r} (readings or senml)")
+    reg = registry()
+    good = []
+    for quantity, ts, value in out.readings:
+        if quantity not in reg:
+            out.rejected.append(f"unknown quantity {quantity!r}")
+        elif ts > limit:
+            out.rejected.append(
+                f"{quantity} at {ts.isoformat()}: more than {MAX_FUTURE} in the future"
+            )
+        else:
+            good.append((quantity, ts, value))
+    out.readings = good
+    return out
+
+
+def _time(value: object, where: str) -> datetime:
+    if isinstance(value, bool):
+        raise PayloadError(f"{where}: time {value!r} is not a time")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or not 0 < value < 1e11:
+            raise PayloadError(f"{where}: {value!r} is not a Unix time in seconds")
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise PayloadError(f"{where}: {value!r} is not an RFC 3339 time") from None
+        if ts.tzinfo is None:
+            raise PayloadError(f"{where}: {value!r} has no time zone")
+        return ts.astimezone(UTC)
+    raise PayloadError(f"{where}: time {value!r} is not a string or a number")
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PayloadError(f"{where}: value {value!r} is not a finite number")
+    return float(value)
+
+
+def _compact(doc: object, out: Parsed) -> None:
+    if not isinstance(doc, dict):
+        raise PayloadError("compact payload must be a JSON object")
+    unknown = set(doc) - {"ts", "values", "readings", "quality"}
+    if unknown:
+        raise PayloadError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    if "values" not in doc and "readings" not in doc:
+        raise PayloadError("neither 'values' nor 'readings'")
+    quality = doc.get("quality", 0)
+    if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality < 2**15:
+        raise PayloadError(f"quality {quality!r} is not a flag set 0..32767")
+    out.quality = quality
+    if "values" in doc:
+        values = doc["values"]
+        if not isinstance(values, dict):
+            raise PayloadError("'values' must be an object of quantity: value")
+        if "ts" not in doc:
+            raise PayloadError("'values' needs a 'ts'")
+        ts = _time(doc["ts"], "ts")
+        for q, v in values.items():
+            out.readings.append((q, ts, _number(v, q)))
+    if "readings" in doc:
+        rows = doc["readings"]
+        if not isinstance(rows, list):
+            raise PayloadError("'readings' must be an array")
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str):
+                raise PayloadError(f"readings[{i}]: expected [quantity, time, value]")
+            out.readings.append(
+                (row[0], _time(row[1], f"readings[{i}]"), _number(row[2], f"readings[{i}]"))
+            )
+
+
+def _senml(doc: object, out: Parsed) -> None:
+    if not isinstance(doc, list) or not doc:
+        raise PayloadError("SenML payload must be a non-empty JSON array")
+    bn, bt, bu = "", None, None
+    for i, rec in enumerate(doc):
+        if not isinstance(rec, dict):
+            raise PayloadError(f"record {i}: not an object")
+        bn = rec.get("bn", bn)
+        bt = rec.get("bt", bt)
+        bu = rec.get("bu", bu)
+        if "v" not in rec:
+            if any(k in rec for k in ("vs", "vb", "vd", "s")):
+                raise PayloadError(f"record {i}: only numeric values ('v') are readings")
+            continue  # a base-fields-only record
+        name = f"{bn}{rec.get('n', '')}"
+        device_part, _, quantity = name.rpartition("/")
+        if device_part and device_part != out.device:
+            raise PayloadError(f"record {i}: name {name!r} is not for device {out.device!r}")
+        if bt is None and "t" not in rec:
+            raise PayloadError(f"record {i}: no time (bt or t)")
+        t = rec.get("t", 0)
+        base = 0.0 if bt is None else _number(bt, f"record {i} bt")
+        ts = _time(base + _number(t, f"record {i} t"), f"record {i}")
+        value = _number(rec["v"], f"record {i}")
+        unit = rec.get("u", bu)
+        reg = registry()
+        if unit is not None and quantity in reg and unit != reg[quantity].unit:
+            out.rejected.append(f"{quantity}: unit {unit!r}, expected {reg[quantity].unit!r}")
+            continue
+        out.readings.append((quantity, ts, value))

@@ -1,0 +1,218 @@
+"""An MQTT ingest worker: a persistent MQTT 5 session on a shared subscription, messages
+acknowledged only once what they carry is committed.
+
+    broker ──(QoS 1, $share/<group>/gridread/v1/+/+)──► paho thread ──► asyncio queue
+        ──► parse / validate ──► writer (COPY) ──► commit ──► PUBACK
+
+* Persistent session: clean start off and a session expiry, under a stable client id, so a
+  worker that dies and comes back gets the messages it had not acknowledged.
+* Exactly-once storage = at-least-once delivery + idempotent writes: a redelivered message
+  writes nothing twice (the writer's ON CONFLICT path).
+* Bounded memory: MQTT 5 Receive Maximum caps the unacknowledged messages the broker sends.
+* Nothing vanishes: a payload that cannot be read, or names an unknown device, goes to
+  ``dead_letters`` with its topic, raw bytes and reason, and is acknowledged after that
+  commit; readable but wrong readings (unknown quantity, future time) likewise, while the
+  message's good readings are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Counter, Gauge
+
+from collectors.mqtt.payloads import SUBSCRIPTION, PayloadError, parse
+from ingest.model import Reading
+from ingest.retry import Backoff
+from ingest.writer import ReadingWriter
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter("gridread_mqtt_messages", "MQTT messages handled", ["result"])
+UNACKED = Gauge("gridread_mqtt_unacked_messages", "Messages received and not yet acknowledged")
+DEVICE_REFRESH_S = 5.0
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    group: str = "gridread"  # shared-subscription group: workers of one group split the stream
+    client_id: str = "gridread-ingest-1"  # stable per worker: it names the persistent session
+    session_expiry: int = 3600  # seconds the broker keeps the session of a worker that is away
+    max_unacked: int = 1000  # MQTT 5 Receive Maximum
+
+
+class MqttIngestWorker:
+    def __init__(self, settings: MqttSettings, writer: ReadingWriter, conninfo: str) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.conninfo = conninfo
+        self._queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
+        self._pending: deque[tuple[int, int]] = deque()  # (writer ticket, mid), in order
+        self._pending_added = asyncio.Event()
+        self._devices: dict[str, int] = {}
+        self._devices_at = 0.0
+        self._connected = threading.Event()
+        self.handled = 0  # messages taken from the broker (for the exit summary)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+
+    # -- paho's thread -------------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT connect refused: %s", reason_code)
+            return
+        log.info(
+            "MQTT connected to %s:%d (session present: %s)",
+            self.settings.host,
+            self.settings.port,
+            flags.session_present,
+        )
+        topic = f"$share/{self.settings.group}/{SUBSCRIPTION}"
+        client.subscribe(topic, options=SubscribeOptions(qos=1))
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        log.warning("MQTT disconnected: %s (paho reconnects)", reason_code)
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+
+    # -- asyncio side --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, consume and acknowledge until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry
+        props.ReceiveMaximum = self.settings.max_unacked
+        self.client.connect_async(
+            self.settings.host, self.settings.port, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+        acker = asyncio.create_task(self._ack_when_stored(), name="mqtt-acker")
+        try:
+            while True:
+                message = await self._queue.get()
+                await self._handle(message)
+        finally:
+            acker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acker
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    async def drain(self) -> None:
+        """Stop taking messages; store and acknowledge those taken (for a clean stop)."""
+        self.client.unsubscribe(f"$share/{self.settings.group}/{SUBSCRIPTION}")
+        while not self._queue.empty():
+            await self._handle(self._queue.get_nowait())
+        await self.writer.flush()
+        while self._pending:
+            self._ack(self._pending.popleft()[1])
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    async def _handle(self, message: mqtt.MQTTMessage) -> None:
+        self.handled += 1
+        topic, raw = message.topic, bytes(message.payload)
+        try:
+            parsed = parse(topic, raw)
+        except PayloadError as exc:
+            await self._dead_letter(topic, raw, str(exc))
+            MESSAGES.labels("dead_letter").inc()
+            self._ack(message.mid)
+            return
+        device_id = await self._device_id(parsed.device)
+        if device_id is None:
+            await self._dead_letter(topic, raw, f"unknown device {parsed.device!r}")
+            MESSAGES.labels("dead_letter").inc()
+            self._ack(message.mid)
+            return
+        if parsed.rejected:
+            await self._dead_letter(topic, raw, "; ".join(parsed.rejected))
+        readings = [Reading(device_id, q, ts, v, parsed.quality) for q, ts, v in parsed.readings]
+        if not readings:
+            MESSAGES.labels("dead_letter").inc()
+            self._ack(message.mid)
+            return
+        ticket = await self.writer.add_many(readings)
+        self._pending.append((ticket, message.mid))
+        UNACKED.set(len(self._pending))
+        self._pending_added.set()
+        MESSAGES.labels("partial" if parsed.rejected else "ok").inc()
+
+    async def _ack_when_stored(self) -> None:
+        while True:
+            if not self._pending:
+                self._pending_added.clear()
+                await self._pending_added.wait()
+                continue
+            done = await self.writer.wait_stored(self._pending[0][0])
+            while self._pending and self._pending[0][0] <= done:
+                self._ack(self._pending.popleft()[1])
+            UNACKED.set(len(self._pending))
+
+    def _ack(self, mid: int) -> None:
+        self.client.ack(mid, 1)
+
+    async def _device_id(self, name: str) -> int | None:
+        """Device name → id from the inventory, refreshed on a miss (at most every 5 s)."""
+        if name not in self._devices and time.monotonic() - self._devices_at > DEVICE_REFRESH_S:
+            self._devices = await self._retrying(self._load_devices, "loading the inventory")
+            self._devices_at = time.monotonic()
+        return self._devices.get(name)
+
+    def _load_devices(self) -> dict[str, int]:
+        with psycopg.connect(self.conninfo) as conn:
+            return dict(conn.execute("SELECT name, id FROM devices").fetchall())
+
+    async def _dead_letter(self, topic: str, raw: bytes, reason: str) -> None:
+        """Park the message; returns after the commit, so the caller may acknowledge."""
+        log.warning("dead letter from %s: %s", topic, reason)
+
+        def store() -> None:
+            with psycopg.connect(self.conninfo) as conn:
+                conn.execute(
+                    "INSERT INTO dead_letters (source, reason, payload, raw)"
+                    " VALUES (%s, %s, %s, %s)",
+                    ("mqtt", reason, json.dumps({"topic": topic}), raw),
+                )
+
+        await self._retrying(store, "storing a dead letter")
+
+    async def _retrying(self, fn, what: str):
+        """Run a database call in a thread until it succeeds: the message it is for stays
+        unacknowledged meanwhile, so the broker keeps it."""
+        for delay in Backoff(initial=0.5, maximum=30).delays():
+            try:
+                return await asyncio.to_thread(fn)
+            except psycopg.Error as exc:
+                log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+                await asyncio.sleep(delay)
