@@ -60,6 +60,8 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
     if len(parts) != 2 or not parts[0]:
         raise PayloadError(f"topic {topic!r}: expected {TOPIC_PREFIX}<device>/<format>")
     device, fmt = parts
+    if fmt not in ("readings", "senml"):
+        raise PayloadError(f"unknown payload format {fmt!r} (readings or senml)")
     if len(payload) > MAX_PAYLOAD:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     try:
@@ -70,10 +72,8 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
     limit = (now or datetime.now(UTC)) + MAX_FUTURE
     if fmt == "readings":
         _compact(doc, out)
-    elif fmt == "senml":
-        _senml(doc, out)
     else:
-        raise PayloadError(f"unknown payload format {fmt!r} (readings or senml)")
+        _senml(doc, out)
     reg = registry()
     good = []
     for quantity, ts, value in out.readings:
