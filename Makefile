@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean mosquitto
 
 # The virtual environment, rebuilt when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -14,7 +14,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/gridread demo
 
-test: $(VENV)/.installed
+# The MQTT tests start a real Mosquitto; on Debian/Ubuntu as root it is installed if missing.
+mosquitto:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { \
+	  echo "installing mosquitto (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+
+test: $(VENV)/.installed mosquitto
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -22,8 +28,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed mosquitto
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/dlt645_bus.py
+	$(BIN)/python bench/mqtt_ingest.py
 	$(BIN)/python bench/modbus_poll.py
 
 clean:
