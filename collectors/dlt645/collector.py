@@ -34,7 +34,7 @@ from collectors import metrics
 from collectors.base import ReadingSink
 from collectors.dlt645 import codec
 from collectors.dlt645.codec import RelayAction
-from collectors.dlt645.dataids import nth
+from collectors.dlt645.dataids import nth, table
 from collectors.dlt645.session import Dlt645Bus
 from collectors.exceptions import DeviceError, DeviceRejected, FrameError
 from ingest.events import count_events, store_events
@@ -46,18 +46,8 @@ from ingest.readstats import ReadOutcome, record_outcomes, success_rates
 log = logging.getLogger(__name__)
 PROTOCOL = "dlt645"
 
-DEFAULT_INSTANT_DIS = (
-    0x0001FF00,  # forward active energy: total, T1-T4
-    0x00020000,  # reverse active energy
-    0x00030000,  # combined reactive 1
-    0x00040000,  # combined reactive 2
-    0x0201FF00,  # voltages A B C
-    0x0202FF00,  # currents A B C
-    0x02030000,  # active power
-    0x02040000,  # reactive power
-    0x02060000,  # power factor
-    0x02800002,  # frequency
-)
+# what "instant" means is data: the DIs tagged so in dataids.toml, in file order
+DEFAULT_INSTANT_DIS = tuple(e.di for e in table().values() if e.group == "instant")
 EVENT_COUNTERS = {0x03110000: ("power_down", "031100NN"), 0x03300D00: ("cover_open", "03300DNN")}
 CURVE_STEP = timedelta(minutes=15)
 CURVE_DI = 0x06040001
