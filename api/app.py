@@ -8,7 +8,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import devices, health, quantities, reads
+from api.routes import concentrators, devices, health, quantities, reads
 
 
 def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
@@ -34,6 +34,7 @@ def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(quantities.router)
     app.include_router(reads.router)
+    app.include_router(concentrators.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

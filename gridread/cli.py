@@ -242,9 +242,7 @@ def mqtt_ingest(
         settings = load_settings(data, source=source)
         overrides = {"mqtt_host": host, "mqtt_port": port, "mqtt_client_id": client_id}
         # command-line options win over GRIDREAD_* variables and the file
-        settings = settings.model_copy(
-            update={k: v for k, v in overrides.items() if v is not None}
-        )
+        settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         _setup_logging(settings.log_level)
         url = runtime.database_url(settings)
     except (CollectorError, IngestError) as exc:

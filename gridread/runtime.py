@@ -21,6 +21,7 @@ from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
 from collectors.dlt645.transport import transport_for
 from collectors.modbus.collector import ModbusTcpCollector
+from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.database import check_connection, start_embedded
@@ -157,6 +158,10 @@ async def serve(
     if settings.mqtt_host:
         worker = MqttIngestWorker(mqtt_settings(settings), writer, url)
         bus_tasks.add(asyncio.create_task(worker.run(), name="mqtt-ingest"))
+        rereader = ConcentratorRereader(
+            host=settings.mqtt_host, port=settings.mqtt_port, conninfo=url
+        )
+        bus_tasks.add(asyncio.create_task(rereader.run(), name="concentrator-rereads"))
     maintenance_task = asyncio.create_task(_maintenance(url), name="maintenance")
     if on_ready is not None:
         result = on_ready()
@@ -221,8 +226,11 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
     stopper.cancel()
     log.info(
         "mqtt-ingest %s: %d messages; %d readings written, %d duplicates, %d dead-lettered",
-        settings.mqtt_client_id, worker.handled, writer.totals.written,
-        writer.totals.duplicates, writer.totals.dead,
+        settings.mqtt_client_id,
+        worker.handled,
+        writer.totals.written,
+        writer.totals.duplicates,
+        writer.totals.dead,
     )
 
 

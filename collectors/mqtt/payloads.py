@@ -4,6 +4,9 @@ Topics (one device per topic, so broker ACLs can be per device):
 
     gridread/v1/<device>/readings   compact JSON
     gridread/v1/<device>/senml      SenML JSON (RFC 8428)
+    gridread/v1/<device>/status     a concentrator's own status (stored as a "status" event):
+                                    {"ts": …, "online": true, "meters_due": 120,
+                                     "meters_read": 117, "failing": ["m-0007", …]}
 
 Compact JSON — one instant with several values, and/or (quantity, time, value) triples:
 
@@ -55,6 +58,7 @@ class Parsed:
     readings: list[tuple[str, datetime, float]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     quality: int = 0
+    status: dict | None = None  # a status message: its fields, "ts" as a datetime
 
 
 def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
@@ -64,8 +68,8 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
     if len(parts) != 2 or not parts[0]:
         raise PayloadError(f"topic {topic!r}: expected {TOPIC_PREFIX}<device>/<format>")
     device, fmt = parts
-    if fmt not in ("readings", "senml"):
-        raise PayloadError(f"unknown payload format {fmt!r} (readings or senml)")
+    if fmt not in ("readings", "senml", "status"):
+        raise PayloadError(f"unknown payload format {fmt!r} (readings, senml or status)")
     if len(payload) > MAX_PAYLOAD:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     try:
@@ -74,6 +78,9 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
         raise PayloadError(f"not JSON: {exc}") from None
     out = Parsed(device)
     limit = (now or datetime.now(UTC)) + MAX_FUTURE
+    if fmt == "status":
+        _status(doc, out)
+        return out
     if fmt == "readings":
         _compact(doc, out)
     else:
@@ -189,3 +196,18 @@ def _senml(doc: object, out: Parsed) -> None:
             out.rejected.append(f"{quantity}: unit {unit!r}, expected {reg[quantity].unit!r}")
             continue
         out.readings.append((quantity, ts, value))
+
+
+STATUS_KEYS = {"ts": object, "online": bool, "meters_due": int, "meters_read": int, "failing": list}
+
+
+def _status(doc: object, out: Parsed) -> None:
+    if not isinstance(doc, dict) or "ts" not in doc:
+        raise PayloadError("status must be a JSON object with a 'ts'")
+    for key, value in doc.items():
+        kind = STATUS_KEYS.get(key)
+        if kind is None:
+            raise PayloadError(f"status: unknown key {key!r}")
+        if kind is not object and not isinstance(value, kind):
+            raise PayloadError(f"status: {key} = {value!r} is not {kind.__name__}")
+    out.status = {**doc, "ts": _time(doc["ts"], "ts")}

@@ -34,7 +34,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from collectors.mqtt.payloads import SUBSCRIPTION, PayloadError, parse
-from ingest.model import Reading
+from ingest.events import store_events
+from ingest.model import Event, Reading
 from ingest.retry import Backoff
 from ingest.writer import ReadingWriter
 
@@ -155,6 +156,15 @@ class MqttIngestWorker:
             MESSAGES.labels("dead_letter").inc()
             self._ack(message.mid)
             return
+        if parsed.status is not None:
+            status = parsed.status
+            event = Event(
+                device_id, status["ts"], "status", {k: v for k, v in status.items() if k != "ts"}
+            )
+            await self._retrying(lambda: self._db(store_events, [event]), "storing a status")
+            MESSAGES.labels("status").inc()
+            self._ack(message.mid)
+            return
         if parsed.rejected:
             await self._dead_letter(topic, raw, "; ".join(parsed.rejected))
         readings = [Reading(device_id, q, ts, v, parsed.quality) for q, ts, v in parsed.readings]
@@ -188,6 +198,10 @@ class MqttIngestWorker:
             self._devices = await self._retrying(self._load_devices, "loading the inventory")
             self._devices_at = time.monotonic()
         return self._devices.get(name)
+
+    def _db(self, fn, *args):
+        with psycopg.connect(self.conninfo) as conn:
+            return fn(conn, *args)
 
     def _load_devices(self) -> dict[str, int]:
         with psycopg.connect(self.conninfo) as conn:

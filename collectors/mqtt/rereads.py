@@ -1,0 +1,140 @@
+"""Automatic re-read requests (补抄) to concentrators over MQTT 5 request/response.
+
+For each concentrator, the meters with gaps in the last complete days are asked for again:
+a request on ``gridread/v1/<concentrator>/reread`` carries a response topic and correlation
+data; the concentrator re-sends the data on the meters' topics (ingested like any upload,
+flagged RE_READ) and answers on the response topic with the same correlation data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import Counter
+
+from ingest.concentrators import concentrators, meters_with_gaps
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("gridread_reread_requests", "Re-read requests sent to concentrators", ["result"])
+
+
+class ConcentratorRereader:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        conninfo: str,
+        timezone: str = "Asia/Shanghai",
+        days: int = 7,
+        timeout: float = 60.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.tz = ZoneInfo(timezone)
+        self.days = days
+        self.timeout = timeout
+        self.host, self.port = host, port
+        self.response_topic = f"gridread/v1/_responses/{uuid.uuid4().hex[:12]}"
+        self._waiting: dict[bytes, asyncio.Future] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"gridread-reread-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.on_message = self._on_message
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        subscribed = asyncio.Event()
+        self.client.on_subscribe = lambda *a: self._loop.call_soon_threadsafe(subscribed.set)
+        self.client.on_connect = lambda c, *a: c.subscribe(self.response_topic, qos=1)
+        self.client.connect_async(self.host, self.port)
+        self.client.loop_start()
+        await asyncio.wait_for(subscribed.wait(), 15)
+
+    async def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        future = self._waiting.get(correlation)
+        if future is None or self._loop is None:
+            return
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            body = {"status": "error", "reason": "unreadable response"}
+        self._loop.call_soon_threadsafe(lambda: future.done() or future.set_result(body))
+
+    async def request(
+        self, concentrator: str, meters: list[str], start: datetime, end: datetime
+    ) -> dict:
+        correlation = uuid.uuid4().bytes
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[correlation] = future
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = self.response_topic
+        props.CorrelationData = correlation
+        body = {"meters": meters, "from": start.isoformat(), "to": end.isoformat()}
+        self.client.publish(
+            f"gridread/v1/{concentrator}/reread", json.dumps(body).encode(), qos=1, properties=props
+        )
+        try:
+            reply = await asyncio.wait_for(future, self.timeout)
+            REQUESTS.labels(reply.get("status", "unknown")).inc()
+            return reply
+        except TimeoutError:
+            REQUESTS.labels("timeout").inc()
+            log.warning(
+                "concentrator %s did not answer a re-read of %d meters", concentrator, len(meters)
+            )
+            return {"status": "timeout"}
+        finally:
+            self._waiting.pop(correlation, None)
+
+    async def run_once(self, now: datetime | None = None) -> dict[str, dict]:
+        """Ask every concentrator for its meters' gaps in the last complete days."""
+        now = (now or datetime.now(self.tz)).astimezone(self.tz)
+        end = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=self.days)
+
+        def find() -> dict[str, list[str]]:
+            with psycopg.connect(self.conninfo) as conn:
+                return {c: meters_with_gaps(conn, c, start, end) for c in concentrators(conn)}
+
+        results = {}
+        for concentrator, meters in (await asyncio.to_thread(find)).items():
+            if meters:
+                log.info(
+                    "re-read request to %s: %d meters, %s … %s",
+                    concentrator,
+                    len(meters),
+                    start,
+                    end,
+                )
+                results[concentrator] = await self.request(concentrator, meters, start, end)
+        return results
+
+    async def run(self, interval: float = 3600.0) -> None:
+        await self.start()
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                except psycopg.Error as exc:
+                    log.warning("re-read pass failed: %s", exc)
+                await asyncio.sleep(interval)
+        finally:
+            await self.stop()
