@@ -23,6 +23,13 @@
     name = "area-0412-m001"
     address = "202107070001"        # 12 digits, as printed on the meter
 
+    [[voltage_monitor]]             # a Modbus RTU voltage monitor (电压监测仪)
+    name = "area-0412-vm"
+    port = "/dev/ttyUSB1"
+    baud = 9600
+    unit_id = 1
+    poll_interval = 600             # ≤ 3600: the monitor keeps the last hour of minutes
+
 The whole file is validated before anything is written; the load is one transaction and
 each added or changed device leaves a row in ``audit_log``.
 """
@@ -123,19 +130,50 @@ class BusSpec(BaseModel):
         ]
 
 
+class VoltageMonitorSpec(BaseModel):
+    """``[[voltage_monitor]]``: a Modbus RTU voltage monitor on a serial line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=NAME)
+    port: str = Field(min_length=1)
+    baud: int = Field(default=9600, gt=0)
+    parity: Literal["E", "N", "O"] = "N"
+    unit_id: int = Field(default=1, ge=1, le=247)
+    poll_interval: float = Field(default=600.0, gt=0, le=3600)  # ≤ the hour the monitor keeps
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "voltage_monitor",
+            "protocol": "modbus_rtu",
+            "endpoint": self.port,
+            "unit_id": self.unit_id,
+            "register_map": None,
+            "poll_interval": self.poll_interval,
+            "attributes": {},
+        }
+
+
 class Inventory:
     def __init__(
         self,
         devices: list[DeviceSpec],
         maps: dict[str, RegisterMap],
         buses: list[BusSpec] | None = None,
+        monitors: list[VoltageMonitorSpec] | None = None,
     ) -> None:
         self.devices = devices
         self.maps = maps  # register_map entry → loaded map
         self.buses = buses or []
+        self.monitors = monitors or []
 
     def rows(self) -> list[dict[str, Any]]:
-        return [d.row() for d in self.devices] + [r for b in self.buses for r in b.rows()]
+        return (
+            [d.row() for d in self.devices]
+            + [r for b in self.buses for r in b.rows()]
+            + [m.row() for m in self.monitors]
+        )
 
 
 def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> Inventory:
@@ -179,7 +217,17 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
                 raise ConfigError(f"{where}: meter {m.name}: address {m.address} is used twice")
             addresses.add(m.address)
         buses.append(bus)
-    return Inventory(devices, maps, buses)
+
+    monitors: list[VoltageMonitorSpec] = []
+    for n, entry in enumerate(_tables(config, "voltage_monitor", source), 1):
+        where = f"{source}: voltage_monitor {n} ({entry.get('name', '?')})"
+        try:
+            monitor = VoltageMonitorSpec.model_validate(entry)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {one_line(exc)}") from None
+        claim(monitor.name, where)
+        monitors.append(monitor)
+    return Inventory(devices, maps, buses, monitors)
 
 
 def _tables(config: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

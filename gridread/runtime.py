@@ -21,6 +21,7 @@ from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
 from collectors.dlt645.transport import transport_for
 from collectors.modbus.collector import ModbusTcpCollector
+from collectors.modbus.voltage_monitor import VoltageMonitorCollector
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
@@ -51,7 +52,7 @@ def store_devices(url: str, inventory: Inventory) -> dict[str, int]:
 
 
 def build_collectors(
-    inventory: Inventory, ids: dict[str, int], settings: Settings
+    inventory: Inventory, ids: dict[str, int], settings: Settings, url: str = ""
 ) -> list[tuple[PolledCollector, float]]:
     """One collector per device, with its poll interval. Call inside the event loop."""
     out: list[tuple[PolledCollector, float]] = []
@@ -68,6 +69,18 @@ def build_collectors(
             timeout=settings.poll_timeout / max(1, len(regmap.plan())),
         )
         out.append((collector, spec.poll_interval))
+    for monitor in inventory.monitors:
+        vm = VoltageMonitorCollector(
+            device_id=ids[monitor.name],
+            device_name=monitor.name,
+            port=monitor.port,
+            unit_id=monitor.unit_id,
+            baud=monitor.baud,
+            parity=monitor.parity,
+            conninfo=url,
+            timeout=settings.poll_timeout / 3,  # three requests a poll
+        )
+        out.append((vm, monitor.poll_interval))
     return out
 
 
@@ -116,7 +129,7 @@ async def serve(
 ) -> None:
     """Run writer, collectors, API and maintenance until SIGINT/SIGTERM; stop them in order:
     stop polling, write what is queued, stop the API."""
-    devices = build_collectors(inventory, ids, settings)
+    devices = build_collectors(inventory, ids, settings, url)
     writer = ReadingWriter(
         url,
         batch_size=settings.writer_batch_size,

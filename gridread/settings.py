@@ -63,7 +63,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def load_settings(config: dict[str, Any] | None = None, *, source: str = "config") -> Settings:
     """Settings from the file's top-level keys, overridden by ``GRIDREAD_*`` variables."""
-    file_values = {k: v for k, v in (config or {}).items() if k not in ("device", "bus")}
+    file_values = {
+        k: v for k, v in (config or {}).items() if k not in ("device", "bus", "voltage_monitor")
+    }
     try:
         return Settings(**file_values)
     except ValidationError as exc:

@@ -112,6 +112,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "voltage monitors' own daily statistics (电压监测仪)",
+        """
+        CREATE TABLE voltage_daily_stats (
+            device_id        integer NOT NULL REFERENCES devices (id),
+            day              date NOT NULL,     -- the monitor's local day
+            monitoring_class text NOT NULL,     -- A B C D
+            nominal_v        double precision NOT NULL,
+            upper_v          double precision NOT NULL,
+            lower_v          double precision NOT NULL,
+            monitored_min    integer NOT NULL,
+            over_min         integer NOT NULL,
+            under_min        integer NOT NULL,
+            max_v            double precision NOT NULL,
+            max_at           timestamptz NOT NULL,
+            min_v            double precision NOT NULL,
+            min_at           timestamptz NOT NULL,
+            read_at          timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, day)
+        );
+        """,
+    ),
 ]
 
 _READINGS_COLUMNS = """

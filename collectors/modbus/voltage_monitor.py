@@ -1,0 +1,128 @@
+"""Polls a voltage monitor (电压监测仪) over Modbus RTU: its last 60 one-minute voltages and
+its own statistics of yesterday (the register layout is in simulators/voltage_monitor.py).
+
+Polled at least hourly, every poll re-reads the last hour; the idempotent writer stores each
+minute once. The monitor's daily statistics go to ``voltage_daily_stats`` as the device
+computed them, so analytics can set its own qualification rate beside the monitor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from datetime import UTC, date, datetime
+
+import psycopg
+from pymodbus import ModbusException
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from collectors import metrics
+from collectors.base import ReadingSink
+from collectors.exceptions import DeviceRejected, DeviceTimeout, DeviceUnreachable, FrameError
+from ingest.model import Reading
+
+CLASSES = {1: "A", 2: "B", 3: "C", 4: "D"}
+
+
+class VoltageMonitorCollector:
+    protocol = "modbus_rtu"
+
+    def __init__(
+        self,
+        *,
+        device_id: int,
+        device_name: str,
+        port: str,
+        unit_id: int = 1,
+        baud: int = 9600,
+        parity: str = "N",
+        conninfo: str,
+        timeout: float = 1.0,
+    ) -> None:
+        metrics.declare(self.protocol)
+        self.device_id = device_id
+        self.device_name = device_name
+        self.unit_id = unit_id
+        self.port = port
+        self.conninfo = conninfo
+        self.client = AsyncModbusSerialClient(
+            port, framer=FramerType.RTU, baudrate=baud, parity=parity, timeout=timeout, retries=0
+        )
+
+    async def _read(self, address: int, count: int) -> list[int]:
+        try:
+            rr = await self.client.read_input_registers(
+                address, count=count, device_id=self.unit_id
+            )
+        except ModbusIOException as exc:
+            raise DeviceTimeout(f"voltage monitor {self.unit_id} on {self.port}: no reply") from exc
+        except ConnectionException as exc:
+            raise DeviceUnreachable(f"{self.port}: {exc}") from exc
+        except ModbusException as exc:
+            raise FrameError(f"voltage monitor {self.unit_id} on {self.port}: {exc}") from exc
+        if rr.isError():
+            raise DeviceRejected(
+                f"voltage monitor {self.unit_id}: exception {rr.exception_code}", rr.exception_code
+            )
+        return rr.registers
+
+    async def gather(self, sink: ReadingSink) -> int:
+        if not self.client.connected and not await self.client.connect():
+            raise DeviceUnreachable(f"cannot open {self.port}")
+        recent = await self._read(0, 63)
+        stats = await self._read(100, 11)
+        config = await self._read(200, 4)
+        newest = (recent[1] << 16) | recent[2]
+        readings = [
+            Reading(
+                self.device_id,
+                "32.7.0",
+                datetime.fromtimestamp(newest - 60 * (59 - k), UTC),
+                recent[3 + k] / 10,
+            )
+            for k in range(60)
+        ]
+        await sink.add_many(readings)
+        await asyncio.to_thread(self._store_stats, stats, config)
+        return len(readings)
+
+    def _store_stats(self, s: list[int], c: list[int]) -> None:
+        day_num = (s[0] << 16) | s[1]
+        if day_num == 0:
+            return  # a monitor without a complete day yet
+        nominal = c[0] / 10
+        upper_pct, lower_pct = (struct.unpack(">h", struct.pack(">H", w))[0] / 100 for w in c[2:4])
+        row = {
+            "device_id": self.device_id,
+            "day": date(day_num // 10000, day_num // 100 % 100, day_num % 100),
+            "class": CLASSES.get(c[1], "?"),
+            "nominal": nominal,
+            "upper": round(nominal * (1 + upper_pct / 100), 2),
+            "lower": round(nominal * (1 + lower_pct / 100), 2),
+            "monitored": s[2],
+            "over": s[3],
+            "under": s[4],
+            "max_v": s[5] / 10,
+            "max_at": datetime.fromtimestamp((s[6] << 16) | s[7], UTC),
+            "min_v": s[8] / 10,
+            "min_at": datetime.fromtimestamp((s[9] << 16) | s[10], UTC),
+        }
+        with psycopg.connect(self.conninfo) as conn:
+            conn.execute(
+                "INSERT INTO voltage_daily_stats (device_id, day, monitoring_class, nominal_v,"
+                " upper_v, lower_v, monitored_min, over_min, under_min, max_v, max_at, min_v,"
+                " min_at)"
+                " VALUES (%(device_id)s, %(day)s, %(class)s, %(nominal)s, %(upper)s, %(lower)s,"
+                " %(monitored)s, %(over)s, %(under)s, %(max_v)s, %(max_at)s, %(min_v)s, %(min_at)s)"
+                " ON CONFLICT (device_id, day) DO UPDATE SET"
+                " monitored_min = EXCLUDED.monitored_min,"
+                " over_min = EXCLUDED.over_min, under_min = EXCLUDED.under_min,"
+                " max_v = EXCLUDED.max_v, max_at = EXCLUDED.max_at, min_v = EXCLUDED.min_v,"
+                " min_at = EXCLUDED.min_at, read_at = now()",
+                row,
+            )
+
+    async def close(self) -> None:
+        self.client.close()
