@@ -30,6 +30,11 @@
     unit_id = 1
     poll_interval = 600             # ≤ 3600: the monitor keeps the last hour of minutes
 
+    [[concentrator]]                # a concentrator (集中器) uploading its meters by MQTT
+    name = "area-0412-jzq"
+    area = "area-0412"
+    meters = ["area-0412-c0001", "area-0412-c0002"]   # their topics: gridread/v1/<meter>/…
+
 The whole file is validated before anything is written; the load is one transaction and
 each added or changed device leaves a row in ``audit_log``.
 """
@@ -155,6 +160,37 @@ class VoltageMonitorSpec(BaseModel):
         }
 
 
+class ConcentratorSpec(BaseModel):
+    """``[[concentrator]]``: a data concentrator (集中器) uploading its area's meters by MQTT."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=NAME)
+    area: str = Field(min_length=1, max_length=64)
+    meters: list[str] = Field(default_factory=list)  # meter names; MQTT topics use them
+
+    def rows(self) -> list[dict[str, Any]]:
+        base = {
+            "protocol": "mqtt",
+            "endpoint": "mqtt",
+            "unit_id": None,
+            "register_map": None,
+            "poll_interval": 86400.0,
+        }
+        return [
+            {**base, "name": self.name, "kind": "concentrator", "attributes": {"area": self.area}},
+            *(
+                {
+                    **base,
+                    "name": m,
+                    "kind": "meter",
+                    "attributes": {"concentrator": self.name, "area": self.area},
+                }
+                for m in self.meters
+            ),
+        ]
+
+
 class Inventory:
     def __init__(
         self,
@@ -162,17 +198,20 @@ class Inventory:
         maps: dict[str, RegisterMap],
         buses: list[BusSpec] | None = None,
         monitors: list[VoltageMonitorSpec] | None = None,
+        concentrators: list[ConcentratorSpec] | None = None,
     ) -> None:
         self.devices = devices
         self.maps = maps  # register_map entry → loaded map
         self.buses = buses or []
         self.monitors = monitors or []
+        self.concentrators = concentrators or []
 
     def rows(self) -> list[dict[str, Any]]:
         return (
             [d.row() for d in self.devices]
             + [r for b in self.buses for r in b.rows()]
             + [m.row() for m in self.monitors]
+            + [r for c in self.concentrators for r in c.rows()]
         )
 
 
@@ -227,7 +266,19 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
             raise ConfigError(f"{where}: {one_line(exc)}") from None
         claim(monitor.name, where)
         monitors.append(monitor)
-    return Inventory(devices, maps, buses, monitors)
+
+    concentrators: list[ConcentratorSpec] = []
+    for n, entry in enumerate(_tables(config, "concentrator", source), 1):
+        where = f"{source}: concentrator {n} ({entry.get('name', '?')})"
+        try:
+            conc = ConcentratorSpec.model_validate(entry)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {one_line(exc)}") from None
+        claim(conc.name, where)
+        for meter in conc.meters:
+            claim(meter, f"{where}: meter {meter}")
+        concentrators.append(conc)
+    return Inventory(devices, maps, buses, monitors, concentrators)
 
 
 def _tables(config: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
 
+INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDREAD_", extra="forbid")
@@ -63,9 +65,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def load_settings(config: dict[str, Any] | None = None, *, source: str = "config") -> Settings:
     """Settings from the file's top-level keys, overridden by ``GRIDREAD_*`` variables."""
-    file_values = {
-        k: v for k, v in (config or {}).items() if k not in ("device", "bus", "voltage_monitor")
-    }
+    file_values = {k: v for k, v in (config or {}).items() if k not in INVENTORY_TABLES}
     try:
         return Settings(**file_values)
     except ValidationError as exc:

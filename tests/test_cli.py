@@ -207,6 +207,13 @@ def test_the_example_config_is_valid():
     assert settings.poll_timeout == 3.0 and settings.database_url is None
     assert [d.unit_id for d in inventory.devices] == [1, 2, 3]
     assert inventory.devices[2].poll_interval == 60
+    [monitor] = inventory.monitors
+    assert (monitor.port, monitor.unit_id) == ("/dev/ttyUSB1", 1)
+    [conc] = inventory.concentrators
+    assert [r["attributes"] for r in conc.rows()][1] == {
+        "concentrator": "area-0413-jzq",
+        "area": "area-0413",
+    }
     [bus] = inventory.buses
     assert (bus.port, bus.baud, [m.address for m in bus.meter]) == (
         "/dev/ttyUSB0",
