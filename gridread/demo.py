@@ -76,6 +76,7 @@ class DemoWorld:
             f"demo-c{i:03d}": MeterModel.random(rng) for i in range(options.concentrator_meters)
         }
         self.notes: list[str] = []
+        self._failing = min(5, len(self._conc_meters) // 10)  # meters the upload leaves out
 
     async def start(self) -> None:
         await self.modbus.start()
@@ -100,11 +101,11 @@ class DemoWorld:
                 "demo-jzq",
                 self._conc_meters,
                 port=self.mqtt_port,
-                failing=set(sorted(self._conc_meters)[:5]),
+                failing=set(sorted(self._conc_meters)[: self._failing]),
             )
             self.notes.append(
                 f"a concentrator with {len(self._conc_meters)} meters via Mosquitto on"
-                f" 127.0.0.1:{self.mqtt_port} (5 not read: the re-read fills them)"
+                f" 127.0.0.1:{self.mqtt_port} ({self._failing} not read: the re-read fills them)"
             )
         elif self.o.concentrator_meters:
             self.notes.append(

@@ -141,6 +141,8 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                 "3=no_reply",
                 "--rs485-meters",
                 "2",
+                "--concentrator-meters",
+                "5",
             ],
             env=full_env,
             stdout=subprocess.PIPE,
@@ -178,6 +180,15 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                 break
             time.sleep(0.5)
         assert stats[0]["bus"] == "demo-rs485-1" and stats[0]["rate"] == 1.0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the voltage monitor and the concentrator too
+            vm = httpx.get(f"{base}/devices/demo-vm/latest").json()["data"]
+            conc = httpx.get(f"{base}/concentrators/read-stats").json()
+            if vm and conc and conc[0]["read"] == 5:
+                break
+            time.sleep(0.5)
+        assert vm[0]["quantity"] == "32.7.0" and 190 < vm[0]["value"] < 250
+        assert conc[0]["due"] == 5 and conc[0]["read"] == 5
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
