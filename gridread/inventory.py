@@ -42,8 +42,9 @@ each added or changed device leaves a row in ``audit_log``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
@@ -55,6 +56,7 @@ from collectors.modbus.registermap import RegisterMap, load_register_map
 from gridread.settings import one_line
 
 NAME = r"^[A-Za-z0-9._-]+$"
+M = TypeVar("M", bound=BaseModel)
 
 
 class DeviceSpec(BaseModel):
@@ -216,7 +218,6 @@ class Inventory:
 
 
 def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> Inventory:
-    devices: list[DeviceSpec] = []
     maps: dict[str, RegisterMap] = {}
     names: set[str] = set()
 
@@ -225,30 +226,29 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
             raise ConfigError(f"{where}: duplicate device name {name!r}")
         names.add(name)
 
-    for n, entry in enumerate(_tables(config, "device", source), 1):
-        where = f"{source}: device {n} ({entry.get('name', '?')})"
-        try:
-            spec = DeviceSpec.model_validate(entry)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {one_line(exc)}") from None
-        claim(spec.name, where)
-        if spec.register_map not in maps:
-            ref = spec.register_map
-            path = base_dir / ref if ref.endswith(".toml") else ref
+    def specs(key: str, model: type[M]) -> Iterator[tuple[str, M]]:
+        """Each [[key]] table validated as `model`, with where it stands, its name claimed."""
+        for n, entry in enumerate(_tables(config, key, source), 1):
+            where = f"{source}: {key} {n} ({entry.get('name', '?')})"
             try:
-                maps[ref] = load_register_map(path)
+                spec = model.model_validate(entry)
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: {one_line(exc)}") from None
+            claim(spec.name, where)  # type: ignore[attr-defined]
+            yield where, spec
+
+    devices: list[DeviceSpec] = []
+    for where, spec in specs("device", DeviceSpec):
+        ref = spec.register_map
+        if ref not in maps:
+            try:
+                maps[ref] = load_register_map(base_dir / ref if ref.endswith(".toml") else ref)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         devices.append(spec)
 
     buses: list[BusSpec] = []
-    for n, entry in enumerate(_tables(config, "bus", source), 1):
-        where = f"{source}: bus {n} ({entry.get('name', '?')})"
-        try:
-            bus = BusSpec.model_validate(entry)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {one_line(exc)}") from None
-        claim(bus.name, where)
+    for where, bus in specs("bus", BusSpec):
         addresses: set[str] = set()
         for m in bus.meter:
             claim(m.name, f"{where}: meter {m.name}")
@@ -257,24 +257,10 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
             addresses.add(m.address)
         buses.append(bus)
 
-    monitors: list[VoltageMonitorSpec] = []
-    for n, entry in enumerate(_tables(config, "voltage_monitor", source), 1):
-        where = f"{source}: voltage_monitor {n} ({entry.get('name', '?')})"
-        try:
-            monitor = VoltageMonitorSpec.model_validate(entry)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {one_line(exc)}") from None
-        claim(monitor.name, where)
-        monitors.append(monitor)
+    monitors = [spec for _, spec in specs("voltage_monitor", VoltageMonitorSpec)]
 
     concentrators: list[ConcentratorSpec] = []
-    for n, entry in enumerate(_tables(config, "concentrator", source), 1):
-        where = f"{source}: concentrator {n} ({entry.get('name', '?')})"
-        try:
-            conc = ConcentratorSpec.model_validate(entry)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {one_line(exc)}") from None
-        claim(conc.name, where)
+    for where, conc in specs("concentrator", ConcentratorSpec):
         for meter in conc.meters:
             claim(meter, f"{where}: meter {meter}")
         concentrators.append(conc)

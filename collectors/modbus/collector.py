@@ -11,29 +11,17 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from collectors import metrics
 from collectors.base import ReadingSink
-from collectors.exceptions import DeviceRejected, DeviceTimeout, DeviceUnreachable, FrameError
+from collectors.exceptions import DeviceUnreachable
 from collectors.modbus.registermap import RegisterMap
+from collectors.modbus.requests import read_registers
 from ingest.model import Reading
 
 # pymodbus logs every timeout at ERROR with its own wording; gridread counts and logs them.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
 
 
 class ModbusTcpCollector:
@@ -71,29 +59,12 @@ class ModbusTcpCollector:
         if not self.client.connected and not await self.client.connect():
             raise DeviceUnreachable(f"cannot connect to {self.endpoint}")
         values: list[tuple[str, float]] = []
+        where = f"unit {self.unit_id} at {self.endpoint}"
         for block in self.blocks:
-            try:
-                response = await self._read(
-                    block.address, count=block.count, device_id=self.unit_id
-                )
-            except ModbusIOException as exc:
-                raise DeviceTimeout(
-                    f"unit {self.unit_id} at {self.endpoint}: no reply to read of"
-                    f" {block.count} registers from {block.address}"
-                ) from exc
-            except ConnectionException as exc:
-                raise DeviceUnreachable(f"{self.endpoint}: {exc}") from exc
-            except ModbusException as exc:
-                raise FrameError(f"unit {self.unit_id} at {self.endpoint}: {exc}") from exc
-            if response.isError():
-                code = getattr(response, "exception_code", None)
-                raise DeviceRejected(
-                    f"unit {self.unit_id} at {self.endpoint} answered exception {code}"
-                    f" ({EXCEPTION_NAMES.get(code, 'unknown')}) to read of {block.count}"
-                    f" registers from {block.address}",
-                    code,
-                )
-            values.extend(self.register_map.decode(block, response.registers))
+            registers = await read_registers(
+                self._read, address=block.address, count=block.count, unit=self.unit_id, where=where
+            )
+            values.extend(self.register_map.decode(block, registers))
         ts = datetime.now(UTC)
         readings = [Reading(self.device_id, q, ts, v) for q, v in values]
         await sink.add_many(readings)

@@ -13,14 +13,13 @@ import struct
 from datetime import UTC, date, datetime
 
 import psycopg
-from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusSerialClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
 
 from collectors import metrics
 from collectors.base import ReadingSink
-from collectors.exceptions import DeviceRejected, DeviceTimeout, DeviceUnreachable, FrameError
+from collectors.exceptions import DeviceUnreachable
+from collectors.modbus.requests import read_registers
 from ingest.model import Reading
 
 CLASSES = {1: "A", 2: "B", 3: "C", 4: "D"}
@@ -52,21 +51,13 @@ class VoltageMonitorCollector:
         )
 
     async def _read(self, address: int, count: int) -> list[int]:
-        try:
-            rr = await self.client.read_input_registers(
-                address, count=count, device_id=self.unit_id
-            )
-        except ModbusIOException as exc:
-            raise DeviceTimeout(f"voltage monitor {self.unit_id} on {self.port}: no reply") from exc
-        except ConnectionException as exc:
-            raise DeviceUnreachable(f"{self.port}: {exc}") from exc
-        except ModbusException as exc:
-            raise FrameError(f"voltage monitor {self.unit_id} on {self.port}: {exc}") from exc
-        if rr.isError():
-            raise DeviceRejected(
-                f"voltage monitor {self.unit_id}: exception {rr.exception_code}", rr.exception_code
-            )
-        return rr.registers
+        return await read_registers(
+            self.client.read_input_registers,
+            address=address,
+            count=count,
+            unit=self.unit_id,
+            where=f"voltage monitor {self.unit_id} on {self.port}",
+        )
 
     async def gather(self, sink: ReadingSink) -> int:
         if not self.client.connected and not await self.client.connect():
