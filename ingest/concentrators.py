@@ -67,6 +67,30 @@ def read_rates(rows: list[tuple], day: date) -> list[dict]:
     return list(out.values())
 
 
+def by_area(rates: list[dict]) -> list[dict]:
+    """Per transformer area: the concentrators' figures added up (an area may have several)."""
+    areas: dict[str, dict] = {}
+    for r in rates:
+        a = areas.setdefault(
+            r["area"],
+            {
+                "area": r["area"],
+                "day": r["day"],
+                "concentrators": [],
+                "due": 0,
+                "read": 0,
+                "failing": [],
+            },
+        )
+        a["concentrators"].append(r["concentrator"])
+        a["due"] += r["due"]
+        a["read"] += r["read"]
+        a["failing"] += r["failing"]
+    for a in areas.values():
+        a["rate"] = a["read"] / a["due"] if a["due"] else None
+    return list(areas.values())
+
+
 def concentrator_read_rates(conn: psycopg.Connection, day: date, tz: ZoneInfo) -> list[dict]:
     rows = conn.execute(READ_SQL, {"frozen_at": frozen_instant(day, tz)}).fetchall()
     return read_rates(rows, day)

@@ -128,6 +128,10 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker):
         assert await rereader.run_once(now=today + timedelta(hours=10)) == {}
 
         with TestClient(create_app(migrated_url)) as client:
+            [area] = client.get(
+                "/concentrators/read-stats/by-area", params={"day": "2026-11-25"}
+            ).json()
+            assert (area["area"], area["concentrators"], area["rate"]) == ("a12", ["a12-jzq"], 1.0)
             [api] = client.get("/concentrators/read-stats", params={"day": "2026-11-25"}).json()
             assert (api["concentrator"], api["area"], api["due"], api["read"]) == (
                 "a12-jzq",

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 
 from api.deps import Conn
-from ingest.concentrators import READ_SQL, frozen_instant, read_rates
+from ingest.concentrators import READ_SQL, by_area, frozen_instant, read_rates
 
 router = APIRouter(prefix="/concentrators", tags=["concentrators"])
 
@@ -21,6 +21,19 @@ async def read_stats(
 ) -> list[dict]:
     """Per concentrator: meters due, read (their daily frozen value arrived), the rate, and
     the failing meters with the last time each was read."""
+    return await _rates(conn, day)
+
+
+@router.get("/read-stats/by-area")
+async def read_stats_by_area(
+    conn: Conn,
+    day: Annotated[date | None, Query(description="local day, default: yesterday")] = None,
+) -> list[dict]:
+    """Per transformer area (台区): the same figures over all its concentrators."""
+    return by_area(await _rates(conn, day))
+
+
+async def _rates(conn, day: date | None) -> list[dict]:
     day = day or date.fromordinal(datetime.now(TZ).date().toordinal() - 1)
     cur = await conn.execute(READ_SQL, {"frozen_at": frozen_instant(day, TZ)})
     return read_rates(await cur.fetchall(), day)
