@@ -1,8 +1,9 @@
 """The small interfaces collectors are built on (after Telegraf's Input / ServiceInput).
 
 A *polled* collector reads one device when asked (`gather`); the scheduler decides when,
-enforces the timeout, retries and counts failures. A *push* collector (MQTT, later) is
-started once and hands readings to the sink as they arrive.
+enforces the timeout, retries and counts failures. A *push* source (MQTT) is
+started once and hands readings to the sink as they arrive (collectors/mqtt/worker.py
+has `run()`, cancelled to stop).
 """
 
 from __future__ import annotations
@@ -36,10 +37,3 @@ class PolledCollector(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-@runtime_checkable
-class PushCollector(Protocol):
-    async def start(self, sink: ReadingSink) -> None: ...
-
-    async def stop(self) -> None: ...

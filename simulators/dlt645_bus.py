@@ -21,7 +21,7 @@ import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -282,12 +282,7 @@ class DLT645BusSimulator:
                 out.append(regs[quantity])
             elif quantity == "15.8.0":
                 out.append(regs["1.8.0"] + regs["2.8.0"])
-            elif (
-                quantity.endswith(".8.1")
-                or quantity.endswith(".8.2")
-                or quantity.endswith(".8.3")
-                or quantity.endswith(".8.4")
-            ):
+            elif quantity.startswith("2.8."):  # no export behind these meters
                 out.append(Decimal(0))
             elif quantity in instant:
                 out.append(instant[quantity])
@@ -368,4 +363,4 @@ def make_meters(
     return meters
 
 
-__all__ = ["UTC", "DLT645BusSimulator", "Fault", "SimMeter", "byte_time", "make_meters"]
+__all__ = ["DLT645BusSimulator", "Fault", "SimMeter", "byte_time", "make_meters"]

@@ -151,7 +151,7 @@ class Dlt645BusCollector:
             record_outcomes(conn, outcomes)
             return success_rates(conn, outcomes[0].day, self.name) if outcomes else []
 
-        for rate in await asyncio.to_thread(self._db_call, record):
+        for rate in await asyncio.to_thread(self._db, record):
             if rate["rate"] is not None:
                 metrics.READ_SUCCESS.labels(self.name).set(rate["rate"])
         return outcomes
@@ -382,7 +382,7 @@ class Dlt645BusCollector:
             )
             return frozen, curve
 
-        frozen_gaps, curve_gaps = await asyncio.to_thread(self._db_call, find)
+        frozen_gaps, curve_gaps = await asyncio.to_thread(self._db, find)
         restored_frozen = 0
         for ts in frozen_gaps:
             days_back = (today.date() - ts.astimezone(self.tz).date()).days + 1
@@ -500,10 +500,6 @@ class Dlt645BusCollector:
     def _db(self, fn, *args):
         with psycopg.connect(self.conninfo) as conn:
             return fn(conn, *args)
-
-    def _db_call(self, fn):
-        with psycopg.connect(self.conninfo) as conn:
-            return fn(conn)
 
 
 def _runs(points: list[datetime], step: timedelta, limit: int) -> list[list[datetime]]:
