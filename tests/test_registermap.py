@@ -1,6 +1,7 @@
 """Register maps: decoding vectors, round trips, request planning, and one-line errors."""
 
 import math
+import struct
 
 import pytest
 from hypothesis import given
@@ -64,7 +65,11 @@ def test_encode_decode_round_trip(ftype, order, data):
     f = Field("1.7.0", 0, ftype, word_order=order)
     words = f.encode(value)
     assert len(words) == width and all(0 <= w <= 0xFFFF for w in words)
-    assert f.decode(words) == value or math.isclose(f.decode(words), value, rel_tol=1e-6)
+    decoded = f.decode(words)
+    if ftype == "float32":  # decoded to its shortest decimal: the same float32 on the wire
+        assert struct.pack(">f", decoded) == struct.pack(">f", value)
+    else:
+        assert decoded == value or math.isclose(decoded, value, rel_tol=1e-6)
 
 
 def test_bundled_map_plans_two_coalesced_reads():
@@ -111,6 +116,12 @@ def _map(**field):
         ({"address": -1}, "address = -1; expected an integer 0–65535"),
         ({"scale": 0}, "scale must not be 0"),
         ({"scael": 0.1}, "unknown key(s) scael"),
+        # a float32 at 65535 would need register 65536: every poll would fail with exception 2
+        (
+            {"address": 65535, "type": "float32"},
+            "address = 65535: a float32 spans 2 registers, 65535–65536; the last must be ≤ 65535",
+        ),
+        ({"decimals": -1}, "decimals = -1; expected an integer 0–15"),
     ],
 )
 def test_bad_map_is_a_one_line_error_naming_file_and_field(field, message):
@@ -118,6 +129,37 @@ def test_bad_map_is_a_one_line_error_naming_file_and_field(field, message):
         parse_register_map(_map(**field), source="maps/x.toml", name="x")
     text = str(err.value)
     assert text.startswith("maps/x.toml: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        ({"max_registers": 0}, "max_registers = 0; expected an integer 1–125"),
+        ({"max_registers": 126}, "max_registers = 126; expected an integer 1–125"),
+        ({"max_gap": True}, "max_gap = True; expected a non-negative integer"),
+    ],
+)
+def test_bad_map_setting_is_a_one_line_error(top, message):
+    with pytest.raises(ConfigError) as err:
+        parse_register_map({**_map(), **top}, source="maps/x.toml", name="x")
+    assert str(err.value) == f"maps/x.toml: {message}"
+
+
+def test_max_registers_splits_the_plan():
+    data = {
+        "max_gap": 200,
+        "max_registers": 80,
+        "field": [
+            {"quantity": q, "address": a, "type": "uint32"}
+            for q, a in (("32.7.0", 0), ("52.7.0", 60), ("72.7.0", 78), ("1.8.0", 118))
+        ],
+    }
+    regmap = parse_register_map(data, source="m", name="m")
+    assert [(b.address, b.count) for b in regmap.plan()] == [(0, 80), (118, 2)]
+    assert [
+        (b.address, b.count)
+        for b in parse_register_map({**data, "max_registers": 125}, source="m", name="m").plan()
+    ] == [(0, 120)]
 
 
 def test_overlapping_fields_are_rejected():
@@ -134,3 +176,34 @@ def test_overlapping_fields_are_rejected():
 def test_missing_map_names_the_bundled_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"register map not found .*three_phase_meter"):
         load_register_map(tmp_path / "nope.toml")
+
+
+def test_the_last_register_of_a_value_may_be_65535():
+    regmap = parse_register_map(_map(address=65534, type="float32"), source="m", name="m")
+    assert [(b.address, b.count) for b in regmap.plan()] == [(65534, 2)]
+
+
+@pytest.mark.parametrize(
+    ("words", "value"),
+    [
+        ([0x4366, 0x3333], 230.2),  # float32 230.2 is 230.1999969482422 as a double
+        ([0x3F73, 0x3333], 0.95),
+        ([0x4B3C, 0x614E], 12345678.0),
+        ([0x3DCC, 0xCCCD], 0.1),
+    ],
+)
+def test_float32_is_rounded_to_its_significant_digits(words, value):
+    assert Field("32.7.0", 0, "float32").decode(words) == value
+
+
+def test_scaled_float32_keeps_the_decimal_value():
+    # 230.2 as float32, scaled by 0.001: 0.2302, not 0.2301999969482422
+    assert Field("1.7.0", 0, "float32", scale=0.001).decode([0x4366, 0x3333]) == 0.2302
+
+
+def test_decimals_rounds_any_type():
+    regmap = parse_register_map(_map(type="float32", decimals=1), source="m", name="m")
+    f = regmap.fields[0]
+    assert f.decode([0x4366, 0x3333]) == 230.2
+    assert f.decode(Field("1.8.0", 0, "float32").encode(230.26)) == 230.3
+    assert regmap.resolution == {"1.8.0": 0.1}

@@ -7,6 +7,7 @@ and one entry per field::
     function = "holding"      # or "input"
     word_order = "big"        # "big": high word first; "little": low word first
     max_gap = 4               # unused registers a coalesced read may span
+    max_registers = 125       # registers per request the device accepts (Modbus allows 125)
 
     [[field]]
     quantity = "32.7.0"       # OBIS code from ingest/quantities.toml
@@ -15,6 +16,11 @@ and one entry per field::
     scale = 0.1               # engineering value = raw × scale + offset
     # offset = 0.0
     # word_order = "little"   # overrides the map's word order for this field
+    # decimals = 2            # round the value to this many decimal places
+
+Integer values keep the decimals of their scale (2316 × 0.1 → 231.6); float values are
+rounded to the shortest decimal that is the same float32/float64 on the wire (230.2, not
+230.1999969482422), then scaled. `decimals` overrides both.
 
 Nothing here does I/O: `RegisterMap.plan()` says which blocks to read, `decode()` turns a
 block's registers into values, `encode()` does the reverse for the simulator.
@@ -34,7 +40,7 @@ from ingest.exceptions import UnknownQuantity
 from ingest.quantities import quantity as lookup_quantity
 
 MAPS_DIR = Path(__file__).with_name("maps")
-MAX_REGISTERS_PER_READ = 125  # Modbus PDU limit for function 03/04
+MAX_REGISTERS_PER_READ = 125  # Modbus PDU limit for function 03/04; a map may ask for fewer
 
 # type name → (struct format of the whole value, big-endian, registers it spans)
 TYPES: dict[str, tuple[str, int]] = {
@@ -58,6 +64,7 @@ class Field:
     scale: float = 1.0
     offset: float = 0.0
     word_order: str = "big"
+    decimals: int | None = None  # from the map; None: as the type and scale imply
     _digits: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,7 +76,10 @@ class Field:
 
     @property
     def digits(self) -> int | None:
-        """Decimal places an integer register carries (scale 0.01 → 2); None for floats."""
+        """Decimal places a value is rounded to: the map's `decimals`, else those an integer
+        register carries (scale 0.01 → 2); None for floats (see `decode`)."""
+        if self.decimals is not None:
+            return self.decimals
         if self.type.startswith("float"):
             return None
         exponents = (
@@ -80,10 +90,13 @@ class Field:
     def decode(self, words: list[int]) -> float:
         if self.word_order == "little":
             words = words[::-1]
-        raw = struct.unpack(TYPES[self.type][0], struct.pack(f">{len(words)}H", *words))[0]
+        fmt = TYPES[self.type][0]
+        raw = struct.unpack(fmt, struct.pack(f">{len(words)}H", *words))[0]
+        if self._digits is None:  # a float: its own digits, not its binary expansion
+            return _scaled_float(raw, fmt, self.scale, self.offset)
         value = raw * self.scale + self.offset
         # 2316 × 0.1 is 231.60000000000002 in binary; the meter meant 231.6.
-        return value if self._digits is None else round(value, self._digits)
+        return round(value, self._digits)
 
     def encode(self, value: float) -> list[int]:
         fmt, width = TYPES[self.type]
@@ -113,6 +126,7 @@ class RegisterMap:
     function: int  # 3 holding, 4 input
     fields: tuple[Field, ...]
     max_gap: int = 4
+    max_registers: int = MAX_REGISTERS_PER_READ  # per request, as the device accepts
 
     def plan(self) -> list[ReadBlock]:
         """Coalesce fields into as few requests as the gap and size limits allow."""
@@ -124,7 +138,7 @@ class RegisterMap:
                 end = max(c.address + c.width for c in current)
                 if (
                     f.address - end > self.max_gap
-                    or f.address + f.width - start > MAX_REGISTERS_PER_READ
+                    or f.address + f.width - start > self.max_registers
                 ):
                     blocks.append(_block(current))
                     current = []
@@ -158,8 +172,36 @@ class RegisterMap:
     def resolution(self) -> dict[str, float]:
         """The smallest step each quantity can take on the wire (its scale, for integers)."""
         return {
-            f.quantity: (0.0 if f.type.startswith("float") else abs(f.scale)) for f in self.fields
+            f.quantity: (
+                10.0**-f.decimals
+                if f.decimals is not None
+                else 0.0
+                if f.type.startswith("float")
+                else abs(f.scale)
+            )
+            for f in self.fields
         }
+
+
+def _shortest(raw: float, fmt: str) -> str:
+    """The shortest decimal that packs to the same float32/float64 as `raw`."""
+    if fmt == ">d":
+        return repr(raw)
+    packed = struct.pack(fmt, raw)
+    for digits in range(6, 10):  # float32: 6 digits always survive, 9 always round-trip
+        text = f"{raw:.{digits}g}"
+        if struct.pack(fmt, float(text)) == packed:
+            return text
+    return repr(raw)
+
+
+def _scaled_float(raw: float, fmt: str, scale: float, offset: float) -> float:
+    if not math.isfinite(raw):  # NaN/inf on the wire: kept, for the plausibility screen
+        return raw * scale + offset
+    text = _shortest(raw, fmt)
+    if scale == 1 and offset == 0:
+        return float(text)
+    return float(Decimal(text) * Decimal(repr(scale)) + Decimal(repr(offset)))
 
 
 def _block(fields: list[Field]) -> ReadBlock:
@@ -196,8 +238,17 @@ def parse_register_map(data: dict, *, source: str, name: str) -> RegisterMap:
     if word_order not in ("big", "little"):
         raise fail(f"word_order = {word_order!r}; expected 'big' or 'little'")
     max_gap = data.get("max_gap", 4)
-    if not isinstance(max_gap, int) or max_gap < 0:
+    if not isinstance(max_gap, int) or isinstance(max_gap, bool) or max_gap < 0:
         raise fail(f"max_gap = {max_gap!r}; expected a non-negative integer")
+    max_registers = data.get("max_registers", MAX_REGISTERS_PER_READ)
+    if (
+        not isinstance(max_registers, int)
+        or isinstance(max_registers, bool)
+        or not 1 <= max_registers <= MAX_REGISTERS_PER_READ
+    ):
+        raise fail(
+            f"max_registers = {max_registers!r}; expected an integer 1–{MAX_REGISTERS_PER_READ}"
+        )
     entries = data.get("field")
     if not isinstance(entries, list) or not entries:
         raise fail("no [[field]] entries")
@@ -205,7 +256,15 @@ def parse_register_map(data: dict, *, source: str, name: str) -> RegisterMap:
     seen: dict[int, str] = {}
     for n, entry in enumerate(entries, 1):
         where = f"field {n} ({entry.get('quantity', '?')})"
-        unknown = set(entry) - {"quantity", "address", "type", "scale", "offset", "word_order"}
+        unknown = set(entry) - {
+            "quantity",
+            "address",
+            "type",
+            "scale",
+            "offset",
+            "word_order",
+            "decimals",
+        }
         if unknown:
             raise fail(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         try:
@@ -228,10 +287,26 @@ def parse_register_map(data: dict, *, source: str, name: str) -> RegisterMap:
         order = entry.get("word_order", word_order)
         if order not in ("big", "little"):
             raise fail(f"{where}: word_order = {order!r}; expected 'big' or 'little'")
-        f = Field(entry["quantity"], address, ftype, float(scale), float(offset), order)
+        decimals = entry.get("decimals")
+        if decimals is not None and (
+            not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 15
+        ):
+            raise fail(f"{where}: decimals = {decimals!r}; expected an integer 0–15")
+        f = Field(entry["quantity"], address, ftype, float(scale), float(offset), order, decimals)
+        last = address + f.width - 1
+        if last > 0xFFFF:
+            raise fail(
+                f"{where}: address = {address}: a {ftype} spans {f.width} registers,"
+                f" {address}–{last}; the last must be ≤ 65535"
+            )
+        if f.width > max_registers:
+            raise fail(
+                f"{where}: a {ftype} spans {f.width} registers, more than"
+                f" max_registers = {max_registers}"
+            )
         for a in range(address, address + f.width):
             if a in seen:
                 raise fail(f"{where}: register {a} is already used by {seen[a]}")
             seen[a] = where
         fields.append(f)
-    return RegisterMap(name, FUNCTIONS[function], tuple(fields), max_gap)
+    return RegisterMap(name, FUNCTIONS[function], tuple(fields), max_gap, max_registers)
