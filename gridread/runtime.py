@@ -65,8 +65,7 @@ def build_collectors(
             port=spec.port,
             unit_id=spec.unit_id,
             register_map=regmap,
-            # the poll timeout covers every request of one poll
-            timeout=settings.poll_timeout / max(1, len(regmap.plan())),
+            timeout=settings.modbus_request_timeout,  # one request; poll_timeout: the poll
         )
         out.append((collector, spec.poll_interval))
     for monitor in inventory.monitors:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     mqtt_group: str = Field(default="gridread", description="shared-subscription group")
     mqtt_client_id: str = Field(default="gridread-ingest-1", description="names the session")
     mqtt_max_unacked: int = Field(default=1000, gt=0, le=65535)
+    modbus_request_timeout: float = Field(
+        default=1.0, gt=0, description="seconds for one Modbus request (poll_timeout: the poll)"
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

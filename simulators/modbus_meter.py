@@ -2,7 +2,9 @@
 
 Values come from `MeterModel` at the simulator's clock (wall time by default; tests pass a
 clock they move by hand) and are encoded with the same register map the collector decodes.
-Fault switches per unit: no reply, a Modbus exception, a slow reply.
+Like a real meter it answers only the map's function (03 holding or 04 input registers;
+the other gets exception 1) and, given `max_registers`, refuses longer requests with
+exception 3. Fault switches per unit: no reply, a Modbus exception, a slow reply.
 """
 
 from __future__ import annotations
@@ -56,15 +58,15 @@ class ModbusMeterSimulator:
         port: int = 0,
         clock: Callable[[], float] = time.time,
         slow_delay: float = 2.0,
+        max_registers: int = 125,
     ) -> None:
-        if register_map.function != 3:
-            raise ValueError("the simulator serves holding-register maps")
         self.register_map = register_map
         self.meters = meters
         self.host = host
         self.port = port
         self.clock = clock
         self.slow_delay = slow_delay
+        self.max_registers = max_registers  # a longer request gets exception 3
         self.faults: dict[int, Fault] = {}
         self.requests = 0
         self._server: ModbusTcpServer | None = None
@@ -133,6 +135,10 @@ class ModbusMeterSimulator:
             return ExcCodes.DEVICE_FAILURE
         if fault is Fault.SLOW:
             await asyncio.sleep(self.slow_delay)
+        if function_code in (3, 4) and function_code != self.register_map.function:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if count > self.max_registers:
+            return ExcCodes.ILLEGAL_VALUE
         if set_values is None:
             words = self.register_map.encode(self.truth(unit))
             for reg, word in words.items():
