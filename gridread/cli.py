@@ -207,8 +207,9 @@ def mqtt_ingest(
     from gridread import runtime
 
     try:
-        data, source, _ = _config(config)
+        data, source, base = _config(config)
         settings = load_settings(data, source=source)
+        parse_inventory(data, source=source, base_dir=base)  # the site's [[quantity]] too
         overrides = {"mqtt_host": host, "mqtt_port": port, "mqtt_client_id": client_id}
         # command-line options win over GRIDREAD_* variables and the file
         settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})

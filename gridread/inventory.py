@@ -1,5 +1,11 @@
 """The device inventory: ``[[device]]`` and ``[[bus]]`` tables in the config file, loaded into
-``devices``.
+``devices``; and the site's own quantities, ``[[quantity]]`` tables, added to the registry.
+
+    [[quantity]]                    # a quantity the built-in list lacks
+    code = "1.7.128"                # OBIS C.D.E (optionally *suffix); not a built-in code
+    name = "active power, 1-minute demand"
+    unit = "kW"
+    kind = "instantaneous"          # or "register" (cumulative)
 
     [[device]]                      # a Modbus TCP device
     name = "meter-001"              # unique, used in the API's URLs
@@ -54,9 +60,24 @@ from collectors.dlt645.codec import BAUD_BITS
 from collectors.exceptions import ConfigError
 from collectors.modbus.registermap import RegisterMap, load_register_map
 from gridread.settings import one_line
+from ingest.quantities import Quantity, QuantityKind, builtin, use_extra
 
 NAME = r"^[A-Za-z0-9._-]+$"
 M = TypeVar("M", bound=BaseModel)
+
+
+class QuantitySpec(BaseModel):
+    """``[[quantity]]``: a quantity the site adds to the built-in list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(pattern=r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(\*[A-Za-z0-9]{1,8})?$")
+    name: str = Field(min_length=1, max_length=200)
+    unit: str = Field(max_length=16)
+    kind: Literal["register", "instantaneous"] = "instantaneous"
+
+    def quantity(self) -> Quantity:
+        return Quantity(self.code, self.name, self.unit, QuantityKind(self.kind))
 
 
 class DeviceSpec(BaseModel):
@@ -226,16 +247,29 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
             raise ConfigError(f"{where}: duplicate device name {name!r}")
         names.add(name)
 
-    def specs(key: str, model: type[M]) -> Iterator[tuple[str, M]]:
+    def specs(key: str, model: type[M], id_key: str = "name") -> Iterator[tuple[str, M]]:
         """Each [[key]] table validated as `model`, with where it stands, its name claimed."""
         for n, entry in enumerate(_tables(config, key, source), 1):
-            where = f"{source}: {key} {n} ({entry.get('name', '?')})"
+            where = f"{source}: {key} {n} ({entry.get(id_key, '?')})"
             try:
                 spec = model.model_validate(entry)
             except ValidationError as exc:
                 raise ConfigError(f"{where}: {one_line(exc)}") from None
-            claim(spec.name, where)  # type: ignore[attr-defined]
+            if id_key == "name":
+                claim(spec.name, where)  # type: ignore[attr-defined]
             yield where, spec
+
+    # the site's quantities first: its register maps may name them
+    quantities: dict[str, Quantity] = {}
+    for where, qspec in specs("quantity", QuantitySpec, id_key="code"):
+        if qspec.code in quantities:
+            raise ConfigError(f"{where}: defined twice")
+        if known := builtin().get(qspec.code):
+            raise ConfigError(
+                f"{where}: {qspec.code} is built in ({known.name}); choose another code"
+            )
+        quantities[qspec.code] = qspec.quantity()
+    use_extra(quantities.values())
 
     devices: list[DeviceSpec] = []
     for where, spec in specs("device", DeviceSpec):

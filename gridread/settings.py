@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
 
-INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator")
+INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator", "quantity")
 
 
 class Settings(BaseSettings):
