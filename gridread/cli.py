@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts name [[device]] tables: not markup
 )
 
 ConfigOption = Annotated[
@@ -148,12 +149,13 @@ def demo(
 
 @app.command()
 def migrate(config: ConfigOption = None) -> None:
-    """Create or upgrade the database schema, then exit."""
+    """Create or upgrade the database schema, then exit. A config file is checked first."""
     from gridread import runtime
 
     try:
-        data, source, _ = _config(config)
+        data, source, base = _config(config)
         settings = load_settings(data, source=source)
+        parse_inventory(data, source=source, base_dir=base)
         _setup_logging(settings.log_level)
         runtime.database_url(settings)
     except (CollectorError, IngestError) as exc:

@@ -55,7 +55,9 @@ def check_connection(url: str) -> None:
         with psycopg.connect(url, connect_timeout=5):
             pass
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # libpq's message is several lines (the cause, then a tab-indented hint): keep them all
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = "; ".join(dict.fromkeys(lines)) or type(exc).__name__
         raise StoreUnavailable(
             f"cannot connect to the database at {redact(url)}: {reason}"
         ) from None

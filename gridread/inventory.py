@@ -86,7 +86,7 @@ class DeviceSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
     kind: Literal["meter", "concentrator", "voltage_monitor"] = "meter"
     protocol: Literal["modbus_tcp"]
-    host: str
+    host: str = Field(min_length=1, max_length=253, pattern=r"^\S+$")
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     register_map: str

@@ -251,3 +251,38 @@ def test_bad_bus_entries(tmp_path, bus, message):
     cfg.write_text(f'[[bus]]\nname = "b1"\nport = "/dev/ttyUSB9"\n{bus}')
     line = one_error_line(run_cli("run", "-c", str(cfg)))
     assert message in line
+
+
+def test_an_empty_host_is_rejected(tmp_path):
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(device("m1", host=""))
+    line = one_error_line(run_cli("run", "-c", str(cfg)))
+    assert "device 1 (m1): host: String should have at least 1 character" in line
+
+
+def test_migrate_checks_the_config_it_is_given(tmp_path, db_url):
+    (tmp_path / "meter.toml").write_text(
+        '[[field]]\nquantity = "1.8.0"\naddress = 65535\ntype = "uint32"\n'
+    )
+    cfg = tmp_path / "gridread.toml"
+    cfg.write_text(device("m1", register_map="meter.toml"))
+    result = run_cli("migrate", "-c", str(cfg), env={"GRIDREAD_DATABASE_URL": db_url})
+    line = one_error_line(result)
+    assert "device 1 (m1): " in line and "a uint32 spans 2 registers, 65535–65536" in line
+    assert "schema is up to date" not in result.stdout
+    assert table_count(db_url, "devices") is None  # checked before anything is written
+
+
+def test_the_database_error_keeps_its_cause(tmp_path):
+    url = f"postgresql://gridread@127.0.0.1:{free_port()}/gridread"
+    line = one_error_line(run_cli("migrate", env={"GRIDREAD_DATABASE_URL": url}))
+    assert "Connection refused" in line and "\t" not in line
+
+
+@pytest.mark.parametrize(
+    ("command", "literal"),
+    [("run", "[[device]]"), ("migrate", "[[device]]"), ("simulate-rs485", "[[bus]]")],
+)
+def test_help_shows_config_tables_literally(command, literal):
+    result = run_cli(command, "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0 and literal in result.stdout, result.stdout
