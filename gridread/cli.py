@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -163,37 +164,82 @@ def migrate(config: ConfigOption = None) -> None:
     typer.echo("schema is up to date")
 
 
+async def _until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM. Handlers are installed explicitly: a background job of a
+    non-interactive shell starts with SIGINT ignored, and Python then keeps ignoring it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 @app.command()
 def simulate(
     meters: Annotated[int, typer.Option(min=1, max=247)] = 10,
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 5020,
     host: str = "127.0.0.1",
+    register_map: Annotated[
+        str, typer.Option(help="bundled map name or path to a map file to serve")
+    ] = "three_phase_meter",
+    max_registers: Annotated[
+        int, typer.Option(min=1, max=125, help="refuse longer requests (exception 3)")
+    ] = 125,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help="UNIT=KIND, KIND one of no_reply, exception, slow; repeatable"),
+    ] = None,
 ) -> None:
-    """Run only the Modbus TCP meter simulator (units 1..N), e.g. to point `run` at it."""
+    """Run only the Modbus TCP meter simulator (units 1..N), e.g. to point `run` at it.
+    It answers only its map's function (03 or 04); the other gets exception 1."""
     from collectors.modbus.registermap import load_register_map
     from simulators.meter_model import MeterModel
-    from simulators.modbus_meter import ModbusMeterSimulator
+    from simulators.modbus_meter import Fault, ModbusMeterSimulator
 
+    faults: dict[int, Fault] = {}
+    for item in fault or []:
+        unit, _, kind = item.partition("=")
+        try:
+            faults[int(unit)] = Fault(kind)
+        except ValueError:
+            kinds = ", ".join(f.value for f in Fault)
+            raise _fail(f"--fault {item!r}: expected UNIT=KIND, KIND one of {kinds}") from None
+    try:
+        regmap = load_register_map(register_map)
+    except CollectorError as exc:
+        raise _fail(str(exc)) from None
     _setup_logging("INFO")
     rng = random.Random(645)
     sim = ModbusMeterSimulator(
-        load_register_map("three_phase_meter"),
+        regmap,
         {u: MeterModel.random(rng) for u in range(1, meters + 1)},
         host=host,
         port=port,
+        max_registers=max_registers,
     )
+    for unit, kind in faults.items():
+        sim.set_fault(unit, kind)
 
     async def main() -> None:
-        await sim.start()
+        try:
+            await sim.start()
+        except OSError as exc:
+            raise _fail(f"cannot listen on {host}:{port}: {exc}") from None
+        note = f"; faults {', '.join(f'{u}={k}' for u, k in faults.items())}" if faults else ""
         typer.echo(
-            f"simulating {meters} meters (units 1..{meters}) on {host}:{sim.port}; Ctrl-C stops"
+            f"simulating {meters} meters (units 1..{meters}) on {host}:{sim.port}{note};"
+            " Ctrl-C stops",
         )
-        await asyncio.Event().wait()
+        try:
+            await _until_stopped()
+        finally:
+            await sim.stop()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main())
 
 
 @app.command("mqtt-ingest")
@@ -241,12 +287,12 @@ def simulate_rs485(
         typer.echo(f"{meters} DL/T 645 meters on {sim.port} at {baud} baud 8E1; Ctrl-C stops")
         for address in sim.meters:
             typer.echo(f'  [[bus.meter]] address = "{address}"')
-        await asyncio.Event().wait()
+        try:
+            await _until_stopped()
+        finally:
+            await sim.stop()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main())
 
 
 def _print_banner(

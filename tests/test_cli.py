@@ -286,3 +286,53 @@ def test_the_database_error_keeps_its_cause(tmp_path):
 def test_help_shows_config_tables_literally(command, literal):
     result = run_cli(command, "--help", env={"COLUMNS": "200"})
     assert result.returncode == 0 and literal in result.stdout, result.stdout
+
+
+def test_simulate_with_faults_stops_on_sigint_in_the_background():
+    """Started as a non-interactive shell starts a background job (SIGINT ignored), the
+    simulator still stops on SIGINT; --fault switches a unit; function 04 is refused."""
+    import select
+
+    from pymodbus.client import ModbusTcpClient
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDREAD_")}
+    proc = subprocess.Popen(
+        [*GRIDREAD, "simulate", "--meters", "2", "--port", str(port), "--fault", "2=exception"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        banner = ""
+        while "simulating" not in banner and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"simulate exited: {proc.stderr.read()}")
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                banner += proc.stdout.readline()
+        assert f"on 127.0.0.1:{port}" in banner and "faults 2=exception" in banner
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+        assert client.connect()
+        try:
+            good = client.read_holding_registers(0, count=10, device_id=1)
+            assert not good.isError() and 2000 < good.registers[0] < 2600  # ~230 V × 10
+            assert client.read_holding_registers(0, count=10, device_id=2).exception_code == 4
+            assert client.read_input_registers(0, count=10, device_id=1).exception_code == 1
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+
+
+def test_simulate_rejects_a_bad_fault():
+    line = one_error_line(run_cli("simulate", "--fault", "1=melt"))
+    assert "--fault '1=melt': expected UNIT=KIND, KIND one of none, no_reply, exception" in line
