@@ -38,6 +38,7 @@ from psycopg import errors as pgerr
 
 from ingest import metrics
 from ingest.model import Reading
+from ingest.plausibility import flag_implausible
 from ingest.retry import Backoff
 from ingest.schema import ensure_partitions
 
@@ -111,6 +112,7 @@ class ReadingWriter:
         """Queue readings; return a ticket for `wait_stored` (their position in the stream)."""
         if not readings:
             return self._accepted
+        flag_implausible(readings)  # absurd values are stored, flagged SUSPECT
         async with self._cond:
             await self._cond.wait_for(lambda: len(self._buffer) < self.max_queued)
             self._buffer.extend(readings)
