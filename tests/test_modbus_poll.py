@@ -150,16 +150,17 @@ async def test_the_request_timeout_is_its_own_setting(migrated_url):
     assert elapsed < 0.7, elapsed  # one request's timeout, not 10 s ÷ 2 blocks
 
 
-async def test_a_map_with_the_wrong_function_is_refused():
-    """The device serves holding registers; a map asking for input registers (function 04)
-    gets exception 1, as a real meter answers, so the mistake is noticed."""
-    sim = await start_sim(spread_map())
+@pytest.mark.parametrize(("served", "asked"), [("holding", "input"), ("input", "holding")])
+async def test_a_map_with_the_wrong_function_is_refused(served, asked):
+    """A device serving holding registers answers function 04 with exception 1, as a real
+    meter does (and an input-register device function 03), so a wrong map is noticed."""
+    sim = await start_sim(spread_map(function=served))
     try:
-        collector = collector_for(sim, spread_map(function="input"))
+        collector = collector_for(sim, spread_map(function=asked))
         with pytest.raises(DeviceRejected) as err:
             await collector.gather(_Discard())
         await collector.close()
-        ok = collector_for(sim, spread_map(max_registers=80))
+        ok = collector_for(sim, spread_map(function=served, max_registers=80))
         assert await ok.gather(_Discard()) == 4
         await ok.close()
     finally:
