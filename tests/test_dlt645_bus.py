@@ -15,6 +15,7 @@ from collectors.dlt645.transport import SerialTransport
 from collectors.exceptions import DeviceRejected
 from ingest.model import Quality
 from ingest.readstats import success_rates
+from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 from simulators.dlt645_bus import DLT645BusSimulator, Fault, make_meters
 from simulators.modbus_meter import ManualClock
@@ -48,6 +49,7 @@ class Rig:
                     (f"m-{m.address[-4:]}", self.sim.port, m.address),
                 ).fetchone()
                 self.refs.append(MeterRef(device_id, f"m-{m.address[-4:]}", m.address))
+        self.store = await PgCollectorStore.open(self.url)
         self.writer = ReadingWriter(self.url, max_delay=0.05)
         self.writer_task = asyncio.create_task(self.writer.run())
         self.bus = Dlt645Bus(
@@ -58,7 +60,7 @@ class Rig:
             bus=self.bus,
             meters=self.refs,
             sink=self.writer,
-            conninfo=self.url,
+            store=self.store,
             policy=self.policy,
             now=self.clock,
         )
@@ -69,6 +71,7 @@ class Rig:
         await self.writer_task
         await self.bus.transport.close()
         await self.sim.stop()
+        await self.store.close()
 
     def rows(self, sql, *args):
         with psycopg.connect(self.url) as conn:
@@ -111,7 +114,7 @@ async def test_a_bus_of_16_meters_is_stored_as_served(migrated_url):
 
 
 async def test_faulty_meters_do_not_stop_the_bus_and_are_counted_per_kind(migrated_url, caplog):
-    caplog.set_level("WARNING", logger="collectors.dlt645.collector")
+    caplog.set_level("WARNING", logger="collectors.dlt645.instants")
     async with Rig(migrated_url, 16) as rig:
         rig.sim_meters[2].fault = Fault.NO_REPLY
         rig.sim_meters[4].fault = Fault.BAD_CHECKSUM

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
@@ -113,6 +113,9 @@ class DataId:
     fields: tuple[tuple[FieldFormat, str], ...]  # (format, quantity or "")
     group: str = ""
     record: bool = False  # repeated records (load curve): the fields repeat
+    key: str = ""  # the table's key, e.g. "050601NN"
+    event: str = ""  # an event counter: the event kind it counts …
+    records: str = ""  # … and the pattern of its records, e.g. "031100NN"
 
     @property
     def size(self) -> int:
@@ -154,9 +157,22 @@ def table() -> dict[str, DataId]:
         fields = tuple((FieldFormat.parse(f), q) for f, q in spec["fields"])
         di = int(key.replace("NN", "00"), 16)
         out[key] = DataId(
-            di, spec["name"], fields, spec.get("group", ""), spec.get("record", False)
+            di,
+            spec["name"],
+            fields,
+            spec.get("group", ""),
+            spec.get("record", False),
+            key,
+            spec.get("event", ""),
+            spec.get("records", ""),
         )
     return out
+
+
+def group(name: str) -> list[DataId]:
+    """The entries of one group ("instant", "event", "clock", "frozen", "curve"), in file
+    order: which DIs a job reads is data, not numbers in the collector."""
+    return [e for e in table().values() if e.group == name]
 
 
 def lookup(di: int) -> DataId:
@@ -168,9 +184,7 @@ def lookup(di: int) -> DataId:
     pattern = key[:6] + "NN"
     if pattern in entries and 0x01 <= di & 0xFF <= 0x3E:
         base = entries[pattern]
-        return DataId(
-            di, base.name.replace("NN", str(di & 0xFF)), base.fields, base.group, base.record
-        )
+        return replace(base, di=di, name=base.name.replace("NN", str(di & 0xFF)))
     raise KeyError(f"DI {key} is not in collectors/dlt645/dataids.toml")
 
 

@@ -1,0 +1,50 @@
+"""The event job: a meter's event counters (the DI table's "event" group); a counter that
+went up fetches its new records, stored once as events."""
+
+from __future__ import annotations
+
+import logging
+
+from collectors.dlt645.context import BusContext, MeterRef
+from collectors.dlt645.dataids import group, nth
+from ingest.model import Event
+
+log = logging.getLogger(__name__)
+
+
+class EventsJob:
+    def __init__(self, ctx: BusContext) -> None:
+        self.ctx = ctx
+        self.counters = group("event")
+
+    async def check(self, meter: MeterRef) -> None:
+        ctx = self.ctx
+        state = ctx.state[meter.address]
+        events: list[Event] = []
+        for counter in self.counters:
+            kind = counter.event
+            [[(_, count)]] = await ctx.read(meter, counter.di)
+            count = int(count)
+            known = state.event_counts.get(kind)
+            if known is None:
+                known = await ctx.store.count_events(meter.device_id, kind)
+            new = min(count - known, ctx.policy.max_event_records) if count > known else 0
+            for n in range(1, new + 1):
+                [[(_, start), (_, end)]] = await ctx.read(meter, nth(counter.records, n))
+                events.append(
+                    Event(
+                        meter.device_id,
+                        ctx.utc(start),
+                        kind,
+                        {"end": ctx.utc(end).isoformat(), "counter": count - n + 1},
+                    )
+                )
+            state.event_counts[kind] = count
+        if events:
+            await ctx.store.add_events(events)
+            log.info(
+                "meter %s: %d new event(s): %s",
+                meter.name,
+                len(events),
+                ", ".join(e.kind for e in events),
+            )
