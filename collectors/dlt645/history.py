@@ -32,21 +32,30 @@ class HistoryJob:
 
     async def daily_reads(self, meter: MeterRef) -> None:
         """Yesterday's frozen registers and load records (normal reads), then the re-read of
-        whatever the last days still lack."""
+        whatever the last days still lack.
+
+        The sink need not be the writer (it may store later, elsewhere), so the gap search
+        cannot rely on the store having what was just read: what this run handed to the
+        sink is taken off what the store reports missing."""
         ctx = self.ctx
         step = ctx.policy.curve_step
         today = ctx.now_local().replace(hour=0, minute=0, second=0, microsecond=0)
+        handed: set[tuple[str, datetime]] = set()
         try:
-            await self.read_frozen(meter, 1, Quality.GOOD)
-            await self.read_curve(meter, grid(today - timedelta(days=1), today, step), Quality.GOOD)
-            await ctx.sink.flush()  # the gap search must see what was just read
-            await self.reread(meter)
+            await self.read_frozen(meter, 1, Quality.GOOD, handed)
+            points = grid(today - timedelta(days=1), today, step)
+            await self.read_curve(meter, points, Quality.GOOD, handed)
+            await self.reread(meter, handed=handed)
         except DeviceError as exc:
             log.warning("meter %s: daily read failed: %s", meter.name, exc)
 
     async def read_frozen(
-        self, meter: MeterRef, days_back: int, quality: Quality
-    ) -> datetime | None:
+        self,
+        meter: MeterRef,
+        days_back: int,
+        quality: Quality,
+        handed: set[tuple[str, datetime]] | None = None,
+    ) -> datetime:
         """Read the daily freeze `days_back` (1 = the latest); store its registers at the
         freeze instant. Returns the freeze time (UTC)."""
         ctx = self.ctx
@@ -62,10 +71,15 @@ class HistoryJob:
                 if isinstance(v, Decimal)
             )
         await ctx.sink.add_many(readings)
+        _note(handed, readings)
         return ts
 
     async def read_curve(
-        self, meter: MeterRef, points_local: list[datetime], quality: Quality
+        self,
+        meter: MeterRef,
+        points_local: list[datetime],
+        quality: Quality,
+        handed: set[tuple[str, datetime]] | None = None,
     ) -> int:
         """Read the load records at these local instants, in runs of ≤ records_per_read."""
         ctx = self.ctx
@@ -86,12 +100,21 @@ class HistoryJob:
                     if isinstance(v, Decimal)
                 )
             await ctx.sink.add_many(readings)
+            _note(handed, readings)
             count += len(readings)
         return count
 
-    async def reread(self, meter: MeterRef, *, days: int | None = None) -> dict[str, int]:
+    async def reread(
+        self,
+        meter: MeterRef,
+        *,
+        days: int | None = None,
+        handed: set[tuple[str, datetime]] | frozenset = frozenset(),
+    ) -> dict[str, int]:
         """补抄: fill the frozen days and curve points of the last `days` days that the store
-        lacks, from the meter's memory, flagged RE_READ. Returns what was asked and restored."""
+        lacks, from the meter's memory, flagged RE_READ; `handed` (quantity, UTC instant) were
+        given to the sink already and are not asked again. Returns what was asked and
+        restored."""
         ctx = self.ctx
         step = ctx.policy.curve_step
         days = days or ctx.policy.reread_days
@@ -104,12 +127,8 @@ class HistoryJob:
             minute=now_local.minute // minutes * minutes, second=0, microsecond=0
         )
         points = grid(today - timedelta(days=days - 1), last + step, step)
-        frozen_gaps = await ctx.store.missing_instants(
-            meter.device_id, self.frozen_quantity, [m.astimezone(UTC) for m in midnights]
-        )
-        curve_gaps = await ctx.store.missing_instants(
-            meter.device_id, self.curve_quantity, [p.astimezone(UTC) for p in points]
-        )
+        frozen_gaps = await self._missing(meter, self.frozen_quantity, midnights, handed)
+        curve_gaps = await self._missing(meter, self.curve_quantity, points, handed)
         restored_frozen = 0
         for ts in frozen_gaps:
             days_back = (today.date() - ts.astimezone(ctx.tz).date()).days + 1
@@ -137,6 +156,22 @@ class HistoryJob:
             "curve_missing": len(curve_gaps),
             "curve_readings_restored": restored,
         }
+
+    async def _missing(
+        self,
+        meter: MeterRef,
+        quantity: str,
+        expected_local: list[datetime],
+        handed: set[tuple[str, datetime]] | frozenset,
+    ) -> list[datetime]:
+        expected = [t.astimezone(UTC) for t in expected_local]
+        missing = await self.ctx.store.missing_instants(meter.device_id, quantity, expected)
+        return [ts for ts in missing if (quantity, ts) not in handed]
+
+
+def _note(handed: set[tuple[str, datetime]] | None, readings: list[Reading]) -> None:
+    if handed is not None:
+        handed.update((r.quantity, r.ts) for r in readings)
 
 
 def _runs(points: list[datetime], step: timedelta, limit: int) -> list[list[datetime]]:
