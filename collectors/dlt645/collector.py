@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time as clock
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 
 import psycopg
@@ -101,14 +101,21 @@ class Dlt645BusCollector:
     async def run(self) -> None:
         """Poll until cancelled. Instants on their grid; once a day the clock check, then the
         heavy reads (yesterday's frozen data and curve, 补抄) one meter after each instant
-        round, so they never hold the bus for long."""
+        round, so they never hold the bus for long. While the port is lost, each round is a
+        reopen attempt, after the policy's growing `reopen` delays."""
         loop = asyncio.get_running_loop()
         interval = self.policy.instant_interval
         next_daily = next_instant = loop.time()
         pending: list[MeterRef] = []
+        reopen: Iterator[float] | None = None
         try:
             while True:
                 await self._guard(self.poll_all)
+                if self.instants.bus_lost is not None:  # try again soon, then less often
+                    reopen = reopen or self.policy.reopen.delays()
+                    await asyncio.sleep(next(reopen))
+                    continue
+                reopen = None
                 if loop.time() >= next_daily:
                     await self._guard(self.check_clocks)
                     pending = list(self.meters)

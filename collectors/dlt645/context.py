@@ -18,6 +18,7 @@ from collectors.dlt645.session import Dlt645Bus
 from collectors.exceptions import DeviceError
 from ingest.model import Quality, Reading
 from ingest.quantities import QuantityKind, registry
+from ingest.retry import Backoff
 from ingest.store import CollectorStore
 
 PROTOCOL = "dlt645"
@@ -44,6 +45,10 @@ class BusPolicy:
     curve_step: timedelta = timedelta(minutes=15)
     records_per_read: int = 9  # load records per request: 4 + 9 × 21 bytes ≤ 200
     max_event_records: int = 10  # new event records fetched per counter and round
+    # a meter counts as read (抄表成功) only when these arrived in the round
+    required: tuple[str, ...] = ("1.8.0", "32.7.0", "31.7.0")
+    # a lost port (adapter unplugged) is reopened after these delays, not an interval later
+    reopen: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=60.0))
 
 
 @dataclass
@@ -51,6 +56,7 @@ class MeterState:
     registers: dict[str, Decimal] = field(default_factory=dict)  # last values, for rollover
     event_counts: dict[str, int] = field(default_factory=dict)
     clock_drift: float | None = None  # seconds, meter minus head end
+    singles: set[int] = field(default_factory=set)  # block DIs it refused: read item by item
 
 
 class BusContext:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 
 from collectors.dlt645.context import BusContext, MeterRef
-from collectors.dlt645.dataids import group, nth
+from collectors.dlt645.dataids import DataId, group, nth
+from collectors.exceptions import DeviceRejected
 from ingest.model import Event
 
 log = logging.getLogger(__name__)
@@ -18,33 +19,45 @@ class EventsJob:
         self.counters = group("event")
 
     async def check(self, meter: MeterRef) -> None:
+        """Each counter on its own: one the meter refuses does not stop the others; a
+        silent meter (timeout) ends the check, keeping the events found so far."""
+        events: list[Event] = []
+        try:
+            for counter in self.counters:
+                try:
+                    events.extend(await self._new_events(meter, counter))
+                except DeviceRejected as exc:
+                    log.debug("%s: counter %s: %s", meter.name, counter.event, exc)
+        finally:
+            if events:
+                await self.ctx.store.add_events(events)
+                log.info(
+                    "meter %s: %d new event(s): %s",
+                    meter.name,
+                    len(events),
+                    ", ".join(e.kind for e in events),
+                )
+
+    async def _new_events(self, meter: MeterRef, counter: DataId) -> list[Event]:
         ctx = self.ctx
         state = ctx.state[meter.address]
-        events: list[Event] = []
-        for counter in self.counters:
-            kind = counter.event
-            [[(_, count)]] = await ctx.read(meter, counter.di)
-            count = int(count)
-            known = state.event_counts.get(kind)
-            if known is None:
-                known = await ctx.store.count_events(meter.device_id, kind)
-            new = min(count - known, ctx.policy.max_event_records) if count > known else 0
-            for n in range(1, new + 1):
-                [[(_, start), (_, end)]] = await ctx.read(meter, nth(counter.records, n))
-                events.append(
-                    Event(
-                        meter.device_id,
-                        ctx.utc(start),
-                        kind,
-                        {"end": ctx.utc(end).isoformat(), "counter": count - n + 1},
-                    )
+        kind = counter.event
+        [[(_, count)]] = await ctx.read(meter, counter.di)
+        count = int(count)
+        known = state.event_counts.get(kind)
+        if known is None:
+            known = await ctx.store.count_events(meter.device_id, kind)
+        new = min(count - known, ctx.policy.max_event_records) if count > known else 0
+        events = []
+        for n in range(1, new + 1):
+            [[(_, start), (_, end)]] = await ctx.read(meter, nth(counter.records, n))
+            events.append(
+                Event(
+                    meter.device_id,
+                    ctx.utc(start),
+                    kind,
+                    {"end": ctx.utc(end).isoformat(), "counter": count - n + 1},
                 )
-            state.event_counts[kind] = count
-        if events:
-            await ctx.store.add_events(events)
-            log.info(
-                "meter %s: %d new event(s): %s",
-                meter.name,
-                len(events),
-                ", ".join(e.kind for e in events),
             )
+        state.event_counts[kind] = count
+        return events

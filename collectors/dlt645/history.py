@@ -1,7 +1,8 @@
 """The history job: what the meter keeps in memory. Once a day yesterday's daily frozen
 registers and load records (the DI table's "frozen" and "curve" groups) as normal reads, then
 the re-read (补抄) of the frozen days and curve points of the last days that are missing,
-stored with the RE_READ flag. These readings carry the meter's own timestamps."""
+stored with the RE_READ flag. These readings carry the meter's own timestamps, so they get
+CLOCK_SUSPECT while the meter's clock is known to be off beyond the bound."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class HistoryJob:
         [[(_, frozen_at)]] = await ctx.read(meter, nth(self.freeze_time, days_back))
         assert isinstance(frozen_at, datetime)
         ts = ctx.utc(frozen_at)
+        quality = self._quality(meter, quality)
         readings = []
         for pattern in self.frozen_registers:
             [values] = await ctx.read(meter, nth(pattern, days_back))
@@ -84,6 +86,7 @@ class HistoryJob:
         """Read the load records at these local instants, in runs of ≤ records_per_read."""
         ctx = self.ctx
         count = 0
+        quality = self._quality(meter, quality)
         points_local = [p.replace(tzinfo=None) for p in points_local]  # the meter speaks local
         for run in _runs(points_local, ctx.policy.curve_step, ctx.policy.records_per_read):
             records = await ctx.read(meter, self.curve_di, blocks=len(run), start=run[0])
@@ -156,6 +159,9 @@ class HistoryJob:
             "curve_missing": len(curve_gaps),
             "curve_readings_restored": restored,
         }
+
+    def _quality(self, meter: MeterRef, quality: Quality) -> Quality:
+        return quality | Quality.CLOCK_SUSPECT if self.ctx.clock_off(meter) else quality
 
     async def _missing(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import termios
 from typing import Protocol
 
 import serial
@@ -29,6 +30,9 @@ class Transport(Protocol):
 
 
 PARITY = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
+# A port that went away (adapter unplugged, pty closed) fails with OSError / SerialException
+# on read and write, but with termios.error (not an OSError) on flush and attribute calls.
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 class SerialTransport:
@@ -48,20 +52,20 @@ class SerialTransport:
             self._serial = serial.Serial(
                 self.name, self.baud, bytesize=8, parity=PARITY[self.parity], stopbits=1, timeout=0
             )
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise DeviceUnreachable(f"cannot open serial port {self.name}: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
         port = self._require()
         try:
             port.write(data)
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             await self.close()
             raise DeviceUnreachable(f"{self.name}: write failed: {exc}") from exc
 
     async def read(self, timeout: float) -> bytes:
         port = self._require()
-        data = port.read(4096)
+        data = await self._read_now(port)
         if data or timeout <= 0:
             return data
         loop = asyncio.get_running_loop()
@@ -73,18 +77,29 @@ class SerialTransport:
                 await asyncio.wait_for(ready, timeout)
         finally:
             loop.remove_reader(fd)
+        return await self._read_now(port)
+
+    async def _read_now(self, port: serial.Serial) -> bytes:
         try:
             return port.read(4096)
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             await self.close()
             raise DeviceUnreachable(f"{self.name}: read failed: {exc}") from exc
 
     def discard_input(self) -> None:
-        if self._serial is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
-                self._serial.reset_input_buffer()
+        if self._serial is None:
+            return
+        try:
+            self._serial.reset_input_buffer()
+        except PORT_ERRORS as exc:
+            self._drop()
+            raise DeviceUnreachable(f"{self.name}: port lost: {exc}") from exc
 
     async def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the port (reopened on the next exchange)."""
         if self._serial is not None:
             with contextlib.suppress(Exception):
                 self._serial.close()
@@ -138,7 +153,7 @@ class TcpTransport:
         return data
 
     def discard_input(self) -> None:
-        pass  # stale bytes are skipped by the frame buffer's address/function check
+        pass  # late replies are skipped by the session's DI check
 
     async def close(self) -> None:
         if self._writer is not None:
