@@ -111,56 +111,87 @@ class SerialTransport:
         return self._serial
 
 
+class _Inbox(asyncio.Protocol):
+    """Bytes from the converter, kept until read or discarded."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.more = asyncio.Event()
+        self.lost: Exception | None = None
+        self.tcp: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.tcp = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.more.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("closed by the converter")
+        self.more.set()
+
+
 class TcpTransport:
-    """A transparent serial-to-Ethernet converter in front of the RS-485 bus."""
+    """A transparent serial-to-Ethernet converter in front of the RS-485 bus. What arrives is
+    kept in a buffer of its own, so that `discard_input` can drop a late reply before the
+    next request, as the serial port's flush does."""
 
     def __init__(self, host: str, port: int) -> None:
         self.name = f"tcp://{host}:{port}"
         self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._inbox: _Inbox | None = None
 
     async def open(self) -> None:
-        if self._writer is not None:
+        if self._inbox is not None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), 5
+            _, inbox = await asyncio.wait_for(
+                loop.create_connection(_Inbox, self.host, self.port), 5
             )
         except (OSError, TimeoutError) as exc:
             raise DeviceUnreachable(f"cannot connect to {self.name}: {exc}") from exc
+        self._inbox = inbox
 
     async def write(self, data: bytes) -> None:
-        if self._writer is None:
-            raise DeviceUnreachable(f"{self.name} is not connected")
-        self._writer.write(data)
-        try:
-            await self._writer.drain()
-        except OSError as exc:
+        inbox = self._require()
+        if inbox.lost is not None or inbox.tcp is None or inbox.tcp.is_closing():
             await self.close()
-            raise DeviceUnreachable(f"{self.name}: {exc}") from exc
+            raise DeviceUnreachable(f"{self.name}: connection lost: {inbox.lost}")
+        inbox.tcp.write(data)  # a frame is a few hundred bytes: no flow control needed
 
     async def read(self, timeout: float) -> bytes:
-        if self._reader is None:
-            raise DeviceUnreachable(f"{self.name} is not connected")
-        try:
-            data = await asyncio.wait_for(self._reader.read(4096), timeout)
-        except TimeoutError:
-            return b""
-        if not data:
+        inbox = self._require()
+        if not inbox.buf and inbox.lost is None:
+            inbox.more.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(inbox.more.wait(), timeout)
+        data = bytes(inbox.buf)
+        inbox.buf.clear()
+        if not data and inbox.lost is not None:
             await self.close()
-            raise DeviceUnreachable(f"{self.name} closed the connection")
+            raise DeviceUnreachable(f"{self.name} closed the connection: {inbox.lost}")
         return data
 
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self._inbox.buf) if self._inbox is not None else 0
+
     def discard_input(self) -> None:
-        pass  # late replies are skipped by the session's DI check
+        if self._inbox is not None:
+            self._inbox.buf.clear()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None and inbox.tcp is not None:
+            inbox.tcp.close()
+
+    def _require(self) -> _Inbox:
+        if self._inbox is None:
+            raise DeviceUnreachable(f"{self.name} is not connected")
+        return self._inbox
 
 
 def transport_for(port: str, *, baud: int, parity: str = "E") -> Transport:
