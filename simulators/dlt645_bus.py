@@ -68,6 +68,7 @@ class SimMeter:
     password: str = "02123456"
     unsupported: set[int] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)  # quantities served as FF (not available)
+    unavailable: set[int] = field(default_factory=set)  # DIs answered with all FF
     reply_delay: float = 0.0  # seconds added to every reply (a slow meter)
     fault: Fault = Fault.NONE
     reads: list[int] = field(default_factory=list)  # the DIs asked, in order (tests)
@@ -256,6 +257,8 @@ class DLT645BusSimulator:
             records = self._curve(meter, start, min(blocks, MAX_RECORDS_PER_FRAME), local)
             return codec.reply(request, request.data[:4] + records, address=meter.address)
         values = self._values(meter, di, local, now)
+        if di in meter.unavailable:
+            values = [None] * len(entry.fields)
         if values is None:
             return codec.error_reply(request, ErrorBits.NO_DATA, address=meter.address)
         return codec.reply(request, request.data[:4] + entry.encode(values), address=meter.address)

@@ -117,6 +117,16 @@ async def test_one_refused_event_counter_does_not_stop_the_others(migrated_url):
         assert rig.rows("SELECT kind FROM events") == [("cover_open",)]
 
 
+async def test_an_event_counter_served_as_ff_is_skipped_not_a_crash(migrated_url):
+    async with Rig(migrated_url, 1) as rig:
+        sim = rig.sim_meters[0]
+        sim.unavailable = {0x03110000}  # the power-down counter: FF FF FF
+        sim.cover_opens.append((datetime(2026, 11, 26, 8, 0), datetime(2026, 11, 26, 8, 2)))
+        [outcome] = await rig.collector.poll_all()
+        assert outcome.ok
+        assert rig.rows("SELECT kind FROM events") == [("cover_open",)]
+
+
 async def test_frozen_and_curve_readings_of_a_meter_with_its_clock_off_are_clock_suspect(
     migrated_url,
 ):

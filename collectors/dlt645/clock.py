@@ -11,7 +11,7 @@ from datetime import date, datetime, time
 from collectors.dlt645 import codec
 from collectors.dlt645.context import BusContext, MeterRef
 from collectors.dlt645.dataids import group
-from collectors.exceptions import DeviceError
+from collectors.exceptions import DeviceError, FrameError
 from ingest.model import Event
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ class ClockJob:
         before = ctx.now()
         [[(_, tod)]] = await ctx.read(meter, self.time_di)
         after = ctx.now()
-        assert isinstance(day, date) and isinstance(tod, time)
+        if not (isinstance(day, date) and isinstance(tod, time)):
+            raise FrameError(f"meter {meter.address}: clock not available ({day}, {tod})")
         meter_time = datetime.combine(day, tod, ctx.tz).timestamp()
         # the meter read its clock about midway through the exchange; it truncates to whole
         # seconds, so on average it is half a second further on than it says

@@ -43,6 +43,8 @@ class EventsJob:
         state = ctx.state[meter.address]
         kind = counter.event
         [[(_, count)]] = await ctx.read(meter, counter.di)
+        if count is None:  # FF: the meter does not keep this counter
+            raise DeviceRejected(f"meter {meter.address}: {kind} counter not available")
         count = int(count)
         known = state.event_counts.get(kind)
         if known is None:
@@ -51,12 +53,17 @@ class EventsJob:
         events = []
         for n in range(1, new + 1):
             [[(_, start), (_, end)]] = await ctx.read(meter, nth(counter.records, n))
+            if start is None:
+                continue  # a record the meter cannot give: the counter still moves on
             events.append(
                 Event(
                     meter.device_id,
                     ctx.utc(start),
                     kind,
-                    {"end": ctx.utc(end).isoformat(), "counter": count - n + 1},
+                    {
+                        "end": ctx.utc(end).isoformat() if end is not None else None,
+                        "counter": count - n + 1,
+                    },
                 )
             )
         state.event_counts[kind] = count

@@ -61,7 +61,8 @@ class HistoryJob:
         freeze instant. Returns the freeze time (UTC)."""
         ctx = self.ctx
         [[(_, frozen_at)]] = await ctx.read(meter, nth(self.freeze_time, days_back))
-        assert isinstance(frozen_at, datetime)
+        if not isinstance(frozen_at, datetime):  # FF: the meter has no such freeze
+            raise DeviceRejected(f"meter {meter.address}: freeze {days_back} not available")
         ts = ctx.utc(frozen_at)
         quality = self._quality(meter, quality)
         readings = []
@@ -94,7 +95,7 @@ class HistoryJob:
             readings = []
             for record in records:
                 (_, at), *values = record
-                if at not in wanted:
+                if at not in wanted:  # also a record whose time is FF (not available)
                     continue
                 ts = ctx.utc(at)
                 readings.extend(
