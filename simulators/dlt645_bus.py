@@ -69,6 +69,7 @@ class SimMeter:
     unsupported: set[int] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)  # quantities served as FF (not available)
     unavailable: set[int] = field(default_factory=set)  # DIs answered with all FF
+    overrides: dict[str, Decimal] = field(default_factory=dict)  # registers set by a test
     reply_delay: float = 0.0  # seconds added to every reply (a slow meter)
     fault: Fault = Fault.NONE
     reads: list[int] = field(default_factory=list)  # the DIs asked, in order (tests)
@@ -94,6 +95,7 @@ class SimMeter:
             "2.8.0": Decimal(str(self.model.export_kwh)),
             "3.8.0": (total * reactive_ratio).quantize(Decimal("0.01")) % SIGNED_MODULUS,
             "4.8.0": Decimal("0.00"),
+            **self.overrides,
         }
 
 

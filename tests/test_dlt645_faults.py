@@ -3,6 +3,7 @@ simulated bus over a real pty, into a real PostgreSQL."""
 
 import asyncio
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
@@ -59,6 +60,19 @@ async def test_a_single_phase_meter_keeps_phase_a_of_its_blocks(migrated_url):
         assert "32.7.0" in values and "31.7.0" in values and "1.8.0" in values
         assert not {"52.7.0", "72.7.0", "51.7.0", "71.7.0"} & set(values)
         assert rig.bus.bad_frames == 0
+
+
+async def test_a_combined_register_below_zero_is_negative_and_no_rollover(migrated_url):
+    async with Rig(migrated_url, 1) as rig:
+        sim = rig.sim_meters[0]
+        sim.overrides = {"3.8.0": Decimal("5.00")}
+        await rig.collector.poll_all()
+        sim.overrides = {"3.8.0": Decimal("-3.00")}  # net reactive energy went below zero
+        rig.clock.advance(300)
+        await rig.collector.poll_all()
+        await rig.writer.flush()
+        rows = rig.rows("SELECT value, quality FROM readings WHERE quantity = '3.8.0' ORDER BY ts")
+        assert rows == [(5.0, 0), (-3.0, 0)]  # signed, and a decrease is not a rollover
 
 
 async def test_a_late_reply_is_not_taken_for_the_answer_to_the_next_request(migrated_url):

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from collectors import metrics
 from collectors.base import ReadingSink
-from collectors.dlt645.dataids import Value, group
+from collectors.dlt645.dataids import Value, group, table
 from collectors.dlt645.session import Dlt645Bus
 from collectors.exceptions import DeviceError
 from ingest.model import Quality, Reading
@@ -25,6 +25,8 @@ PROTOCOL = "dlt645"
 
 # what "instant" means is data: the DIs tagged so in dataids.toml, in file order
 DEFAULT_INSTANT_DIS = tuple(e.di for e in group("instant"))
+# quantities the table carries with a sign (combined energies): they may go down
+SIGNED = frozenset(q for e in table().values() for f, q in e.fields if q and f.signed)
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,11 @@ class BusContext:
         out = []
         for quantity, value in values:
             q = quality
-            if reg[quantity].kind is QuantityKind.REGISTER and not quantity.endswith("*d"):
+            if (
+                reg[quantity].kind is QuantityKind.REGISTER
+                and not quantity.endswith("*d")
+                and quantity not in SIGNED  # a combined register may go down: no rollover
+            ):
                 last = state.registers.get(quantity)
                 if last is not None and value < last:
                     q |= Quality.OVERFLOW  # 999999.99 → 0: analytics adds the modulus
