@@ -20,7 +20,9 @@ class ReadingSink(Protocol):
     async def add_many(self, readings: Sequence[Reading]) -> None: ...
 
     async def flush(self) -> None:
-        """Return when everything added so far is stored (or dead-lettered)."""
+        """Return when everything added so far is handed on: stored (or dead-lettered) by
+        the writer, only published by a sink that is not the writer. A collector that needs
+        to know what is stored asks its store, not the sink."""
         ...
 
 

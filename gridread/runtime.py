@@ -29,6 +29,7 @@ from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory
 from gridread.settings import Settings
 from ingest.schema import StorageMode, ensure_partitions, migrate
+from ingest.store import CollectorStore, PgCollectorStore
 from ingest.writer import ReadingWriter
 
 log = logging.getLogger("gridread")
@@ -52,7 +53,7 @@ def store_devices(url: str, inventory: Inventory) -> dict[str, int]:
 
 
 def build_collectors(
-    inventory: Inventory, ids: dict[str, int], settings: Settings, url: str = ""
+    inventory: Inventory, ids: dict[str, int], settings: Settings, store: CollectorStore
 ) -> list[tuple[PolledCollector, float]]:
     """One collector per device, with its poll interval. Call inside the event loop."""
     out: list[tuple[PolledCollector, float]] = []
@@ -76,7 +77,7 @@ def build_collectors(
             unit_id=monitor.unit_id,
             baud=monitor.baud,
             parity=monitor.parity,
-            conninfo=url,
+            store=store,
             timeout=settings.poll_timeout / 3,  # three requests a poll
         )
         out.append((vm, monitor.poll_interval))
@@ -92,7 +93,7 @@ class _ApiServer(uvicorn.Server):
 
 
 def build_buses(
-    inventory: Inventory, ids: dict[str, int], sink: ReadingSink, url: str
+    inventory: Inventory, ids: dict[str, int], sink: ReadingSink, store: CollectorStore
 ) -> list[Dlt645BusCollector]:
     """One collector per RS-485 bus, each to run in its own task."""
     out = []
@@ -106,7 +107,7 @@ def build_buses(
                 bus=bus,
                 meters=[MeterRef(ids[m.name], m.name, m.address) for m in spec.meter],
                 sink=sink,
-                conninfo=url,
+                store=store,
                 timezone=spec.timezone,
                 policy=BusPolicy(
                     instant_interval=spec.instant_interval,
@@ -128,7 +129,8 @@ async def serve(
 ) -> None:
     """Run writer, collectors, API and maintenance until SIGINT/SIGTERM; stop them in order:
     stop polling, write what is queued, stop the API."""
-    devices = build_collectors(inventory, ids, settings, url)
+    store = await PgCollectorStore.open(url)  # the collectors' one pool
+    devices = build_collectors(inventory, ids, settings, store)
     writer = ReadingWriter(
         url,
         batch_size=settings.writer_batch_size,
@@ -165,13 +167,13 @@ async def serve(
     poll_task = asyncio.create_task(scheduler.run(), name="scheduler")
     bus_tasks = {
         asyncio.create_task(bus.run(), name=f"bus {bus.name}")
-        for bus in build_buses(inventory, ids, writer, url)
+        for bus in build_buses(inventory, ids, writer, store)
     }
     if settings.mqtt_host:
         worker = MqttIngestWorker(mqtt_settings(settings), writer, url)
         bus_tasks.add(asyncio.create_task(worker.run(), name="mqtt-ingest"))
         rereader = ConcentratorRereader(
-            host=settings.mqtt_host, port=settings.mqtt_port, conninfo=url
+            host=settings.mqtt_host, port=settings.mqtt_port, store=store
         )
         bus_tasks.add(
             asyncio.create_task(rereader.run(first_delay=60), name="concentrator-rereads")
@@ -201,6 +203,7 @@ async def serve(
     )
     api.should_exit = True
     await asyncio.gather(api_task, return_exceptions=True)
+    await store.close()
     stopper.cancel()
 
 

@@ -100,17 +100,22 @@ def meters_with_gaps(
     conn: psycopg.Connection, concentrator: str, start: datetime, end: datetime
 ) -> list[str]:
     """Meters of the concentrator missing curve points or frozen days in [start, end)."""
+    rows = conn.execute(GAPS_SQL, {"concentrator": concentrator, "start": start, "end": end})
+    return gap_meters(list(rows), start, end)
+
+
+def gap_meters(rows: list[tuple], start: datetime, end: datetime) -> list[str]:
+    """Rows of GAPS_SQL → the meters short of curve points or frozen days."""
     points = int((end - start) / timedelta(minutes=15))
     days = round((end - start) / timedelta(days=1))
-    rows = conn.execute(GAPS_SQL, {"concentrator": concentrator, "start": start, "end": end})
     return [name for name, curve, frozen in rows if curve < points or frozen < days]
 
 
+CONCENTRATORS_SQL = (
+    "SELECT DISTINCT attributes->>'concentrator' FROM devices"
+    " WHERE attributes ? 'concentrator' ORDER BY 1"
+)
+
+
 def concentrators(conn: psycopg.Connection) -> list[str]:
-    return [
-        c
-        for (c,) in conn.execute(
-            "SELECT DISTINCT attributes->>'concentrator' FROM devices"
-            " WHERE attributes ? 'concentrator' ORDER BY 1"
-        )
-    ]
+    return [c for (c,) in conn.execute(CONCENTRATORS_SQL)]

@@ -7,6 +7,13 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+MISSING_SQL = (
+    "SELECT e.ts FROM unnest(%s::timestamptz[]) AS e(ts)"
+    " WHERE NOT EXISTS (SELECT 1 FROM readings r"
+    "   WHERE r.device_id = %s AND r.quantity = %s AND r.ts = e.ts)"
+    " ORDER BY e.ts"
+)
+
 
 def missing_instants(
     conn: psycopg.Connection,
@@ -17,13 +24,7 @@ def missing_instants(
     """The instants of `expected` with no reading of `quantity` (exact timestamps)."""
     if not expected:
         return []
-    rows = conn.execute(
-        "SELECT e.ts FROM unnest(%s::timestamptz[]) AS e(ts)"
-        " WHERE NOT EXISTS (SELECT 1 FROM readings r"
-        "   WHERE r.device_id = %s AND r.quantity = %s AND r.ts = e.ts)"
-        " ORDER BY e.ts",
-        (expected, device_id, quantity),
-    ).fetchall()
+    rows = conn.execute(MISSING_SQL, (expected, device_id, quantity)).fetchall()
     return [ts for (ts,) in rows]
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -19,32 +20,38 @@ class ReadOutcome:
     error: str | None = None
 
 
-def record_outcomes(conn: psycopg.Connection, outcomes: list[ReadOutcome]) -> None:
+RECORD_SQL = (
+    "INSERT INTO read_stats AS s (day, bus, device_id, attempts, successes, last_success,"
+    "   last_error, last_error_at)"
+    " VALUES (%(day)s, %(bus)s, %(device_id)s, 1, %(ok)s::int,"
+    "   CASE WHEN %(ok)s THEN %(at)s END, %(error)s,"
+    "   CASE WHEN %(ok)s THEN NULL ELSE %(at)s END)"
+    " ON CONFLICT (day, bus, device_id) DO UPDATE SET"
+    "   attempts = s.attempts + 1,"
+    "   successes = s.successes + EXCLUDED.successes,"
+    "   last_success = COALESCE(EXCLUDED.last_success, s.last_success),"
+    "   last_error = COALESCE(EXCLUDED.last_error, s.last_error),"
+    "   last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at)"
+)
+
+
+def outcome_rows(outcomes: Sequence[ReadOutcome]) -> list[dict]:
+    return [
+        {
+            "day": o.day,
+            "bus": o.bus,
+            "device_id": o.device_id,
+            "ok": o.ok,
+            "at": o.at,
+            "error": o.error,
+        }
+        for o in outcomes
+    ]
+
+
+def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[ReadOutcome]) -> None:
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO read_stats AS s (day, bus, device_id, attempts, successes, last_success,"
-            "   last_error, last_error_at)"
-            " VALUES (%(day)s, %(bus)s, %(device_id)s, 1, %(ok)s::int,"
-            "   CASE WHEN %(ok)s THEN %(at)s END, %(error)s,"
-            "   CASE WHEN %(ok)s THEN NULL ELSE %(at)s END)"
-            " ON CONFLICT (day, bus, device_id) DO UPDATE SET"
-            "   attempts = s.attempts + 1,"
-            "   successes = s.successes + EXCLUDED.successes,"
-            "   last_success = COALESCE(EXCLUDED.last_success, s.last_success),"
-            "   last_error = COALESCE(EXCLUDED.last_error, s.last_error),"
-            "   last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at)",
-            [
-                {
-                    "day": o.day,
-                    "bus": o.bus,
-                    "device_id": o.device_id,
-                    "ok": o.ok,
-                    "at": o.at,
-                    "error": o.error,
-                }
-                for o in outcomes
-            ],
-        )
+        cur.executemany(RECORD_SQL, outcome_rows(outcomes))
 
 
 SUCCESS_RATES_SQL = """

@@ -8,7 +8,9 @@ time itself: a reply is written only after the request and the reply would have 
 wire at the configured baud rate (11 bits per byte, 8E1) plus the meter's turnaround.
 
 Fault switches per meter: no reply, corrupted checksum, garbage before the frame, clock drift,
-register rollover (999999.99 → 0), error reply for a DI.
+register rollover (999999.99 → 0), error reply for a DI, items not available (FF, as Ub/Uc
+of a single-phase meter), a reply delayed past the master's timeout. Like real meters, none
+answers a frame sent to the broadcast address.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TARIFF_SHARES = (Decimal("0.10"), Decimal("0.30"), Decimal("0.35"), Decimal("0.25"))
 REGISTER_MODULUS = Decimal("1000000")  # XXXXXX.XX rolls over after 999999.99
+SIGNED_MODULUS = Decimal("800000")  # -XXXXXX.XX: the top bit is the sign
 CURVE_STEP = timedelta(minutes=15)
 CURVE_DAYS = 10  # how far back a meter keeps load records
 FROZEN_DAYS = 62
@@ -64,7 +67,12 @@ class SimMeter:
     relay_closed: bool = True
     password: str = "02123456"
     unsupported: set[int] = field(default_factory=set)
+    missing: set[str] = field(default_factory=set)  # quantities served as FF (not available)
+    unavailable: set[int] = field(default_factory=set)  # DIs answered with all FF
+    overrides: dict[str, Decimal] = field(default_factory=dict)  # registers set by a test
+    reply_delay: float = 0.0  # seconds added to every reply (a slow meter)
     fault: Fault = Fault.NONE
+    reads: list[int] = field(default_factory=list)  # the DIs asked, in order (tests)
 
     def local_now(self, now: float, tz: ZoneInfo) -> datetime:
         return datetime.fromtimestamp(now + self.clock_offset, tz).replace(tzinfo=None)
@@ -85,8 +93,9 @@ class SimMeter:
             "1.8.0": total,
             **{f"1.8.{i + 1}": v for i, v in enumerate(tariffs)},
             "2.8.0": Decimal(str(self.model.export_kwh)),
-            "3.8.0": (total * reactive_ratio).quantize(Decimal("0.01")) % REGISTER_MODULUS,
+            "3.8.0": (total * reactive_ratio).quantize(Decimal("0.01")) % SIGNED_MODULUS,
             "4.8.0": Decimal("0.00"),
+            **self.overrides,
         }
 
 
@@ -167,16 +176,20 @@ class DLT645BusSimulator:
             wire_in = len(request.to_bytes()) * bt
             if not replies:
                 continue
-            out = replies[0] if len(replies) == 1 else _collide(replies)
-            await asyncio.sleep(wire_in + self.turnaround + len(out) * bt)
+            delay = max(delay for delay, _ in replies)
+            frames = [raw for _, raw in replies]
+            out = frames[0] if len(frames) == 1 else _collide(frames)
+            await asyncio.sleep(wire_in + self.turnaround + delay + len(out) * bt)
             os.write(self._master, out)  # type: ignore[arg-type]
             self.replies += 1
 
-    def _answers(self, request: Frame) -> list[bytes]:
+    def _answers(self, request: Frame) -> list[tuple[float, bytes]]:
         now = self.clock()
         if request.function == Function.BROADCAST_TIME:
             self._broadcast_time(request, now)
             return []
+        if request.address == codec.BROADCAST:
+            return []  # meters never answer a broadcast (nor act on a read sent to it)
         out = []
         for meter in self.meters.values():
             if not _matches(request.address, meter.address):
@@ -193,7 +206,7 @@ class DLT645BusSimulator:
                 raw = (
                     bytes(self.rng.randrange(256) for _ in range(7)).replace(b"\x68", b"\x69") + raw
                 )
-            out.append(raw)
+            out.append((meter.reply_delay, raw))
         return out
 
     def _answer(self, meter: SimMeter, request: Frame, now: float) -> Frame | None:
@@ -203,8 +216,7 @@ class DLT645BusSimulator:
         if f == Function.READ:
             return self._read(meter, request, now)
         if f == Function.RELAY_CONTROL:
-            password = request.data[:4][::-1].hex()
-            if password != meter.password:
+            if codec.parse_password(request.data[:4]) != meter.password.upper():
                 return codec.error_reply(request, ErrorBits.UNAUTHORISED, address=meter.address)
             action = request.data[8]
             if action == codec.RelayAction.DISCONNECT:
@@ -229,6 +241,7 @@ class DLT645BusSimulator:
 
     def _read(self, meter: SimMeter, request: Frame, now: float) -> Frame:
         di = int.from_bytes(request.data[:4], "little")
+        meter.reads.append(di)
         if meter.fault is Fault.ERROR_REPLY or di in meter.unsupported:
             return codec.error_reply(request, ErrorBits.NO_DATA, address=meter.address)
         try:
@@ -246,6 +259,8 @@ class DLT645BusSimulator:
             records = self._curve(meter, start, min(blocks, MAX_RECORDS_PER_FRAME), local)
             return codec.reply(request, request.data[:4] + records, address=meter.address)
         values = self._values(meter, di, local, now)
+        if di in meter.unavailable:
+            values = [None] * len(entry.fields)
         if values is None:
             return codec.error_reply(request, ErrorBits.NO_DATA, address=meter.address)
         return codec.reply(request, request.data[:4] + entry.encode(values), address=meter.address)
@@ -278,10 +293,12 @@ class DLT645BusSimulator:
         entry = lookup(di)
         out = []
         for _fmt, quantity in entry.fields:
-            if quantity in regs:
+            if quantity in meter.missing:
+                out.append(None)  # FF: the meter does not have it
+            elif quantity in regs:
                 out.append(regs[quantity])
             elif quantity == "15.8.0":
-                out.append(regs["1.8.0"] + regs["2.8.0"])
+                out.append((regs["1.8.0"] + regs["2.8.0"]) % SIGNED_MODULUS)
             elif quantity.startswith("2.8."):  # no export behind these meters
                 out.append(Decimal(0))
             elif quantity in instant:
@@ -334,8 +351,6 @@ class DLT645BusSimulator:
 
 def _matches(pattern: str, address: str) -> bool:
     """Per byte: AA in the request matches any byte (abbreviated addressing)."""
-    if pattern == codec.BROADCAST:
-        return True
     return all(p == "AA" or p == a for p, a in zip(_pairs(pattern), _pairs(address), strict=True))
 
 

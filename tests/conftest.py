@@ -94,3 +94,13 @@ def mqtt_broker(tmp_path_factory) -> Iterator[Broker]:
     yield Broker("127.0.0.1", port, proc)
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+async def collector_store(migrated_url: str):
+    """The store collectors are given (events, read outcomes, gaps), on a pool of its own."""
+    from ingest.store import PgCollectorStore
+
+    store = await PgCollectorStore.open(migrated_url)
+    yield store
+    await store.close()

@@ -41,7 +41,7 @@ async def wait_rows(url, sql, expected, timeout=30.0):
     return rows(url, sql)[0][0]
 
 
-async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker):
+async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker, collector_store):
     rng = random.Random(7)
     meters = {f"a12-m{i:03d}": MeterModel.random(rng) for i in range(60)}
     with psycopg.connect(migrated_url) as conn:
@@ -71,7 +71,7 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker):
     )
     worker_task = asyncio.create_task(worker.run())
     rereader = ConcentratorRereader(
-        host=mqtt_broker.host, port=mqtt_broker.port, conninfo=migrated_url, days=1, timeout=20
+        host=mqtt_broker.host, port=mqtt_broker.port, store=collector_store, days=1, timeout=20
     )
     try:
         assert await asyncio.to_thread(worker.wait_connected, 15)

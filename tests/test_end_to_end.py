@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from collectors import metrics as cmetrics
@@ -15,6 +16,7 @@ from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.inventory import DeviceSpec, Inventory, store_inventory
 from gridread.runtime import build_collectors
 from gridread.settings import Settings
+from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 from simulators.meter_model import MeterModel
 from simulators.modbus_meter import Fault, ManualClock, ModbusMeterSimulator
@@ -50,7 +52,9 @@ async def start_rig(url, units, *, clock=None, timeout=1.0, retries=0, slow_dela
     inventory = Inventory(specs, {"three_phase_meter": REGMAP})
     with psycopg.connect(url) as conn:
         ids = store_inventory(conn, inventory, actor="test")
-    collectors = build_collectors(inventory, ids, Settings(poll_timeout=timeout))
+    # no voltage monitors here: the store's pool is never opened
+    store = PgCollectorStore(AsyncConnectionPool(url, open=False))
+    collectors = build_collectors(inventory, ids, Settings(poll_timeout=timeout), store)
     writer = ReadingWriter(url, max_delay=0.05)
     writer_task = asyncio.create_task(writer.run())
     scheduler = PollScheduler(writer, PollPolicy(timeout=timeout, retries=retries))

@@ -13,7 +13,7 @@ from simulators.nullmodem import NullModem
 from simulators.voltage_monitor import VoltageModel, VoltageMonitorSimulator
 
 
-async def test_one_minute_series_and_the_monitors_own_statistics(migrated_url):
+async def test_one_minute_series_and_the_monitors_own_statistics(migrated_url, collector_store):
     with psycopg.connect(migrated_url) as conn:
         (device_id,) = conn.execute(
             "INSERT INTO devices (name, kind, protocol, endpoint, unit_id, poll_interval)"
@@ -28,7 +28,7 @@ async def test_one_minute_series_and_the_monitors_own_statistics(migrated_url):
     writer = ReadingWriter(migrated_url, max_delay=0.05)
     writer_task = asyncio.create_task(writer.run())
     collector = VoltageMonitorCollector(
-        device_id=device_id, device_name="vm-1", port=line.b, unit_id=3, conninfo=migrated_url
+        device_id=device_id, device_name="vm-1", port=line.b, unit_id=3, store=collector_store
     )
     try:
         assert await collector.gather(writer) == 60

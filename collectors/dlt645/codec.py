@@ -270,15 +270,29 @@ class RelayAction(IntEnum):
     KEEP_POWER_RELEASE = 0x3B
 
 
+def password_bytes(password: str) -> bytes:
+    """ "02020637" (privilege level 02, password 020637, as printed) → PA P0 P1 P2 on the
+    wire: the privilege byte first, then the password low byte first (02 37 06 02)."""
+    raw = bytes.fromhex(password)
+    if len(raw) != 4:
+        raise ValueError(f"password must be 8 hex digits (level + 6), got {password!r}")
+    return raw[:1] + raw[1:][::-1]
+
+
+def parse_password(raw: bytes) -> str:
+    """PA P0 P1 P2 from the wire → "PAP2P1P0" as printed (the inverse of password_bytes)."""
+    return (raw[:1] + raw[1:4][::-1]).hex().upper()
+
+
 def relay_control_request(
     address: str, *, password: str, operator: str, action: RelayAction, valid_until: datetime
 ) -> Frame:
     """Relay / alarm control (0x1C): PA P0 P1 P2, C0..C3, N1, N2, valid-until ssmmhhDDMMYY.
 
     `password` is 8 hex digits, privilege level first as printed ("02123456");
-    `operator` is 8 hex digits."""
+    `operator` is 8 hex digits (C0, its low byte, travels first)."""
     data = (
-        bytes.fromhex(password)[::-1]
+        password_bytes(password)
         + bytes.fromhex(operator)[::-1]
         + bytes([action, 0x00])
         + bcd_digits(f"{valid_until:%S%M%H%d%m%y}")
@@ -287,7 +301,8 @@ def relay_control_request(
 
 
 def write_request(address: str, di: int, *, password: str, operator: str, value: bytes) -> Frame:
-    data = di_bytes(di) + bytes.fromhex(password)[::-1] + bytes.fromhex(operator)[::-1] + value
+    """Write (0x14): DI0..DI3, PA P0 P1 P2, C0..C3, then the value."""
+    data = di_bytes(di) + password_bytes(password) + bytes.fromhex(operator)[::-1] + value
     return Frame(address, Function.WRITE, data)
 
 

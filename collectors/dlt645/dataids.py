@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
@@ -22,6 +22,7 @@ _NUMERIC = re.compile(r"^(-?)(X+)(?:\.(X+))?$")
 TIME_FORMATS = {"YYMMDDWW": 4, "hhmmss": 3, "YYMMDDhhmm": 5, "YYMMDDhhmmss": 6}
 
 Value = Decimal | datetime | date | time
+NOT_AVAILABLE = b"\xff"  # an item a meter does not have, repeated over its width
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,13 @@ class FieldFormat:
     def is_time(self) -> bool:
         return self.text in TIME_FORMATS
 
-    def decode(self, raw: bytes) -> Value:
+    def decode(self, raw: bytes) -> Value | None:
+        """The value; None for an item the meter fills with FF ("not available", e.g. Ub
+        and Uc of a single-phase meter in the voltage block)."""
         if len(raw) != self.size:
             raise FrameError(f"{self.text}: expected {self.size} bytes, got {len(raw)}")
+        if raw == NOT_AVAILABLE * self.size:
+            return None
         if self.is_time:
             return _decode_time(self.text, raw)
         negative = False
@@ -59,7 +64,9 @@ class FieldFormat:
         value = Decimal(bcd_to_int(raw)).scaleb(-self.decimals)
         return -value if negative else value
 
-    def encode(self, value: Value | float) -> bytes:
+    def encode(self, value: Value | float | None) -> bytes:
+        if value is None:
+            return NOT_AVAILABLE * self.size
         if self.is_time:
             return _encode_time(self.text, value)  # type: ignore[arg-type]
         exact = value if isinstance(value, Decimal) else Decimal(str(value))
@@ -113,12 +120,15 @@ class DataId:
     fields: tuple[tuple[FieldFormat, str], ...]  # (format, quantity or "")
     group: str = ""
     record: bool = False  # repeated records (load curve): the fields repeat
+    key: str = ""  # the table's key, e.g. "050601NN"
+    event: str = ""  # an event counter: the event kind it counts …
+    records: str = ""  # … and the pattern of its records, e.g. "031100NN"
 
     @property
     def size(self) -> int:
         return sum(f.size for f, _ in self.fields)
 
-    def decode(self, data: bytes) -> list[tuple[str, Value]]:
+    def decode(self, data: bytes) -> list[tuple[str, Value | None]]:
         """DATA after the DI → [(quantity or format, value)] for one record / item."""
         if len(data) != self.size:
             raise FrameError(f"DI {self.di:08X}: expected {self.size} data bytes, got {len(data)}")
@@ -128,7 +138,7 @@ class DataId:
             pos += fmt.size
         return out
 
-    def decode_records(self, data: bytes) -> list[list[tuple[str, Value]]]:
+    def decode_records(self, data: bytes) -> list[list[tuple[str, Value | None]]]:
         if not self.record:
             return [self.decode(data)]
         if len(data) % self.size:
@@ -137,7 +147,7 @@ class DataId:
             )
         return [self.decode(data[i : i + self.size]) for i in range(0, len(data), self.size)]
 
-    def encode(self, values: list[Value | float]) -> bytes:
+    def encode(self, values: list[Value | float | None]) -> bytes:
         if len(values) != len(self.fields):
             raise ValueError(
                 f"DI {self.di:08X} has {len(self.fields)} fields, got {len(values)} values"
@@ -154,9 +164,38 @@ def table() -> dict[str, DataId]:
         fields = tuple((FieldFormat.parse(f), q) for f, q in spec["fields"])
         di = int(key.replace("NN", "00"), 16)
         out[key] = DataId(
-            di, spec["name"], fields, spec.get("group", ""), spec.get("record", False)
+            di,
+            spec["name"],
+            fields,
+            spec.get("group", ""),
+            spec.get("record", False),
+            key,
+            spec.get("event", ""),
+            spec.get("records", ""),
         )
     return out
+
+
+def group(name: str) -> list[DataId]:
+    """The entries of one group ("instant", "event", "clock", "frozen", "curve"), in file
+    order: which DIs a job reads is data, not numbers in the collector."""
+    return [e for e in table().values() if e.group == name]
+
+
+def singles(di: int) -> tuple[int, ...]:
+    """The single-item DIs that carry the fields of block `di` one by one (a meter that
+    refuses the block may serve them), found in the table by quantity and format; () when
+    `di` is no block or an item has no single DI."""
+    entry = lookup(di)
+    if len(entry.fields) < 2 or entry.record:
+        return ()
+    single = {
+        e.fields[0]: e.di
+        for e in table().values()
+        if len(e.fields) == 1 and "NN" not in e.key and e.fields[0][1]
+    }
+    found = tuple(single.get(f) for f in entry.fields)
+    return () if None in found else found  # type: ignore[return-value]
 
 
 def lookup(di: int) -> DataId:
@@ -168,9 +207,7 @@ def lookup(di: int) -> DataId:
     pattern = key[:6] + "NN"
     if pattern in entries and 0x01 <= di & 0xFF <= 0x3E:
         base = entries[pattern]
-        return DataId(
-            di, base.name.replace("NN", str(di & 0xFF)), base.fields, base.group, base.record
-        )
+        return replace(base, di=di, name=base.name.replace("NN", str(di & 0xFF)))
     raise KeyError(f"DI {key} is not in collectors/dlt645/dataids.toml")
 
 

@@ -1,9 +1,15 @@
 """The master side of one RS-485 bus: one request in flight, timing derived from the baud.
 
-`Dlt645Bus.exchange(frame)` waits for the inter-frame gap, sends the frame (with the wake-up
-preamble), and returns the reply addressed back to it: a reply frame, which may be an
-abnormal reply (`frame.is_error`, a response object, not an exception). No reply within the
-timeout is `DeviceTimeout`; only garbled bytes within it is `FrameError`.
+`Dlt645Bus.exchange(frame)` waits for the inter-frame gap, discards what the line holds, sends
+the frame (with the wake-up preamble), and returns the reply addressed back to it: a reply
+frame, which may be an abnormal reply (`frame.is_error`, a response object, not an
+exception). No reply within the timeout is `DeviceTimeout`; only garbled bytes within it is
+`FrameError`.
+
+A meter that answers after the timeout answers while the next request waits: a reply that
+carries a DI (reads) is taken only if it is the DI asked, anything else is counted in
+`stale_replies` and skipped. An abnormal reply carries no DI; it is charged to the request
+in flight, the only one it can belong to once stale input is discarded before each request.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Dlt645Bus:
         self._buffer = FrameBuffer()
         self._quiet_at = 0.0  # loop time when the line is free again
         self.bad_frames = 0
+        self.stale_replies = 0  # late replies to an earlier request, skipped
 
     @property
     def name(self) -> str:
@@ -107,8 +114,12 @@ class Dlt645Bus:
                     self.bad_frames += 1
                     garbled.append(item)
                     continue
-                if _answers(request, item):
-                    return item
+                if not _answers(request, item):
+                    continue
+                if _other_di(request, item):
+                    self.stale_replies += 1
+                    continue
+                return item
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -131,6 +142,12 @@ class Dlt645Bus:
             )
         entry = lookup(di)
         return entry.decode_records(reply.data[4:])
+
+
+def _other_di(request: Frame, reply: Frame) -> bool:
+    """A normal read reply starts with the DI it answers: is it another than the one asked?"""
+    reads = (codec.Function.READ, codec.Function.READ_FOLLOWUP)
+    return request.function in reads and not reply.is_error and reply.data[:4] != request.data[:4]
 
 
 def _answers(request: Frame, reply: Frame) -> bool:

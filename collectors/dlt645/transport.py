@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import termios
 from typing import Protocol
 
 import serial
@@ -29,6 +30,9 @@ class Transport(Protocol):
 
 
 PARITY = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
+# A port that went away (adapter unplugged, pty closed) fails with OSError / SerialException
+# on read and write, but with termios.error (not an OSError) on flush and attribute calls.
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 class SerialTransport:
@@ -48,20 +52,20 @@ class SerialTransport:
             self._serial = serial.Serial(
                 self.name, self.baud, bytesize=8, parity=PARITY[self.parity], stopbits=1, timeout=0
             )
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise DeviceUnreachable(f"cannot open serial port {self.name}: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
         port = self._require()
         try:
             port.write(data)
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             await self.close()
             raise DeviceUnreachable(f"{self.name}: write failed: {exc}") from exc
 
     async def read(self, timeout: float) -> bytes:
         port = self._require()
-        data = port.read(4096)
+        data = await self._read_now(port)
         if data or timeout <= 0:
             return data
         loop = asyncio.get_running_loop()
@@ -73,18 +77,29 @@ class SerialTransport:
                 await asyncio.wait_for(ready, timeout)
         finally:
             loop.remove_reader(fd)
+        return await self._read_now(port)
+
+    async def _read_now(self, port: serial.Serial) -> bytes:
         try:
             return port.read(4096)
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             await self.close()
             raise DeviceUnreachable(f"{self.name}: read failed: {exc}") from exc
 
     def discard_input(self) -> None:
-        if self._serial is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
-                self._serial.reset_input_buffer()
+        if self._serial is None:
+            return
+        try:
+            self._serial.reset_input_buffer()
+        except PORT_ERRORS as exc:
+            self._drop()
+            raise DeviceUnreachable(f"{self.name}: port lost: {exc}") from exc
 
     async def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the port (reopened on the next exchange)."""
         if self._serial is not None:
             with contextlib.suppress(Exception):
                 self._serial.close()
@@ -96,56 +111,87 @@ class SerialTransport:
         return self._serial
 
 
+class _Inbox(asyncio.Protocol):
+    """Bytes from the converter, kept until read or discarded."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.more = asyncio.Event()
+        self.lost: Exception | None = None
+        self.tcp: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.tcp = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.more.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("closed by the converter")
+        self.more.set()
+
+
 class TcpTransport:
-    """A transparent serial-to-Ethernet converter in front of the RS-485 bus."""
+    """A transparent serial-to-Ethernet converter in front of the RS-485 bus. What arrives is
+    kept in a buffer of its own, so that `discard_input` can drop a late reply before the
+    next request, as the serial port's flush does."""
 
     def __init__(self, host: str, port: int) -> None:
         self.name = f"tcp://{host}:{port}"
         self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._inbox: _Inbox | None = None
 
     async def open(self) -> None:
-        if self._writer is not None:
+        if self._inbox is not None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), 5
+            _, inbox = await asyncio.wait_for(
+                loop.create_connection(_Inbox, self.host, self.port), 5
             )
         except (OSError, TimeoutError) as exc:
             raise DeviceUnreachable(f"cannot connect to {self.name}: {exc}") from exc
+        self._inbox = inbox
 
     async def write(self, data: bytes) -> None:
-        if self._writer is None:
-            raise DeviceUnreachable(f"{self.name} is not connected")
-        self._writer.write(data)
-        try:
-            await self._writer.drain()
-        except OSError as exc:
+        inbox = self._require()
+        if inbox.lost is not None or inbox.tcp is None or inbox.tcp.is_closing():
             await self.close()
-            raise DeviceUnreachable(f"{self.name}: {exc}") from exc
+            raise DeviceUnreachable(f"{self.name}: connection lost: {inbox.lost}")
+        inbox.tcp.write(data)  # a frame is a few hundred bytes: no flow control needed
 
     async def read(self, timeout: float) -> bytes:
-        if self._reader is None:
-            raise DeviceUnreachable(f"{self.name} is not connected")
-        try:
-            data = await asyncio.wait_for(self._reader.read(4096), timeout)
-        except TimeoutError:
-            return b""
-        if not data:
+        inbox = self._require()
+        if not inbox.buf and inbox.lost is None:
+            inbox.more.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(inbox.more.wait(), timeout)
+        data = bytes(inbox.buf)
+        inbox.buf.clear()
+        if not data and inbox.lost is not None:
             await self.close()
-            raise DeviceUnreachable(f"{self.name} closed the connection")
+            raise DeviceUnreachable(f"{self.name} closed the connection: {inbox.lost}")
         return data
 
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self._inbox.buf) if self._inbox is not None else 0
+
     def discard_input(self) -> None:
-        pass  # stale bytes are skipped by the frame buffer's address/function check
+        if self._inbox is not None:
+            self._inbox.buf.clear()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None and inbox.tcp is not None:
+            inbox.tcp.close()
+
+    def _require(self) -> _Inbox:
+        if self._inbox is None:
+            raise DeviceUnreachable(f"{self.name} is not connected")
+        return self._inbox
 
 
 def transport_for(port: str, *, baud: int, parity: str = "E") -> Transport:

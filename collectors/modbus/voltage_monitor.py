@@ -8,11 +8,9 @@ computed them, so analytics can set its own qualification rate beside the monito
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from datetime import UTC, date, datetime
 
-import psycopg
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 
@@ -21,6 +19,7 @@ from collectors.base import ReadingSink
 from collectors.exceptions import DeviceUnreachable
 from collectors.modbus.requests import read_registers
 from ingest.model import Reading
+from ingest.store import CollectorStore, VoltageDayStats
 
 CLASSES = {1: "A", 2: "B", 3: "C", 4: "D"}
 
@@ -37,7 +36,7 @@ class VoltageMonitorCollector:
         unit_id: int = 1,
         baud: int = 9600,
         parity: str = "N",
-        conninfo: str,
+        store: CollectorStore,
         timeout: float = 1.0,
     ) -> None:
         metrics.declare(self.protocol)
@@ -45,7 +44,7 @@ class VoltageMonitorCollector:
         self.device_name = device_name
         self.unit_id = unit_id
         self.port = port
-        self.conninfo = conninfo
+        self.store = store
         self.client = AsyncModbusSerialClient(
             port, framer=FramerType.RTU, baudrate=baud, parity=parity, timeout=timeout, retries=0
         )
@@ -76,44 +75,32 @@ class VoltageMonitorCollector:
             for k in range(60)
         ]
         await sink.add_many(readings)
-        await asyncio.to_thread(self._store_stats, stats, config)
+        day_stats = self._day_stats(stats, config)
+        if day_stats is not None:  # None: a monitor without a complete day yet
+            await self.store.store_voltage_stats(day_stats)
         return len(readings)
 
-    def _store_stats(self, s: list[int], c: list[int]) -> None:
+    def _day_stats(self, s: list[int], c: list[int]) -> VoltageDayStats | None:
         day_num = (s[0] << 16) | s[1]
         if day_num == 0:
-            return  # a monitor without a complete day yet
+            return None
         nominal = c[0] / 10
         upper_pct, lower_pct = (struct.unpack(">h", struct.pack(">H", w))[0] / 100 for w in c[2:4])
-        row = {
-            "device_id": self.device_id,
-            "day": date(day_num // 10000, day_num // 100 % 100, day_num % 100),
-            "class": CLASSES.get(c[1], "?"),
-            "nominal": nominal,
-            "upper": round(nominal * (1 + upper_pct / 100), 2),
-            "lower": round(nominal * (1 + lower_pct / 100), 2),
-            "monitored": s[2],
-            "over": s[3],
-            "under": s[4],
-            "max_v": s[5] / 10,
-            "max_at": datetime.fromtimestamp((s[6] << 16) | s[7], UTC),
-            "min_v": s[8] / 10,
-            "min_at": datetime.fromtimestamp((s[9] << 16) | s[10], UTC),
-        }
-        with psycopg.connect(self.conninfo) as conn:
-            conn.execute(
-                "INSERT INTO voltage_daily_stats (device_id, day, monitoring_class, nominal_v,"
-                " upper_v, lower_v, monitored_min, over_min, under_min, max_v, max_at, min_v,"
-                " min_at)"
-                " VALUES (%(device_id)s, %(day)s, %(class)s, %(nominal)s, %(upper)s, %(lower)s,"
-                " %(monitored)s, %(over)s, %(under)s, %(max_v)s, %(max_at)s, %(min_v)s, %(min_at)s)"
-                " ON CONFLICT (device_id, day) DO UPDATE SET"
-                " monitored_min = EXCLUDED.monitored_min,"
-                " over_min = EXCLUDED.over_min, under_min = EXCLUDED.under_min,"
-                " max_v = EXCLUDED.max_v, max_at = EXCLUDED.max_at, min_v = EXCLUDED.min_v,"
-                " min_at = EXCLUDED.min_at, read_at = now()",
-                row,
-            )
+        return VoltageDayStats(
+            device_id=self.device_id,
+            day=date(day_num // 10000, day_num // 100 % 100, day_num % 100),
+            monitoring_class=CLASSES.get(c[1], "?"),
+            nominal_v=nominal,
+            upper_v=round(nominal * (1 + upper_pct / 100), 2),
+            lower_v=round(nominal * (1 + lower_pct / 100), 2),
+            monitored_min=s[2],
+            over_min=s[3],
+            under_min=s[4],
+            max_v=s[5] / 10,
+            max_at=datetime.fromtimestamp((s[6] << 16) | s[7], UTC),
+            min_v=s[8] / 10,
+            min_at=datetime.fromtimestamp((s[9] << 16) | s[10], UTC),
+        )
 
     async def close(self) -> None:
         self.client.close()

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter
 
-from ingest.concentrators import concentrators, meters_with_gaps
+from ingest.store import CollectorStore
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ class ConcentratorRereader:
         *,
         host: str,
         port: int,
-        conninfo: str,
+        store: CollectorStore,
         timezone: str = "Asia/Shanghai",
         days: int = 7,
         timeout: float = 60.0,
     ) -> None:
-        self.conninfo = conninfo
+        self.store = store
         self.tz = ZoneInfo(timezone)
         self.days = days
         self.timeout = timeout
@@ -114,12 +114,9 @@ class ConcentratorRereader:
         end = now.replace(hour=0, minute=0, second=0, microsecond=0)
         start = end - timedelta(days=self.days)
 
-        def find() -> dict[str, list[str]]:
-            with psycopg.connect(self.conninfo) as conn:
-                return {c: meters_with_gaps(conn, c, start, end) for c in concentrators(conn)}
-
         results = {}
-        for concentrator, meters in (await asyncio.to_thread(find)).items():
+        for concentrator in await self.store.concentrators():
+            meters = await self.store.meters_with_gaps(concentrator, start, end)
             if meters:
                 log.info(
                     "re-read request to %s: %d meters, %s … %s",
