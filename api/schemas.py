@@ -94,3 +94,9 @@ class EventsPublic(BaseModel):
     device: str
     data: list[EventPublic]
     count: int
+
+
+class ErrorPublic(BaseModel):
+    """The body of a 404 or 503: what was not found or is unavailable."""
+
+    detail: str
