@@ -3,16 +3,20 @@ take is a 422 in FastAPI's declared shape, not a 500 further in.
 
 - Names and kinds: PostgreSQL text cannot hold NUL, so a name with one is refused here.
 - Instants: a default window reaching before year 1, or start ≥ end, is the caller's error.
+- Dates and instants are ISO 8601 as the schema says: pydantic alone would take "0" as
+  1970-01-01 (a Unix time), which the schema does not allow.
 - Local days: the frozen instant of a day is the next midnight, which must exist.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Path, Query
 from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator
 
 from api.schemas import ErrorPublic
 
@@ -23,6 +27,28 @@ BusName = Annotated[str, Path(pattern=TEXT, description="the DL/T 645 bus's name
 Kind = Annotated[
     str | None, Query(pattern=TEXT, description="meter, concentrator or voltage_monitor")
 ]
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(v: Any) -> Any:
+    if isinstance(v, str) and not _ISO_DATE.fullmatch(v):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return v
+
+
+def _iso_instant(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            float(v)
+        except ValueError:
+            return v
+        raise ValueError("expected an ISO 8601 date-time, not a number")
+    return v
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+IsoInstant = Annotated[datetime, BeforeValidator(_iso_instant)]
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorPublic, "description": "No such device or bus"}

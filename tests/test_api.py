@@ -53,6 +53,20 @@ def test_the_last_day_of_the_calendar_is_not_a_500(client, url):
         assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize(
+    "url, field",
+    [
+        ("/read-stats?day=0", "day"),
+        ("/concentrators/read-stats?day=20261125", "day"),
+        ("/devices/meter-01/events?start=0", "start"),
+        ("/devices/meter-01/readings?quantity=1.8.0&end=1764000000", "end"),
+    ],
+)
+def test_numbers_are_not_taken_as_unix_times(client, url, field):
+    # the schema says ISO 8601 (format date / date-time); pydantic alone took "0" as 1970
+    assert_validation_error(client.get(url), field=field)
+
+
 def test_a_valid_window_still_answers(client):
     r = client.get(
         "/devices/meter-01/readings",

@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 
 from api.deps import Conn, LocalTz
-from api.params import UNAVAILABLE, frozen_day
+from api.params import UNAVAILABLE, IsoDate, frozen_day
 from ingest.concentrators import READ_SQL, by_area, frozen_instant, read_rates
 
 router = APIRouter(prefix="/concentrators", tags=["concentrators"], responses=UNAVAILABLE)
 
-Day = Annotated[date | None, Query(description="local day, default: yesterday")]
+Day = Annotated[IsoDate | None, Query(description="local day, default: yesterday")]
 
 
 @router.get("/read-stats")

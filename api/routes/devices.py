@@ -1,11 +1,11 @@
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
 from api import crud
 from api.deps import Conn
-from api.params import NOT_FOUND, UNAVAILABLE, DeviceName, Kind, invalid, window
+from api.params import NOT_FOUND, UNAVAILABLE, DeviceName, IsoInstant, Kind, invalid, window
 from api.schemas import (
     DevicePublic,
     DevicesPublic,
@@ -48,8 +48,10 @@ async def readings(
     conn: Conn,
     name: DeviceName,
     quantity: Annotated[str, Query(description="OBIS code, e.g. 1.8.0")],
-    start: Annotated[datetime | None, Query(description="inclusive; default: end − 1 day")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default: now")] = None,
+    start: Annotated[
+        IsoInstant | None, Query(description="inclusive; default: end − 1 day")
+    ] = None,
+    end: Annotated[IsoInstant | None, Query(description="exclusive; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 10_000,
 ):
     """A device's readings of one quantity in [start, end), oldest first."""
@@ -91,9 +93,9 @@ async def events(
     conn: Conn,
     name: DeviceName,
     start: Annotated[
-        datetime | None, Query(description="inclusive; default: end − 30 days")
+        IsoInstant | None, Query(description="inclusive; default: end − 30 days")
     ] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default: now")] = None,
+    end: Annotated[IsoInstant | None, Query(description="exclusive; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
 ):
     """A device's events (power down, cover opened, clock drift, relay operated …)."""

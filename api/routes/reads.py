@@ -8,12 +8,12 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api import crud
 from api.deps import Conn, LocalTz
-from api.params import NOT_FOUND, UNAVAILABLE, BusName
+from api.params import NOT_FOUND, UNAVAILABLE, BusName, IsoDate
 from api.schemas import BusReadStats, MeterReadStats
 
 router = APIRouter(prefix="/read-stats", tags=["read statistics"], responses=UNAVAILABLE)
 
-Day = Annotated[date | None, Query(description="local day, default: today (site time zone)")]
+Day = Annotated[IsoDate | None, Query(description="local day, default: today (site time zone)")]
 
 
 def _day(day: date | None, tz: ZoneInfo) -> date:
