@@ -118,6 +118,21 @@ def test_an_unknown_quantity_is_a_declared_422(client):
     )
 
 
+def test_concentrator_read_stats_are_declared_and_served(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"ConcentratorReadStats", "AreaReadStats", "FailingMeter"} <= set(schemas)
+    [c] = client.get("/concentrators/read-stats", params={"day": "2026-11-25"}).json()
+    assert (c["concentrator"], c["due"], c["read"], c["failing"]) == ("jzq-1", 1, 1, [])
+    [a] = client.get("/concentrators/read-stats/by-area", params={"day": "2026-11-24"}).json()
+    assert (a["area"], a["concentrators"], a["read"]) == ("a1", ["jzq-1"], 0)
+    assert a["failing"] == [{"meter": "jzq1-m01", "last_read": "2026-11-25T16:00:00Z"}]
+
+
+def test_nul_in_a_quantity_is_422(client):
+    r = client.get("/devices/meter-01/readings", params={"quantity": "1.8\x00.0"})
+    assert_validation_error(r, field="quantity")
+
+
 def test_every_404_is_declared(client):
     paths = client.get("/openapi.json").json()["paths"]
     for path in (

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import Conn, LocalTz
 from api.params import UNAVAILABLE, IsoDate, frozen_day
+from api.schemas import AreaReadStats, ConcentratorReadStats
 from ingest.concentrators import READ_SQL, by_area, frozen_instant, read_rates
 
 router = APIRouter(prefix="/concentrators", tags=["concentrators"], responses=UNAVAILABLE)
@@ -15,15 +16,15 @@ router = APIRouter(prefix="/concentrators", tags=["concentrators"], responses=UN
 Day = Annotated[IsoDate | None, Query(description="local day, default: yesterday")]
 
 
-@router.get("/read-stats")
-async def read_stats(conn: Conn, tz: LocalTz, day: Day = None) -> list[dict]:
+@router.get("/read-stats", response_model=list[ConcentratorReadStats])
+async def read_stats(conn: Conn, tz: LocalTz, day: Day = None):
     """Per concentrator: meters due, read (their daily frozen value arrived), the rate, and
     the failing meters with the last time each was read."""
     return await _rates(conn, tz, day)
 
 
-@router.get("/read-stats/by-area")
-async def read_stats_by_area(conn: Conn, tz: LocalTz, day: Day = None) -> list[dict]:
+@router.get("/read-stats/by-area", response_model=list[AreaReadStats])
+async def read_stats_by_area(conn: Conn, tz: LocalTz, day: Day = None):
     """Per transformer area (台区): the same figures over all its concentrators."""
     return by_area(await _rates(conn, tz, day))
 
