@@ -150,3 +150,13 @@ def test_every_404_is_declared(client):
             ).status_code
             == 404
         ), path
+
+
+def test_an_unreachable_database_is_a_declared_503():
+    app = create_app("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    with TestClient(app, raise_server_exceptions=False) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+        assert "503" in paths["/devices"]["get"]["responses"]
+        assert "503" in paths["/concentrators/read-stats"]["get"]["responses"]
+        r = c.get("/devices")
+        assert r.status_code == 503 and r.json() == {"detail": "database unavailable"}
