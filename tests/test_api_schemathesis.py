@@ -67,7 +67,7 @@ schema = schemathesis.openapi.from_dict(create_app("postgresql:///unused").opena
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 def test_api_conforms_to_its_schema(case, api_url):
     # Every check but one: a schema-valid request may still be refused for rules OpenAPI
