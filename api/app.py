@@ -1,4 +1,4 @@
-"""The FastAPI application. `create_app(conninfo)` is all the wiring it needs."""
+"""The FastAPI application. `create_app(conninfo, timezone=…)` is all the wiring it needs."""
 
 from __future__ import annotations
 
