@@ -1,17 +1,21 @@
-"""The FastAPI application. `create_app(conninfo)` is all the wiring it needs."""
+"""The FastAPI application. `create_app(conninfo, timezone=…)` is all the wiring it needs."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from api.routes import concentrators, devices, health, quantities, reads
+from ingest.localtime import DEFAULT_TIMEZONE
 
 
-def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
+def create_app(conninfo: str, *, pool_size: int = 4, timezone: str = DEFAULT_TIMEZONE) -> FastAPI:
+    """`timezone`: the site's, for local days (the `timezone` setting)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # open=False + open(wait=False): the API starts even while the database is down,
@@ -30,6 +34,7 @@ def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.tz = ZoneInfo(timezone)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)

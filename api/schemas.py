@@ -94,3 +94,34 @@ class EventsPublic(BaseModel):
     device: str
     data: list[EventPublic]
     count: int
+
+
+class ErrorPublic(BaseModel):
+    """The body of a 404 or 503: what was not found or is unavailable."""
+
+    detail: str
+
+
+class FailingMeter(BaseModel):
+    meter: str
+    last_read: datetime | None  # the newest frozen value stored, if any
+
+
+class ConcentratorReadStats(BaseModel):
+    concentrator: str
+    area: str | None
+    day: date
+    due: int
+    read: int
+    rate: float | None
+    failing: list[FailingMeter]
+
+
+class AreaReadStats(BaseModel):
+    area: str | None
+    day: date
+    concentrators: list[str]
+    due: int
+    read: int
+    rate: float | None
+    failing: list[FailingMeter]

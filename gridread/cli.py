@@ -61,7 +61,7 @@ def run(config: ConfigOption = None) -> None:
     try:
         data, source, base = _config(config)
         settings = load_settings(data, source=source)
-        inventory = parse_inventory(data, source=source, base_dir=base)
+        inventory = parse_inventory(data, source=source, base_dir=base, timezone=settings.timezone)
         _setup_logging(settings.log_level)
         url = runtime.database_url(settings)
         ids = runtime.store_devices(url, inventory)

@@ -30,6 +30,7 @@ from gridread.inventory import (
     Inventory,
     VoltageMonitorSpec,
 )
+from ingest.localtime import DEFAULT_TIMEZONE
 from simulators.concentrator import SimConcentrator
 from simulators.dlt645_bus import DLT645BusSimulator, make_meters
 from simulators.meter_model import MeterModel
@@ -38,7 +39,7 @@ from simulators.nullmodem import NullModem
 from simulators.voltage_monitor import VoltageModel, VoltageMonitorSimulator
 
 log = logging.getLogger("gridread.demo")
-TZ = ZoneInfo("Asia/Shanghai")
+TZ = ZoneInfo(DEFAULT_TIMEZONE)  # the demo world runs on the default site zone
 
 
 @dataclass

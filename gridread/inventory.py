@@ -21,7 +21,7 @@
     name = "area-0412-485-1"
     port = "/dev/ttyUSB0"           # or "tcp://10.0.0.5:4001" for a serial-to-Ethernet converter
     baud = 2400                     # 1200 2400 4800 9600 19200; 8E1
-    timezone = "Asia/Shanghai"      # the meters' clocks
+    timezone = "Asia/Shanghai"      # the meters' clocks; default: the site's `timezone`
     instant_interval = 300          # seconds between reads of the instantaneous values
     clock_bound = 60                # clock drift (s) corrected by broadcast; beyond: an event
     reread_days = 7                 # 补抄 window
@@ -40,6 +40,7 @@
     name = "area-0412-jzq"
     area = "area-0412"
     meters = ["area-0412-c0001", "area-0412-c0002"]   # their topics: gridread/v1/<meter>/…
+    timezone = "Asia/Shanghai"      # its local days; default: the site's `timezone`
 
 The whole file is validated before anything is written; the load is one transaction and
 each added or changed device leaves a row in ``audit_log``.
@@ -51,7 +52,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -59,7 +59,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from collectors.dlt645.codec import BAUD_BITS
 from collectors.exceptions import ConfigError
 from collectors.modbus.registermap import RegisterMap, load_register_map
-from gridread.settings import one_line
+from gridread.settings import known_timezone, one_line
+from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.quantities import Quantity, QuantityKind, builtin, use_extra
 
 NAME = r"^[A-Za-z0-9._-]+$"
@@ -120,7 +121,7 @@ class BusSpec(BaseModel):
     port: str = Field(min_length=1)
     baud: int = 2400
     parity: Literal["E", "N", "O"] = "E"
-    timezone: str = "Asia/Shanghai"
+    timezone: str | None = None  # None: the site's (resolved by Inventory)
     instant_interval: float = Field(default=300.0, gt=0)
     clock_bound: float = Field(default=60.0, gt=0)
     reread_days: int = Field(default=7, ge=1, le=62)
@@ -135,12 +136,8 @@ class BusSpec(BaseModel):
 
     @field_validator("timezone")
     @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("not a known time zone (e.g. Asia/Shanghai)") from None
-        return v
+    def _tz(cls, v: str | None) -> str | None:
+        return v if v is None else known_timezone(v)
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -191,6 +188,12 @@ class ConcentratorSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
     area: str = Field(min_length=1, max_length=64)
     meters: list[str] = Field(default_factory=list)  # meter names; MQTT topics use them
+    timezone: str | None = None  # None: the site's (resolved by Inventory)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return v if v is None else known_timezone(v)
 
     def rows(self) -> list[dict[str, Any]]:
         base = {
@@ -222,12 +225,16 @@ class Inventory:
         buses: list[BusSpec] | None = None,
         monitors: list[VoltageMonitorSpec] | None = None,
         concentrators: list[ConcentratorSpec] | None = None,
+        *,
+        timezone: str = DEFAULT_TIMEZONE,
     ) -> None:
         self.devices = devices
         self.maps = maps  # register_map entry → loaded map
-        self.buses = buses or []
         self.monitors = monitors or []
-        self.concentrators = concentrators or []
+        # the default chain: a bus's or concentrator's own zone, else the site's
+        self.timezone = timezone
+        self.buses = [_zoned(b, timezone) for b in buses or []]
+        self.concentrators = [_zoned(c, timezone) for c in concentrators or []]
 
     def rows(self) -> list[dict[str, Any]]:
         return (
@@ -238,7 +245,17 @@ class Inventory:
         )
 
 
-def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> Inventory:
+Z = TypeVar("Z", BusSpec, ConcentratorSpec)
+
+
+def _zoned(spec: Z, timezone: str) -> Z:
+    return spec if spec.timezone else spec.model_copy(update={"timezone": timezone})
+
+
+def parse_inventory(
+    config: dict[str, Any], *, source: str, base_dir: Path, timezone: str = DEFAULT_TIMEZONE
+) -> Inventory:
+    """`timezone`: the site's (setting `timezone`), for buses and concentrators that set none."""
     maps: dict[str, RegisterMap] = {}
     names: set[str] = set()
 
@@ -298,7 +315,7 @@ def parse_inventory(config: dict[str, Any], *, source: str, base_dir: Path) -> I
         for meter in conc.meters:
             claim(meter, f"{where}: meter {meter}")
         concentrators.append(conc)
-    return Inventory(devices, maps, buses, monitors, concentrators)
+    return Inventory(devices, maps, buses, monitors, concentrators, timezone=timezone)
 
 
 def _tables(config: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

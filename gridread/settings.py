@@ -10,11 +10,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
+from ingest.localtime import DEFAULT_TIMEZONE
 
 INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator", "quantity")
 
@@ -43,6 +45,11 @@ class Settings(BaseSettings):
     modbus_request_timeout: float = Field(
         default=1.0, gt=0, description="seconds for one Modbus request (poll_timeout: the poll)"
     )
+    timezone: str = Field(
+        default=DEFAULT_TIMEZONE,
+        description="IANA zone of meter clocks and local days; a [[bus]] or [[concentrator]]"
+        " may set its own",
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):
@@ -55,6 +62,20 @@ class Settings(BaseSettings):
         if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return v.upper()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return known_timezone(v)
+
+
+def known_timezone(name: str) -> str:
+    """`name` if it is a time zone this machine knows, else a ValueError for the validator."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"not a known time zone (e.g. {DEFAULT_TIMEZONE})") from None
+    return name
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

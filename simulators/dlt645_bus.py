@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from collectors.dlt645 import codec
 from collectors.dlt645.codec import ErrorBits, Frame, FrameBuffer, Function
 from collectors.dlt645.dataids import lookup
+from ingest.localtime import DEFAULT_TIMEZONE
 from simulators.meter_model import MeterModel
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class DLT645BusSimulator:
         *,
         baud: int = 2400,
         clock: Callable[[], float] = time.time,
-        timezone: str = "Asia/Shanghai",
+        timezone: str = DEFAULT_TIMEZONE,
         turnaround: float = 0.0,
         seed: int = 645,
     ) -> None:

@@ -42,6 +42,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from ingest.localtime import DEFAULT_TIMEZONE
+
 CLASSES = {"A": 1, "B": 2, "C": 3, "D": 4}
 REGISTERS = 204
 
@@ -101,7 +103,7 @@ class VoltageMonitorSimulator:
         unit: int = 1,
         baud: int = 9600,
         clock: Callable[[], float] = time.time,
-        timezone: str = "Asia/Shanghai",
+        timezone: str = DEFAULT_TIMEZONE,
     ) -> None:
         self.port, self.model, self.unit, self.baud = port, model, unit, baud
         self.clock = clock

@@ -18,12 +18,13 @@ from api.app import create_app
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from ingest.concentrators import concentrator_read_rates
+from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.model import Quality
 from ingest.writer import ReadingWriter
 from simulators.concentrator import SimConcentrator
 from simulators.meter_model import MeterModel
 
-TZ = ZoneInfo("Asia/Shanghai")
+TZ = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def rows(url, sql, *args):

@@ -1,10 +1,11 @@
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
 from api import crud
 from api.deps import Conn
+from api.params import NOT_FOUND, UNAVAILABLE, DeviceName, IsoInstant, Kind, invalid, window
 from api.schemas import (
     DevicePublic,
     DevicesPublic,
@@ -19,13 +20,13 @@ from ingest.exceptions import UnknownQuantity
 from ingest.quantities import quantity as lookup_quantity
 from ingest.quantities import registry
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/devices", tags=["devices"], responses=UNAVAILABLE)
 
 MAX_ROWS = 100_000
 
 
 @router.get("", response_model=DevicesPublic)
-async def list_devices(conn: Conn, kind: str | None = None):
+async def list_devices(conn: Conn, kind: Kind = None):
     rows = await crud.list_devices(conn=conn, kind=kind)
     return DevicesPublic(data=[DevicePublic(**r) for r in rows], count=len(rows))
 
@@ -37,29 +38,28 @@ async def _device(conn, name: str) -> dict:
     return device
 
 
-@router.get("/{name}", response_model=DevicePublic)
-async def get_device(conn: Conn, name: str):
+@router.get("/{name}", response_model=DevicePublic, responses=NOT_FOUND)
+async def get_device(conn: Conn, name: DeviceName):
     return DevicePublic(**await _device(conn, name))
 
 
-@router.get("/{name}/readings", response_model=ReadingsPublic)
+@router.get("/{name}/readings", response_model=ReadingsPublic, responses=NOT_FOUND)
 async def readings(
     conn: Conn,
-    name: str,
+    name: DeviceName,
     quantity: Annotated[str, Query(description="OBIS code, e.g. 1.8.0")],
-    start: Annotated[datetime | None, Query(description="inclusive; default: end − 1 day")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default: now")] = None,
+    start: Annotated[
+        IsoInstant | None, Query(description="inclusive; default: end − 1 day")
+    ] = None,
+    end: Annotated[IsoInstant | None, Query(description="exclusive; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 10_000,
 ):
     """A device's readings of one quantity in [start, end), oldest first."""
     try:
         q = lookup_quantity(quantity)
     except UnknownQuantity as exc:
-        raise HTTPException(422, str(exc)) from None
-    end = _aware(end) if end else datetime.now(UTC)
-    start = _aware(start) if start else end - timedelta(days=1)
-    if start >= end:
-        raise HTTPException(422, "start must be before end")
+        raise invalid("quantity", quantity, str(exc)) from None
+    start, end = window(start, end, default_span=timedelta(days=1))
     device = await _device(conn, name)
     rows = await crud.readings(
         conn=conn, device_id=device["id"], quantity=q.obis, start=start, end=end, limit=limit
@@ -73,8 +73,8 @@ async def readings(
     )
 
 
-@router.get("/{name}/latest", response_model=LatestPublic)
-async def latest(conn: Conn, name: str):
+@router.get("/{name}/latest", response_model=LatestPublic, responses=NOT_FOUND)
+async def latest(conn: Conn, name: DeviceName):
     """The newest value of every quantity the device has reported."""
     device = await _device(conn, name)
     reg = registry()
@@ -88,24 +88,18 @@ async def latest(conn: Conn, name: str):
     )
 
 
-@router.get("/{name}/events", response_model=EventsPublic)
+@router.get("/{name}/events", response_model=EventsPublic, responses=NOT_FOUND)
 async def events(
     conn: Conn,
-    name: str,
+    name: DeviceName,
     start: Annotated[
-        datetime | None, Query(description="inclusive; default: end − 30 days")
+        IsoInstant | None, Query(description="inclusive; default: end − 30 days")
     ] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default: now")] = None,
+    end: Annotated[IsoInstant | None, Query(description="exclusive; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
 ):
     """A device's events (power down, cover opened, clock drift, relay operated …)."""
-    end = _aware(end) if end else datetime.now(UTC)
-    start = _aware(start) if start else end - timedelta(days=30)
+    start, end = window(start, end, default_span=timedelta(days=30))
     device = await _device(conn, name)
     rows = await crud.events(conn=conn, device_id=device["id"], start=start, end=end, limit=limit)
     return EventsPublic(device=name, data=[EventPublic(**r) for r in rows], count=len(rows))
-
-
-def _aware(ts: datetime) -> datetime:
-    """A timestamp without a zone is taken as UTC, as everything gridread stores is."""
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

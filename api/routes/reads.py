@@ -7,29 +7,29 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Query
 
 from api import crud
-from api.deps import Conn
+from api.deps import Conn, LocalTz
+from api.params import NOT_FOUND, UNAVAILABLE, BusName, IsoDate
 from api.schemas import BusReadStats, MeterReadStats
 
-router = APIRouter(prefix="/read-stats", tags=["read statistics"])
+router = APIRouter(prefix="/read-stats", tags=["read statistics"], responses=UNAVAILABLE)
 
-DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
-Day = Annotated[date | None, Query(description="local day, default: today (Asia/Shanghai)")]
+Day = Annotated[IsoDate | None, Query(description="local day, default: today (site time zone)")]
 
 
-def _day(day: date | None) -> date:
-    return day or datetime.now(DEFAULT_TZ).date()
+def _day(day: date | None, tz: ZoneInfo) -> date:
+    return day or datetime.now(tz).date()
 
 
 @router.get("", response_model=list[BusReadStats])
-async def per_bus(conn: Conn, day: Day = None):
+async def per_bus(conn: Conn, tz: LocalTz, day: Day = None):
     """Per bus: meters due, read and failed, and the read success rate of the day."""
-    return await crud.read_success(conn=conn, day=_day(day))
+    return await crud.read_success(conn=conn, day=_day(day, tz))
 
 
-@router.get("/{bus}", response_model=list[MeterReadStats])
-async def per_meter(conn: Conn, bus: str, day: Day = None):
+@router.get("/{bus}", response_model=list[MeterReadStats], responses=NOT_FOUND)
+async def per_meter(conn: Conn, tz: LocalTz, bus: BusName, day: Day = None):
     """Per meter of one bus: attempts, successes, the last success and the last error."""
-    rows = await crud.meter_read_stats(conn=conn, bus=bus, day=_day(day))
+    rows = await crud.meter_read_stats(conn=conn, bus=bus, day=_day(day, tz))
     if not rows:
         raise HTTPException(404, f"no DL/T 645 bus named {bus!r}")
     return rows
