@@ -120,7 +120,7 @@ async def test_one_refused_block_keeps_what_the_good_blocks_read(migrated_url, c
     assert "illegal data value" in caplog.text
 
 
-async def test_the_request_timeout_is_its_own_setting(migrated_url):
+async def test_the_request_timeout_is_its_own_setting(migrated_url, collector_store):
     """A slow device behind a long poll timeout: each request still gives up after
     `modbus_request_timeout`, not after poll_timeout ÷ blocks."""
     regmap = load_register_map("three_phase_meter")
@@ -138,7 +138,7 @@ async def test_the_request_timeout_is_its_own_setting(migrated_url):
     with psycopg.connect(migrated_url) as conn:
         ids = store_inventory(conn, inventory, actor="test")
     settings = Settings(poll_timeout=10.0, modbus_request_timeout=0.2)
-    [(collector, _interval)] = build_collectors(inventory, ids, settings)
+    [(collector, _interval)] = build_collectors(inventory, ids, settings, collector_store)
     scheduler = PollScheduler(_Discard(), PollPolicy(timeout=settings.poll_timeout, retries=0))
     try:
         started = time.monotonic()
