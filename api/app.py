@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
@@ -11,7 +12,14 @@ from psycopg_pool import AsyncConnectionPool
 from api.routes import concentrators, devices, health, quantities, reads
 
 
-def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
+def create_app(
+    conninfo: str,
+    *,
+    pool_size: int = 4,
+    service_states: Callable[[], list[dict]] = list,
+) -> FastAPI:
+    """`service_states`: the running services' states for /health (the supervisor's)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # open=False + open(wait=False): the API starts even while the database is down,
@@ -30,6 +38,7 @@ def create_app(conninfo: str, *, pool_size: int = 4) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.service_states = service_states
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)

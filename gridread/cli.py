@@ -65,9 +65,11 @@ def run(config: ConfigOption = None) -> None:
         ids = runtime.store_devices(url, inventory)
     except (CollectorError, IngestError) as exc:
         raise _fail(str(exc)) from None
-    if not inventory.devices and not inventory.buses:
+    if not (inventory.devices or inventory.buses or inventory.monitors or settings.mqtt_host):
         logging.getLogger("gridread").warning(
-            "no [[device]] or [[bus]] in %s: nothing to poll", source
+            "nothing to collect in %s (no [[device]], [[bus]], [[voltage_monitor]] or"
+            " mqtt_host): serving the API only",
+            source,
         )
     _print_banner(settings, list(ids))
     asyncio.run(runtime.serve(settings, url, inventory, ids))
