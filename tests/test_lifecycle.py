@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from collectors.mqtt.rereads import ConcentratorRereader
+from gridread.services import RESTARTS, Service, ServiceError, Stage, Supervisor, SupervisorPolicy
+from ingest.retry import Backoff
 from tests.conftest import free_port
 
 GRIDREAD = [sys.executable, "-m", "gridread.cli"]
@@ -290,3 +292,109 @@ async def test_a_cancel_arriving_with_the_rereaders_suback_is_not_lost(mqtt_brok
             await task
     assert task.cancelled()
     assert not _paho_threads(client_id)  # and its MQTT client is stopped
+
+
+# -- the supervisor in-process, with service functions written for each case -----------------
+
+
+def fast_policy(**kw) -> SupervisorPolicy:
+    return SupervisorPolicy(
+        backoff=Backoff(initial=0.05, maximum=0.1), stable_after=5.0, shutdown_timeout=2.0, **kw
+    )
+
+
+async def until(condition, deadline_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def state_of(supervisor: Supervisor, name: str) -> dict:
+    return {s["name"]: s for s in supervisor.snapshot()}[name]
+
+
+async def test_a_service_with_nothing_to_do_finishes_without_stopping_the_others():
+    supervisor = Supervisor(fast_policy())
+
+    async def nothing() -> None:
+        return
+
+    supervisor.start(Service("idle", nothing))
+    supervisor.start(Service("busy", asyncio.Event().wait))
+    await until(lambda: state_of(supervisor, "idle")["state"] == "finished")
+    assert not supervisor.stopping.is_set()
+    assert state_of(supervisor, "busy")["state"] == "running"
+    assert not state_of(supervisor, "idle")["degraded"]
+    assert await supervisor.shutdown() == []
+    assert state_of(supervisor, "busy")["state"] == "stopped"
+
+
+async def test_a_failing_service_is_restarted_counted_and_recovers():
+    supervisor = Supervisor(fast_policy())
+    attempts = []
+    before = RESTARTS.labels("flaky")._value.get()
+
+    async def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise ConnectionError(f"attempt {len(attempts)}: broker gone")
+        await asyncio.Event().wait()
+
+    supervisor.start(Service("flaky", flaky))
+    await until(lambda: len(attempts) == 3)
+    status = state_of(supervisor, "flaky")
+    assert status["state"] == "running" and status["restarts"] == 2
+    assert status["last_error"] == "ConnectionError: attempt 2: broker gone"
+    assert status["degraded"]  # failed less than stable_after ago
+    assert RESTARTS.labels("flaky")._value.get() == before + 2
+    assert not supervisor.stopping.is_set()
+    assert await supervisor.shutdown() == []
+
+
+async def test_a_critical_service_failing_stops_the_process_with_its_reason():
+    supervisor = Supervisor(fast_policy())
+
+    async def cannot() -> None:
+        raise ServiceError("the API could not start on 127.0.0.1:1")
+
+    supervisor.start(Service("busy", asyncio.Event().wait))
+    supervisor.start(Service("api", cannot, critical=True, stage=Stage.API))
+    async with asyncio.timeout(5):
+        await supervisor.wait()
+    assert supervisor.fatal == "the API could not start on 127.0.0.1:1"
+    assert state_of(supervisor, "api")["state"] == "failed"
+    assert await supervisor.shutdown() == []
+
+
+async def test_shutdown_drains_in_stages_and_reports_a_service_ignoring_cancellation():
+    supervisor = Supervisor(fast_policy())
+    order: list[str] = []
+    release = asyncio.Event()
+    drained = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                order.append("stubborn ignored a cancel")
+
+    async def writer() -> None:
+        await drained.wait()
+        order.append("writer drained")
+
+    async def drain() -> None:
+        drained.set()
+
+    supervisor.start(Service("stubborn", stubborn))
+    supervisor.start(Service("writer", writer, stop=drain, critical=True, stage=Stage.WRITER))
+    await asyncio.sleep(0)  # both have started
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await supervisor.shutdown() == ["stubborn"]
+    assert loop.time() - started <= supervisor.policy.shutdown_timeout + 0.5
+    assert order == ["stubborn ignored a cancel", "writer drained"]
+    assert state_of(supervisor, "writer")["state"] == "stopped"
+    release.set()
