@@ -260,19 +260,28 @@ def _writer(settings: Settings, url: str) -> ReadingWriter:
 
 
 def _writer_service(writer: ReadingWriter) -> Service:
-    # close(): write what is queued, then end run()
-    return Service("writer", writer.run, stop=writer.close, critical=True, stage=Stage.WRITER)
+    async def stop() -> None:  # write what is queued; run() then ends by itself
+        await writer.close()
+        await writer.flush()
+
+    return Service("writer", writer.run, stop=stop, critical=True, stage=Stage.WRITER)
 
 
 def _api_service(api: _ApiServer, where: str) -> Service:
+    ended = asyncio.Event()
+
     async def run() -> None:
+        ended.clear()
         try:
             await api.serve()
         except SystemExit:  # uvicorn's way of saying it could not start (port taken, …)
             raise ServiceError(f"the API could not start on {where}") from None
+        finally:
+            ended.set()
 
-    async def stop() -> None:
+    async def stop() -> None:  # uvicorn closes its connections and runs the lifespan's end
         api.should_exit = True
+        await ended.wait()
 
     return Service("api", run, stop=stop, critical=True, stage=Stage.API)
 

@@ -1,8 +1,9 @@
 """Named services under one supervisor: everything `run` starts (pollers, bus tasks, MQTT
 workers, re-reader, maintenance, writer, API).
 
-A service is a name and an async ``run()``; optionally a ``stop()`` that asks ``run()`` to
-end by itself (the writer writes its queue, the API closes its connections).
+A service is a name and an async ``run()``; optionally a graceful ``stop()`` that returns
+when ``run()`` may be cancelled without loss (the writer has written its queue, the MQTT
+worker has acknowledged what it stored, the API has closed its connections).
 
 * ``run()`` returning is "finished" (nothing more to do), never a reason to stop the process.
 * ``run()`` raising is a failure: logged with its traceback, counted in
@@ -190,13 +191,17 @@ class Supervisor:
                 continue
             budget = (deadline - loop.time()) / (len(stages) - i)  # its share of what is left
             stage_end = loop.time() + budget
-            stops = [
-                asyncio.create_task(s.service.stop(), name=f"stop {s.service.name}")
+            graceful = {
+                s.task: asyncio.create_task(s.service.stop(), name=f"stop {s.service.name}")
                 for s in members
                 if s.service.stop is not None and s.task in tasks
-            ]
-            if stops:
-                await asyncio.wait(tasks, timeout=max(0.0, budget * GRACEFUL_SHARE))
+            }
+            stops = list(graceful.values())
+            if graceful:  # until each has ended, or its stop() says it may be cancelled now
+                await asyncio.wait(
+                    [asyncio.create_task(_either(t, stop)) for t, stop in graceful.items()],
+                    timeout=max(0.0, budget * GRACEFUL_SHARE),
+                )
             for task in (*tasks, *stops):
                 task.cancel()
             _, pending = await asyncio.wait(
@@ -213,3 +218,7 @@ class Supervisor:
                 self.policy.shutdown_timeout,
             )
         return stuck
+
+
+async def _either(a: asyncio.Task, b: asyncio.Task) -> None:
+    await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)

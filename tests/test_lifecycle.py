@@ -381,12 +381,17 @@ async def test_shutdown_drains_in_stages_and_reports_a_service_ignoring_cancella
             except asyncio.CancelledError:
                 order.append("stubborn ignored a cancel")
 
+    written = asyncio.Event()
+
     async def writer() -> None:
         await drained.wait()
         order.append("writer drained")
+        written.set()
+        await asyncio.Event().wait()  # would go on: it is cancelled once stop() returned
 
-    async def drain() -> None:
+    async def drain() -> None:  # returns when the writer may be cancelled without loss
         drained.set()
+        await written.wait()
 
     supervisor.start(Service("stubborn", stubborn))
     supervisor.start(Service("writer", writer, stop=drain, critical=True, stage=Stage.WRITER))
