@@ -72,7 +72,9 @@ def run(config: ConfigOption = None) -> None:
             source,
         )
     _print_banner(settings, list(ids))
-    asyncio.run(runtime.serve(settings, url, inventory, ids))
+    runtime.run_process(
+        runtime.serve(settings, url, inventory, ids), exit_timeout=settings.shutdown_timeout
+    )
 
 
 @app.command()
@@ -145,7 +147,7 @@ def demo(
         finally:
             await world.stop()
 
-    asyncio.run(main())
+    runtime.run_process(main(), exit_timeout=settings.shutdown_timeout)
 
 
 @app.command()
@@ -220,7 +222,7 @@ def mqtt_ingest(
         raise _fail(str(exc)) from None
     if not settings.mqtt_host:
         settings = settings.model_copy(update={"mqtt_host": "127.0.0.1"})
-    asyncio.run(runtime.ingest_mqtt(settings, url))
+    runtime.run_process(runtime.ingest_mqtt(settings, url), exit_timeout=settings.shutdown_timeout)
 
 
 @app.command("simulate-rs485")

@@ -11,10 +11,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 import uvicorn
@@ -297,6 +300,37 @@ def supervisor_policy(settings: Settings) -> SupervisorPolicy:
     )
 
 
+IO_THREADS = "gridread-io"  # the event loop's default executor: database and device calls
+
+
+def run_process(main: Coroutine[Any, Any, None], *, exit_timeout: float) -> None:
+    """`asyncio.run` for the long-running commands, except that a database or device call
+    that never returns (its task was cancelled, its thread cannot be) cannot hold the process:
+    once `main` is done, the executor's threads get `exit_timeout` seconds, then the process
+    exits anyway (code 1, embedded database stopped). asyncio.run would wait for ever."""
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(thread_name_prefix=IO_THREADS)
+    loop.set_default_executor(executor)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=exit_timeout))
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + exit_timeout
+        for thread in threading.enumerate():
+            if thread.name.startswith(IO_THREADS):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        hung = [t.name for t in threading.enumerate() if t.name.startswith(IO_THREADS)]
+        if hung or any(not t.done() for t in left):
+            log.error("%d database or device call(s) did not return", len(hung) or len(left))
+            exit_now(1)
+        loop.close()
+
+
 def exit_now(code: int) -> NoReturn:
     """Leave without waiting for what hangs (a task or thread that ignores cancellation would
     keep the interpreter from exiting); stop the embedded database first."""
@@ -375,6 +409,7 @@ __all__ = [
     "collector_services",
     "database_url",
     "ingest_mqtt",
+    "run_process",
     "serve",
     "store_devices",
 ]

@@ -4,6 +4,7 @@ service whose dependency is broken is restarted, counted and shown as degraded; 
 taken is a non-zero exit; a cancellation is never lost."""
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -15,7 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from collectors.mqtt.rereads import ConcentratorRereader
 from gridread.services import RESTARTS, Service, ServiceError, Stage, Supervisor, SupervisorPolicy
@@ -77,7 +80,8 @@ class Gridread:
     def metric(self, name: str, **labels: str) -> float:
         text = httpx.get(f"{self.base}/metrics", timeout=2).text
         want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        match = re.search(rf"^{re.escape(name)}\{{{re.escape(want)}\}} (\S+)$", text, re.M)
+        series = f"{name}{{{want}}}" if labels else name
+        match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
         return float(match.group(1)) if match else 0.0
 
     def sigterm(self) -> float:
@@ -249,6 +253,64 @@ def test_a_failing_service_is_restarted_counted_and_shown_degraded(tmp_path, db_
     finally:
         run.kill()
     assert "Traceback" in run.stderr and "concentrator-rereads failed" in run.stderr
+
+
+def pending_connections(db_url: str) -> int:
+    """Connections waiting in the server's listen queue (not yet accepted)."""
+    params = conninfo_to_dict(db_url)
+    path = f"{params['host']}/.s.PGSQL.{params.get('port', 5432)}"
+    out = subprocess.run(["ss", "-xl"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines() if path in line.split())
+
+
+def test_a_database_call_that_never_returns_cannot_hold_the_process(tmp_path, db_url):
+    """The database server freezes (SIGSTOP, as in a network partition) while the bus
+    collector connects to it: its thread never returns. SIGTERM still ends the process within
+    the bound, with code 1 and saying so. It used to wait for that thread for ever."""
+    sim = simulator("simulate-rs485", "--meters", "1", "--baud", "9600")
+    frozen: list[int] = []
+    try:
+        pty = sim.stdout.readline().split(" on ")[1].split(" at ")[0]
+        address = re.search(r'address = "(\d{12})"', sim.stdout.readline()).group(1)
+        config = (
+            f'shutdown_timeout = 3\n[[bus]]\nname = "b1"\nport = "{pty}"\nbaud = 9600\n'
+            f'instant_interval = 1\n[[bus.meter]]\nname = "m645"\naddress = "{address}"\n'
+        )
+        run = Gridread(tmp_path, config, db_url)
+        try:
+            run.health(running("bus:b1"))
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+                frozen = [
+                    pid
+                    for (pid,) in conn.execute(
+                        "SELECT pid FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ]
+            frozen.insert(0, int(Path(data_dir, "postmaster.pid").read_text().split()[0]))
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 15
+            while pending_connections(db_url) == 0:  # the bus's next database call hangs
+                assert time.monotonic() < deadline, run.stderr
+                time.sleep(0.1)
+            started = time.monotonic()
+            run.proc.send_signal(signal.SIGTERM)
+            try:
+                run.proc.wait(STOP_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a hung database call held gridread past SIGTERM:\n{run.stderr}")
+            assert time.monotonic() - started < STOP_WITHIN_S
+            assert run.proc.returncode == 1, run.stderr
+            assert "exiting without waiting for them" in run.stderr
+        finally:
+            run.kill()
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        stop_simulator(sim)
 
 
 def test_the_api_port_taken_is_a_non_zero_exit(tmp_path, db_url):
