@@ -32,17 +32,19 @@ STOP_WITHIN_S = 10.0
 class Gridread:
     """`gridread run -c cfg.toml` in a subprocess, its output in files (no pipe to fill)."""
 
-    def __init__(self, tmp_path: Path, config: str, db_url: str, **env: str) -> None:
+    def __init__(self, tmp_path: Path, config: str, db_url: str | None, **env: str) -> None:
+        """`db_url` None: the embedded database in tmp_path/data."""
         self.api_port = free_port()
         self.base = f"http://127.0.0.1:{self.api_port}"
         cfg = tmp_path / "gridread.toml"
         cfg.write_text(config)
         self.err_path = tmp_path / "stderr.txt"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDREAD_")}
+        self.data_dir = tmp_path / "data"
         full_env |= {
-            "GRIDREAD_DATABASE_URL": db_url,
             "GRIDREAD_API_PORT": str(self.api_port),
-            "GRIDREAD_DATA_DIR": str(tmp_path / "data"),
+            "GRIDREAD_DATA_DIR": str(self.data_dir),
+            **({"GRIDREAD_DATABASE_URL": db_url} if db_url else {}),
             **env,
         }
         with open(tmp_path / "stdout.txt", "w") as out, open(self.err_path, "w") as err:
@@ -140,14 +142,17 @@ def stop_simulator(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def test_an_empty_config_stays_up_and_stops_on_sigterm(tmp_path, db_url):
-    run = Gridread(tmp_path, "", db_url)
+def test_an_empty_config_stays_up_and_stops_on_sigterm_with_its_embedded_database(tmp_path):
+    run = Gridread(tmp_path, "", None)
     try:
-        body = run.health()
+        body = run.health(deadline_s=60)  # a first start runs initdb
         assert body["status"] == "ok" and body["http_status"] == 200
         assert {"writer", "api"} <= set(services(body))
         run.stays_up()
+        postmaster = run.data_dir / "pgdata" / "postmaster.pid"
+        assert postmaster.exists()
         assert run.sigterm() < STOP_WITHIN_S
+        assert not postmaster.exists()  # the embedded server was stopped too
     finally:
         run.kill()
 
