@@ -9,15 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
-import threading
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
 import psycopg
 import uvicorn
@@ -32,7 +26,7 @@ from collectors.modbus.voltage_monitor import VoltageMonitorCollector
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
-from gridread.database import check_connection, start_embedded, stop_embedded
+from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory
 from gridread.services import (
     Service,
@@ -40,6 +34,8 @@ from gridread.services import (
     Stage,
     Supervisor,
     SupervisorPolicy,
+    exit_now,
+    run_process,
 )
 from gridread.settings import Settings
 from ingest.retry import Backoff
@@ -298,49 +294,6 @@ def supervisor_policy(settings: Settings) -> SupervisorPolicy:
         stable_after=settings.service_stable_after,
         shutdown_timeout=settings.shutdown_timeout,
     )
-
-
-IO_THREADS = "gridread-io"  # the event loop's default executor: database and device calls
-
-
-def run_process(main: Coroutine[Any, Any, None], *, exit_timeout: float) -> None:
-    """`asyncio.run` for the long-running commands, except that a database or device call
-    that never returns (its task was cancelled, its thread cannot be) cannot hold the process:
-    once `main` is done, the executor's threads get `exit_timeout` seconds, then the process
-    exits anyway (code 1, embedded database stopped). asyncio.run would wait for ever."""
-    loop = asyncio.new_event_loop()
-    executor = ThreadPoolExecutor(thread_name_prefix=IO_THREADS)
-    loop.set_default_executor(executor)
-    try:
-        loop.run_until_complete(main)
-    finally:
-        left = asyncio.all_tasks(loop)
-        for task in left:
-            task.cancel()
-        if left:
-            loop.run_until_complete(asyncio.wait(left, timeout=exit_timeout))
-        executor.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + exit_timeout
-        for thread in threading.enumerate():
-            if thread.name.startswith(IO_THREADS):
-                thread.join(max(0.0, deadline - time.monotonic()))
-        hung = [t.name for t in threading.enumerate() if t.name.startswith(IO_THREADS)]
-        if hung or any(not t.done() for t in left):
-            log.error("%d database or device call(s) did not return", len(hung) or len(left))
-            exit_now(1)
-        loop.close()
-
-
-def exit_now(code: int) -> NoReturn:
-    """Leave without waiting for what hangs (a task or thread that ignores cancellation would
-    keep the interpreter from exiting); stop the embedded database first."""
-    log.error("exiting without waiting for them (code %d)", code)
-    try:
-        stop_embedded()
-    finally:
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(code)
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:

@@ -13,20 +13,28 @@ worker has acknowledged what it stored, the API has closed its connections).
   on without: everything stops and the exit code is 1.
 * `shutdown()` stops the services stage by stage (collectors, then the writer, then the API)
   within one deadline: a graceful ``stop()`` first where there is one, then cancellation.
-  A service that ignores its cancellation is reported, so the caller can exit anyway.
+  A service that ignores its cancellation is reported, so the caller can exit anyway
+  (`exit_now`); `run_process` bounds the wait for the threads of calls that never return.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any, NoReturn
 
 from prometheus_client import Counter
 
+from gridread.database import stop_embedded
 from ingest.retry import Backoff
 
 log = logging.getLogger("gridread.services")
@@ -222,3 +230,46 @@ class Supervisor:
 
 async def _either(a: asyncio.Task, b: asyncio.Task) -> None:
     await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+
+
+IO_THREADS = "gridread-io"  # the event loop's default executor: database and device calls
+
+
+def run_process(main: Coroutine[Any, Any, None], *, exit_timeout: float) -> None:
+    """`asyncio.run` for the long-running commands, except that a database or device call
+    that never returns (its task was cancelled, its thread cannot be) cannot hold the process:
+    once `main` is done, the executor's threads get `exit_timeout` seconds, then the process
+    exits anyway (code 1, embedded database stopped). asyncio.run would wait for ever."""
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(thread_name_prefix=IO_THREADS)
+    loop.set_default_executor(executor)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=exit_timeout))
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + exit_timeout
+        for thread in threading.enumerate():
+            if thread.name.startswith(IO_THREADS):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        hung = [t.name for t in threading.enumerate() if t.name.startswith(IO_THREADS)]
+        if hung or any(not t.done() for t in left):
+            log.error("%d database or device call(s) did not return", len(hung) or len(left))
+            exit_now(1)
+        loop.close()
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave without waiting for what hangs (a task or thread that ignores cancellation would
+    keep the interpreter from exiting); stop the embedded database first."""
+    log.error("exiting without waiting for them (code %d)", code)
+    try:
+        stop_embedded()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
