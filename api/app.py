@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from zoneinfo import ZoneInfo
 
@@ -13,8 +14,15 @@ from api.routes import concentrators, devices, health, quantities, reads
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
-def create_app(conninfo: str, *, pool_size: int = 4, timezone: str = DEFAULT_TIMEZONE) -> FastAPI:
-    """`timezone`: the site's, for local days (the `timezone` setting)."""
+def create_app(
+    conninfo: str,
+    *,
+    pool_size: int = 4,
+    timezone: str = DEFAULT_TIMEZONE,
+    service_states: Callable[[], list[dict]] = list,
+) -> FastAPI:
+    """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
+    running services' states for /health (the supervisor's)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -35,6 +43,7 @@ def create_app(conninfo: str, *, pool_size: int = 4, timezone: str = DEFAULT_TIM
         lifespan=lifespan,
     )
     app.state.tz = ZoneInfo(timezone)
+    app.state.service_states = service_states
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)

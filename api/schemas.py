@@ -59,10 +59,19 @@ class QuantityPublic(BaseModel):
     kind: str
 
 
+class ServiceHealth(BaseModel):
+    name: str
+    state: str  # running | restarting | finished | failed | stopped
+    restarts: int = 0
+    last_error: str | None = None
+    degraded: bool = False  # failing, or failed less than service_stable_after ago
+
+
 class Health(BaseModel):
-    status: str
+    status: str  # ok | degraded
     database: str
     storage_mode: str | None = None
+    services: list[ServiceHealth] = []
 
 
 class BusReadStats(BaseModel):

@@ -67,12 +67,16 @@ def run(config: ConfigOption = None) -> None:
         ids = runtime.store_devices(url, inventory)
     except (CollectorError, IngestError) as exc:
         raise _fail(str(exc)) from None
-    if not inventory.devices and not inventory.buses:
+    if not (inventory.devices or inventory.buses or inventory.monitors or settings.mqtt_host):
         logging.getLogger("gridread").warning(
-            "no [[device]] or [[bus]] in %s: nothing to poll", source
+            "nothing to collect in %s (no [[device]], [[bus]], [[voltage_monitor]] or"
+            " mqtt_host): serving the API only",
+            source,
         )
     _print_banner(settings, list(ids))
-    asyncio.run(runtime.serve(settings, url, inventory, ids))
+    runtime.run_process(
+        runtime.serve(settings, url, inventory, ids), exit_timeout=settings.shutdown_timeout
+    )
 
 
 @app.command()
@@ -145,7 +149,7 @@ def demo(
         finally:
             await world.stop()
 
-    asyncio.run(main())
+    runtime.run_process(main(), exit_timeout=settings.shutdown_timeout)
 
 
 @app.command()
@@ -267,7 +271,7 @@ def mqtt_ingest(
         raise _fail(str(exc)) from None
     if not settings.mqtt_host:
         settings = settings.model_copy(update={"mqtt_host": "127.0.0.1"})
-    asyncio.run(runtime.ingest_mqtt(settings, url))
+    runtime.run_process(runtime.ingest_mqtt(settings, url), exit_timeout=settings.shutdown_timeout)
 
 
 @app.command("simulate-rs485")

@@ -18,6 +18,7 @@ from ingest.exceptions import StoreUnavailable
 log = logging.getLogger(__name__)
 
 EMBEDDED_DB = "gridread"
+_embedded = None  # the server this process started or joined
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -39,6 +40,8 @@ def start_embedded(data_dir: Path) -> str:
         raise StoreUnavailable(
             f"could not start the embedded PostgreSQL in {data_dir / 'pgdata'}: {exc}"
         ) from exc
+    global _embedded
+    _embedded = server
     admin = server.get_uri()
     with psycopg.connect(admin, autocommit=True) as conn:
         if not conn.execute(
@@ -47,6 +50,13 @@ def start_embedded(data_dir: Path) -> str:
             conn.execute(f"CREATE DATABASE {EMBEDDED_DB}")
     log.info("embedded PostgreSQL running, data in %s", data_dir / "pgdata")
     return server.get_uri(database=EMBEDDED_DB)
+
+
+def stop_embedded() -> None:
+    """Stop the embedded server now, if this process is its last user (it stops at exit
+    anyway; this is for an exit that skips the interpreter's clean-up)."""
+    if _embedded is not None:
+        _embedded.cleanup()  # with cleanup_mode="stop" this stops, the data stays
 
 
 def check_connection(url: str) -> None:

@@ -30,6 +30,7 @@ from gridread.inventory import (
     Inventory,
     VoltageMonitorSpec,
 )
+from gridread.runtime import Running
 from ingest.localtime import DEFAULT_TIMEZONE
 from simulators.concentrator import SimConcentrator
 from simulators.dlt645_bus import DLT645BusSimulator, make_meters
@@ -40,6 +41,7 @@ from simulators.voltage_monitor import VoltageModel, VoltageMonitorSimulator
 
 log = logging.getLogger("gridread.demo")
 TZ = ZoneInfo(DEFAULT_TIMEZONE)  # the demo world runs on the default site zone
+SUBSCRIBED_WITHIN_S = 30.0  # the local broker confirms the worker's subscription by then
 
 
 @dataclass
@@ -152,11 +154,13 @@ class DemoWorld:
             devices, {"three_phase_meter": self.regmap}, buses, monitors, concentrators
         )
 
-    async def after_start(self) -> None:
-        """Once the pipeline runs: the concentrator uploads yesterday's data."""
-        if self.concentrator is None:
+    async def after_start(self, running: Running) -> None:
+        """Once the pipeline runs and the ingest worker's subscription is confirmed: the
+        concentrator uploads yesterday's data."""
+        if self.concentrator is None or running.mqtt_worker is None:
             return
-        await asyncio.sleep(2.0)  # the ingest worker's session is subscribed by now
+        async with asyncio.timeout(SUBSCRIBED_WITHIN_S):
+            await running.mqtt_worker.subscribed.wait()
         await asyncio.to_thread(self.concentrator.start)
         yesterday = datetime.now(TZ).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
             days=1

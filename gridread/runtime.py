@@ -1,4 +1,5 @@
-"""The composition root: builds every part from the settings and runs them in one process.
+"""The composition root: builds every part from the settings and runs them in one process,
+each as a named service under one supervisor (`gridread.services`).
 
 simulators (demo only) → collectors (scheduler) → writer → PostgreSQL ← API
 """
@@ -8,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -27,7 +28,17 @@ from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory
+from gridread.services import (
+    Service,
+    ServiceError,
+    Stage,
+    Supervisor,
+    SupervisorPolicy,
+    exit_now,
+    run_process,
+)
 from gridread.settings import Settings
+from ingest.retry import Backoff
 from ingest.schema import StorageMode, ensure_partitions, migrate
 from ingest.store import CollectorStore, PgCollectorStore
 from ingest.writer import ReadingWriter
@@ -119,92 +130,185 @@ def build_buses(
     return out
 
 
+@dataclass
+class Running:
+    """What an `on_ready` hook may look at: the parts as they are now (a restarted service
+    gets new ones)."""
+
+    mqtt_worker: MqttIngestWorker | None = None
+
+
 async def serve(
     settings: Settings,
     url: str,
     inventory: Inventory,
     ids: dict[str, int],
     *,
-    on_ready: Callable[[], Awaitable[None] | None] | None = None,
+    on_ready: Callable[[Running], Awaitable[None]] | None = None,
 ) -> None:
-    """Run writer, collectors, API and maintenance until SIGINT/SIGTERM; stop them in order:
-    stop polling, write what is queued, stop the API."""
-    store = await PgCollectorStore.open(url)  # the collectors' one pool
-    devices = build_collectors(inventory, ids, settings, store)
-    writer = ReadingWriter(
-        url,
-        batch_size=settings.writer_batch_size,
-        max_delay=settings.writer_max_delay,
-        max_queued=settings.writer_max_queued,
-    )
-    scheduler = PollScheduler(
-        writer, PollPolicy(timeout=settings.poll_timeout, retries=settings.poll_retries)
-    )
-    for collector, interval in devices:
-        scheduler.add(collector, interval)
+    """Run writer, API, collectors and maintenance as supervised services until SIGINT or
+    SIGTERM; then stop them in order: collectors, the writer's queue, the API.
+
+    Raises SystemExit (code 1) when the process cannot go on (the API cannot start, the writer
+    fails); exits at once, code 1, when a service ignores its cancellation past
+    ``shutdown_timeout`` (the embedded database is stopped first)."""
+    supervisor = Supervisor(supervisor_policy(settings))
+    supervisor.handle_signals()
+    writer = _writer(settings, url)
     api = _ApiServer(
         uvicorn.Config(
-            create_app(url),
+            create_app(url, timezone=settings.timezone, service_states=supervisor.snapshot),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
             lifespan="on",
         )
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    writer_task = asyncio.create_task(writer.run(), name="writer")
-    api_task = asyncio.create_task(api.serve(), name="api")
-    while not api.started:
-        if api_task.done():  # e.g. the port is taken
-            await api_task
-            where = f"{settings.api_host}:{settings.api_port}"
-            raise SystemExit(f"gridread: error: the API could not start on {where}")
-        await asyncio.sleep(0.05)
-    poll_task = asyncio.create_task(scheduler.run(), name="scheduler")
-    bus_tasks = {
-        asyncio.create_task(bus.run(), name=f"bus {bus.name}")
-        for bus in build_buses(inventory, ids, writer, store)
-    }
-    if settings.mqtt_host:
-        worker = MqttIngestWorker(mqtt_settings(settings), writer, url)
-        bus_tasks.add(asyncio.create_task(worker.run(), name="mqtt-ingest"))
-        rereader = ConcentratorRereader(
-            host=settings.mqtt_host, port=settings.mqtt_port, store=store
-        )
-        bus_tasks.add(
-            asyncio.create_task(rereader.run(first_delay=60), name="concentrator-rereads")
-        )
-    maintenance_task = asyncio.create_task(_maintenance(url), name="maintenance")
-    if on_ready is not None:
-        result = on_ready()
-        if asyncio.iscoroutine(result):
-            await result
-    watched = {poll_task, writer_task, api_task, maintenance_task, *bus_tasks}
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait(watched | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-    for task in done - {stopper}:
-        if task.exception():
-            log.error("%s stopped: %r", task.get_name(), task.exception())
-    log.info("stopping: polls, then the writer's queue, then the API")
-    for task in (poll_task, maintenance_task, *bus_tasks):
-        task.cancel()
-    await asyncio.gather(poll_task, maintenance_task, *bus_tasks, return_exceptions=True)
-    await writer.close()
-    await asyncio.gather(writer_task, return_exceptions=True)
+    supervisor.start(_writer_service(writer))
+    supervisor.start(_api_service(api, f"{settings.api_host}:{settings.api_port}"))
+    while not api.started and not supervisor.stopping.is_set():
+        await asyncio.sleep(0.05)  # uvicorn has no "started" event to wait on
+    store: PgCollectorStore | None = None
+    if api.started:
+        running = Running()
+        store = await PgCollectorStore.open(url)  # the collectors' one pool
+        services = collector_services(settings, url, inventory, ids, writer, store, running)
+        for service in services:
+            supervisor.start(service)
+        if on_ready is not None:
+            supervisor.start(Service("on-ready", lambda: on_ready(running)))
+        await supervisor.wait()
+    log.info("stopping: collectors, then the writer's queue, then the API")
+    stuck = await supervisor.shutdown()
+    if store is not None:
+        await store.close()
     log.info(
         "writer: %d readings written, %d duplicates skipped, %d dead-lettered",
         writer.totals.written,
         writer.totals.duplicates,
         writer.totals.dead,
     )
-    api.should_exit = True
-    await asyncio.gather(api_task, return_exceptions=True)
-    await store.close()
-    stopper.cancel()
+    if stuck:
+        exit_now(1)
+    if supervisor.fatal:
+        raise SystemExit(f"gridread: error: {supervisor.fatal}")
+
+
+def collector_services(
+    settings: Settings,
+    url: str,
+    inventory: Inventory,
+    ids: dict[str, int],
+    sink: ReadingWriter,
+    store: CollectorStore,
+    running: Running,
+) -> list[Service]:
+    """One service per thing to do; none for what is not configured. Each run builds its
+    parts afresh, so a restart starts from a clean state."""
+    services = []
+    maps = inventory.maps
+    if inventory.devices:
+        modbus = Inventory(inventory.devices, maps)
+        services.append(Service("modbus-poller", lambda: _poll(modbus, ids, settings, store, sink)))
+    if inventory.monitors:
+        monitors = Inventory([], maps, monitors=inventory.monitors)
+        services.append(
+            Service("voltage-monitors", lambda: _poll(monitors, ids, settings, store, sink))
+        )
+    for spec in inventory.buses:
+        one = Inventory([], maps, buses=[spec])
+        services.append(
+            Service(f"bus:{spec.name}", lambda one=one: _run_bus(one, ids, sink, store))
+        )
+    if settings.mqtt_host:
+
+        async def ingest() -> None:
+            running.mqtt_worker = MqttIngestWorker(mqtt_settings(settings), sink, url)
+            await running.mqtt_worker.run()
+
+        async def rereads() -> None:
+            rereader = ConcentratorRereader(
+                host=settings.mqtt_host or "127.0.0.1",
+                port=settings.mqtt_port,
+                store=store,
+                timezone=settings.timezone,
+                start_timeout=settings.mqtt_connect_timeout,
+            )
+            await rereader.run(first_delay=60)
+
+        services.append(Service("mqtt-ingest", ingest))
+        services.append(Service("concentrator-rereads", rereads))
+    services.append(Service("partition-maintenance", lambda: _maintenance(url)))
+    return services
+
+
+async def _poll(
+    inventory: Inventory,
+    ids: dict[str, int],
+    settings: Settings,
+    store: CollectorStore,
+    sink: ReadingSink,
+) -> None:
+    scheduler = PollScheduler(
+        sink, PollPolicy(timeout=settings.poll_timeout, retries=settings.poll_retries)
+    )
+    for collector, interval in build_collectors(inventory, ids, settings, store):
+        scheduler.add(collector, interval)
+    await scheduler.run()
+
+
+async def _run_bus(
+    inventory: Inventory, ids: dict[str, int], sink: ReadingSink, store: CollectorStore
+) -> None:
+    [bus] = build_buses(inventory, ids, sink, store)
+    await bus.run()
+
+
+def _writer(settings: Settings, url: str) -> ReadingWriter:
+    return ReadingWriter(
+        url,
+        batch_size=settings.writer_batch_size,
+        max_delay=settings.writer_max_delay,
+        max_queued=settings.writer_max_queued,
+    )
+
+
+def _writer_service(writer: ReadingWriter) -> Service:
+    async def stop() -> None:  # write what is queued; run() then ends by itself
+        await writer.close()
+        await writer.flush()
+
+    return Service("writer", writer.run, stop=stop, critical=True, stage=Stage.WRITER)
+
+
+def _api_service(api: _ApiServer, where: str) -> Service:
+    ended = asyncio.Event()
+
+    async def run() -> None:
+        ended.clear()
+        try:
+            await api.serve()
+        except SystemExit:  # uvicorn's way of saying it could not start (port taken, …)
+            raise ServiceError(f"the API could not start on {where}") from None
+        finally:
+            ended.set()
+
+    async def stop() -> None:  # uvicorn closes its connections and runs the lifespan's end
+        api.should_exit = True
+        await ended.wait()
+
+    return Service("api", run, stop=stop, critical=True, stage=Stage.API)
+
+
+def supervisor_policy(settings: Settings) -> SupervisorPolicy:
+    return SupervisorPolicy(
+        backoff=Backoff(
+            initial=min(1.0, settings.service_restart_max_delay),
+            maximum=settings.service_restart_max_delay,
+        ),
+        stable_after=settings.service_stable_after,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -220,35 +324,35 @@ def mqtt_settings(settings: Settings) -> MqttSettings:
 async def ingest_mqtt(settings: Settings, url: str) -> None:
     """A stand-alone MQTT ingest worker (scale out: run several, same group, own client ids).
     Stops on SIGINT/SIGTERM after committing and acknowledging what it has taken."""
-    writer = ReadingWriter(
-        url,
-        batch_size=settings.writer_batch_size,
-        max_delay=settings.writer_max_delay,
-        max_queued=settings.writer_max_queued,
-    )
-    worker = MqttIngestWorker(mqtt_settings(settings), writer, url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    writer_task = asyncio.create_task(writer.run(), name="writer")
-    worker_task = asyncio.create_task(worker.run(), name="mqtt-ingest")
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({writer_task, worker_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    await worker.drain()
-    worker_task.cancel()
-    await asyncio.gather(worker_task, return_exceptions=True)
-    await writer.close()
-    await asyncio.gather(writer_task, return_exceptions=True)
-    stopper.cancel()
+    supervisor = Supervisor(supervisor_policy(settings))
+    supervisor.handle_signals()
+    writer = _writer(settings, url)
+    workers: list[MqttIngestWorker] = []
+
+    async def ingest() -> None:
+        workers.append(MqttIngestWorker(mqtt_settings(settings), writer, url))
+        await workers[-1].run()
+
+    async def drain() -> None:  # store and acknowledge what was taken, then be cancelled
+        if workers:
+            await workers[-1].drain()
+
+    supervisor.start(_writer_service(writer))
+    supervisor.start(Service("mqtt-ingest", ingest, stop=drain))
+    await supervisor.wait()
+    stuck = await supervisor.shutdown()
     log.info(
         "mqtt-ingest %s: %d messages; %d readings written, %d duplicates, %d dead-lettered",
         settings.mqtt_client_id,
-        worker.handled,
+        sum(w.handled for w in workers),
         writer.totals.written,
         writer.totals.duplicates,
         writer.totals.dead,
     )
+    if stuck:
+        exit_now(1)
+    if supervisor.fatal:
+        raise SystemExit(f"gridread: error: {supervisor.fatal}")
 
 
 async def _maintenance(url: str) -> None:
@@ -270,7 +374,10 @@ __all__ = [
     "StorageMode",
     "build_buses",
     "build_collectors",
+    "collector_services",
     "database_url",
+    "ingest_mqtt",
+    "run_process",
     "serve",
     "store_devices",
 ]

@@ -50,6 +50,20 @@ class Settings(BaseSettings):
         description="IANA zone of meter clocks and local days; a [[bus]] or [[concentrator]]"
         " may set its own",
     )
+    mqtt_connect_timeout: float = Field(
+        default=15.0, gt=0, description="seconds for the broker to confirm a subscription"
+    )
+    shutdown_timeout: float = Field(
+        default=8.0, gt=0, description="SIGTERM to all stopped; past it: exit anyway, code 1"
+    )
+    service_restart_max_delay: float = Field(
+        default=60.0, gt=0, description="cap of the backoff before a failed service restarts"
+    )
+    service_stable_after: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a restarted service must run to count as healthy again",
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

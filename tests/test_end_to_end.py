@@ -199,6 +199,7 @@ def test_api_errors_are_clear(migrated_url):
             "status": "ok",
             "database": "ok",
             "storage_mode": "native",
+            "services": [],  # create_app alone: no supervised services
         }
         r = client.get("/devices/nope/latest")
         assert r.status_code == 404 and "no device named 'nope'" in r.json()["detail"]

@@ -39,8 +39,10 @@ class ConcentratorRereader:
         timezone: str = "Asia/Shanghai",
         days: int = 7,
         timeout: float = 60.0,
+        start_timeout: float = 15.0,
     ) -> None:
         self.store = store
+        self.start_timeout = start_timeout
         self.tz = ZoneInfo(timezone)
         self.days = days
         self.timeout = timeout
@@ -56,13 +58,27 @@ class ConcentratorRereader:
         self.client.on_message = self._on_message
 
     async def start(self) -> None:
+        """Connect and subscribe to the response topic. On failure or cancellation the
+        client is stopped again; no SUBACK within `start_timeout` raises TimeoutError."""
         self._loop = asyncio.get_running_loop()
         subscribed = asyncio.Event()
         self.client.on_subscribe = lambda *a: self._loop.call_soon_threadsafe(subscribed.set)
         self.client.on_connect = lambda c, *a: c.subscribe(self.response_topic, qos=1)
         self.client.connect_async(self.host, self.port)
         self.client.loop_start()
-        await asyncio.wait_for(subscribed.wait(), 15)
+        try:
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns normally when a cancel
+            # arrives in the loop turn the SUBACK completes the wait, and the cancel is lost.
+            async with asyncio.timeout(self.start_timeout):
+                await subscribed.wait()
+        except BaseException as exc:
+            await self.stop()
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(
+                    f"no subscription confirmed by {self.host}:{self.port}"
+                    f" within {self.start_timeout:g} s"
+                ) from None
+            raise
 
     async def stop(self) -> None:
         self.client.disconnect()

@@ -67,6 +67,7 @@ class MqttIngestWorker:
         self._devices: dict[str, int] = {}
         self._devices_at = 0.0
         self._connected = threading.Event()
+        self.subscribed = asyncio.Event()  # set on the SUBACK: messages will now arrive
         self.handled = 0  # messages taken from the broker (for the exit summary)
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -78,6 +79,7 @@ class MqttIngestWorker:
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
 
@@ -96,6 +98,10 @@ class MqttIngestWorker:
         topic = f"$share/{self.settings.group}/{SUBSCRIPTION}"
         client.subscribe(topic, options=SubscribeOptions(qos=1))
         self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
