@@ -260,17 +260,18 @@ def test_a_failing_service_is_restarted_counted_and_shown_degraded(tmp_path, db_
     assert "Traceback" in run.stderr and "concentrator-rereads failed" in run.stderr
 
 
-def pending_connections(db_url: str) -> int:
-    """Connections waiting in the server's listen queue (not yet accepted)."""
+def unanswered_bytes(db_url: str) -> int:
+    """Bytes the server has not read: connections waiting in its listen queue and requests
+    waiting on its accepted connections (a frozen backend reads nothing)."""
     params = conninfo_to_dict(db_url)
     path = f"{params['host']}/.s.PGSQL.{params.get('port', 5432)}"
-    out = subprocess.run(["ss", "-xl"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ss", "-xa"], capture_output=True, text=True, check=True).stdout
     return sum(int(line.split()[2]) for line in out.splitlines() if path in line.split())
 
 
 def test_a_database_call_that_never_returns_cannot_hold_the_process(tmp_path, db_url):
-    """The database server freezes (SIGSTOP, as in a network partition) while the bus
-    collector connects to it: its thread never returns. SIGTERM still ends the process within
+    """The database server freezes (SIGSTOP, as in a network partition) while gridread
+    talks to it (the bus collector's store, the writer): those calls never return. SIGTERM still ends the process within
     the bound, with code 1 and saying so. It used to wait for that thread for ever."""
     sim = simulator("simulate-rs485", "--meters", "1", "--baud", "9600")
     frozen: list[int] = []
@@ -297,7 +298,7 @@ def test_a_database_call_that_never_returns_cannot_hold_the_process(tmp_path, db
             for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
             deadline = time.monotonic() + 15
-            while pending_connections(db_url) == 0:  # the bus's next database call hangs
+            while unanswered_bytes(db_url) == 0:  # the next database call hangs
                 assert time.monotonic() < deadline, run.stderr
                 time.sleep(0.1)
             started = time.monotonic()
