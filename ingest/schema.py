@@ -135,6 +135,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "dead letters keep a capped prefix of the raw bytes and their original size",
+        """
+        ALTER TABLE dead_letters ADD COLUMN raw_size integer;  -- bytes received; raw may be cut
+        UPDATE dead_letters SET raw_size = octet_length(raw) WHERE raw IS NOT NULL;
+        """,
+    ),
 ]
 
 _READINGS_COLUMNS = """

@@ -1,0 +1,167 @@
+"""Hostile MQTT input against a real Mosquitto, a real PostgreSQL and an in-process worker:
+whatever one message holds, it is dead-lettered or stored, and the worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
+from ingest.writer import ReadingWriter
+
+T = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def rows(url, sql, *args):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+async def wait_for(url, sql, expected, timeout=30.0):
+    """Wait until `sql` (a count) reaches `expected`; return the last count."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        (n,) = rows(url, sql)[0]
+        if n >= expected or asyncio.get_running_loop().time() > deadline:
+            return n
+        await asyncio.sleep(0.05)
+
+
+def add_device(url, name="h-1", attributes="{}"):
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO devices (name, kind, protocol, endpoint, poll_interval, attributes)"
+            " VALUES (%s, 'meter', 'mqtt', 'mqtt', 900, %s)",
+            (name, attributes),
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(url, broker, **options):
+    writer = ReadingWriter(url, max_delay=0.05)
+    writer_task = asyncio.create_task(writer.run())
+    group = f"g{uuid.uuid4().hex[:8]}"
+    settings = MqttSettings(
+        host=broker.host, port=broker.port, group=group, client_id=f"w-{group}", **options
+    )
+    worker = MqttIngestWorker(settings, writer, url)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.subscribed.wait(), 20)
+        yield worker, task
+    finally:
+        if not task.done():
+            await worker.drain()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.close()
+        await writer_task
+
+
+def publish(broker, messages: list[tuple[str, bytes]]) -> list[mqtt.MQTTMessageInfo]:
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        protocol=mqtt.MQTTv5,
+        client_id=f"pub-{uuid.uuid4().hex[:8]}",
+    )
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(30)
+        return infos
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def good(device="h-1", value=1.0, ts=T) -> tuple[str, bytes]:
+    doc = {"ts": iso(ts), "values": {"1.8.0": value}}
+    return f"gridread/v1/{device}/readings", json.dumps(doc).encode()
+
+
+async def test_subscribed_is_set_on_suback_and_a_message_right_after_is_received(
+    migrated_url, mqtt_broker
+):
+    add_device(migrated_url)
+    async with running_worker(migrated_url, mqtt_broker) as (worker, task):
+        assert worker.subscribed.is_set()
+        # a shared subscription's group gets only what is published after its SUBACK
+        await asyncio.to_thread(publish, mqtt_broker, [good()])
+        assert await wait_for(migrated_url, "SELECT count(*) FROM readings", 1) == 1
+        assert not task.done()
+
+
+READINGS = "gridread/v1/h-1/readings"
+HOSTILE = [
+    # each of these killed the worker: only PayloadError was caught around parsing
+    (READINGS, b"[" * 10_000 + b"]" * 10_000),  # RecursionError in json.loads
+    (READINGS, b'{"ts": 1, "values": {"1.8.0": ' + b"9" * 5000 + b"}}"),  # int digits limit
+    (READINGS, b'{"ts": "0001-01-01T00:00:00+01:00", "values": {"1.8.0": 1}}'),  # Overflow
+    (READINGS, b'{"ts": 1795688100, "values": {"\\ud800": "x"}}'),  # lone surrogate key
+    (READINGS, b'{"readings": [["1.8.0", "0001-01-01T00:00:00+01:00", 1.5]]}'),
+    ("gridread/v1/h-1/senml", b'[{"n": "\\ud800", "bt": 1e300, "v": 1}]'),
+    # these wedged it: jsonb/text refuse NUL, and the insert was retried forever
+    (READINGS, b'{"ts": 1795688100, "values": {"\\u0000": "x"}}'),
+    ("gridread/v1/h-1/status", b'{"ts": 1795688100, "failing": ["m-1", "\\u0000"]}'),
+    ("gridread/v1/h-1/status", b'{"ts": 1795688100, "failing": ["\\ud800"]}'),
+]
+
+
+async def test_any_message_is_dead_lettered_or_stored_and_the_worker_goes_on(
+    migrated_url, mqtt_broker
+):
+    add_device(migrated_url)
+    async with running_worker(migrated_url, mqtt_broker) as (_worker, task):
+        await asyncio.to_thread(publish, mqtt_broker, [*HOSTILE, good()])
+        assert await wait_for(migrated_url, "SELECT count(*) FROM readings", 1) == 1
+        letters = "SELECT count(*) FROM dead_letters"
+        assert await wait_for(migrated_url, letters, len(HOSTILE)) == len(HOSTILE)
+        assert not task.done()
+    stored = rows(migrated_url, "SELECT source, reason, raw, payload FROM dead_letters ORDER BY id")
+    assert [bytes(raw) for _, _, raw, _ in stored] == [p for _, p in HOSTILE]
+    for source, reason, _raw, payload in stored:
+        assert source == "mqtt" and reason and "\x00" not in reason
+        assert payload["topic"].startswith("gridread/v1/h-1/")
+    assert rows(migrated_url, "SELECT count(*) FROM events") == [(0,)]
+
+
+async def test_bad_values_reject_only_their_reading(migrated_url, mqtt_broker):
+    add_device(migrated_url)
+    t1, t2 = iso(T), iso(T + timedelta(minutes=1))
+    values = (
+        b'{"ts": "%s", "values": {"1.8.0": 5.5, "32.7.0": NaN, "52.7.0": Infinity,' % (t1.encode())
+        + b' "72.7.0": 1e400, "31.7.0": "9.5", "51.7.0": true, "71.7.0": null, "1.7.0": 0.25}}'
+    )
+    triples = (
+        b'{"readings": [["1.8.0", "%s", 6.5], ["2.8.0", "yesterday", 1],'
+        b' ["2.8.0", "%s", 7.5], ["13.7.0", 1795688100]]}' % (t2.encode(), t2.encode())
+    )
+    senml = b'[{"bt": 1795688100, "n": "1.8.0", "v": 8.5}, {"n": "2.8.0", "v": "9"}]'
+    async with running_worker(migrated_url, mqtt_broker) as (_worker, task):
+        await asyncio.to_thread(
+            publish,
+            mqtt_broker,
+            [(READINGS, values), (READINGS, triples), ("gridread/v1/h-1/senml", senml)],
+        )
+        assert await wait_for(migrated_url, "SELECT count(*) FROM dead_letters", 3) == 3
+        assert await wait_for(migrated_url, "SELECT count(*) FROM readings", 5) == 5
+        assert not task.done()
+    got = rows(migrated_url, "SELECT quantity, value FROM readings ORDER BY value")
+    assert got == [("1.7.0", 0.25), ("1.8.0", 5.5), ("1.8.0", 6.5), ("2.8.0", 7.5), ("1.8.0", 8.5)]
+    reasons = [r for (r,) in rows(migrated_url, "SELECT reason FROM dead_letters ORDER BY id")]
+    for quantity in ("32.7.0", "52.7.0", "72.7.0", "31.7.0", "51.7.0", "71.7.0"):
+        assert quantity in reasons[0]
+    assert "yesterday" in reasons[1] and "readings[3]" in reasons[1]
+    assert "record 1" in reasons[2]
