@@ -60,8 +60,8 @@ async def running_worker(url, broker, **options):
         await asyncio.wait_for(worker.subscribed.wait(), 20)
         yield worker, task
     finally:
-        if not task.done():
-            await worker.drain()
+        if not task.done():  # a wedged worker would never drain: bounded
+            await asyncio.wait_for(worker.drain(), 30)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await writer.close()
@@ -104,37 +104,50 @@ async def test_subscribed_is_set_on_suback_and_a_message_right_after_is_received
 
 
 READINGS = "gridread/v1/h-1/readings"
-HOSTILE = [
-    # each of these killed the worker: only PayloadError was caught around parsing
+# each of these killed the worker: only PayloadError was caught around parsing
+CRASHING = [
     (READINGS, b"[" * 10_000 + b"]" * 10_000),  # RecursionError in json.loads
     (READINGS, b'{"ts": 1, "values": {"1.8.0": ' + b"9" * 5000 + b"}}"),  # int digits limit
     (READINGS, b'{"ts": "0001-01-01T00:00:00+01:00", "values": {"1.8.0": 1}}'),  # Overflow
     (READINGS, b'{"ts": 1795688100, "values": {"\\ud800": "x"}}'),  # lone surrogate key
     (READINGS, b'{"readings": [["1.8.0", "0001-01-01T00:00:00+01:00", 1.5]]}'),
     ("gridread/v1/h-1/senml", b'[{"n": "\\ud800", "bt": 1e300, "v": 1}]'),
-    # these wedged it: jsonb/text refuse NUL, and the insert was retried forever
+]
+# these wedged it: text and jsonb refuse NUL (and jsonb a lone surrogate), and the insert
+# was retried forever with the message unacknowledged
+WEDGING = [
     (READINGS, b'{"ts": 1795688100, "values": {"\\u0000": "x"}}'),
     ("gridread/v1/h-1/status", b'{"ts": 1795688100, "failing": ["m-1", "\\u0000"]}'),
     ("gridread/v1/h-1/status", b'{"ts": 1795688100, "failing": ["\\ud800"]}'),
 ]
 
 
-async def test_any_message_is_dead_lettered_or_stored_and_the_worker_goes_on(
-    migrated_url, mqtt_broker
-):
-    add_device(migrated_url)
-    async with running_worker(migrated_url, mqtt_broker) as (_worker, task):
-        await asyncio.to_thread(publish, mqtt_broker, [*HOSTILE, good()])
-        assert await wait_for(migrated_url, "SELECT count(*) FROM readings", 1) == 1
+async def dead_letters_and_go_on(url, broker, hostile):
+    add_device(url)
+    async with running_worker(url, broker) as (_worker, task):
+        await asyncio.to_thread(publish, broker, [*hostile, good()])
+        assert await wait_for(url, "SELECT count(*) FROM readings", 1) == 1
         letters = "SELECT count(*) FROM dead_letters"
-        assert await wait_for(migrated_url, letters, len(HOSTILE)) == len(HOSTILE)
+        assert await wait_for(url, letters, len(hostile)) == len(hostile)
         assert not task.done()
-    stored = rows(migrated_url, "SELECT source, reason, raw, payload FROM dead_letters ORDER BY id")
-    assert [bytes(raw) for _, _, raw, _ in stored] == [p for _, p in HOSTILE]
+    stored = rows(url, "SELECT source, reason, raw, payload FROM dead_letters ORDER BY id")
+    assert [bytes(raw) for _, _, raw, _ in stored] == [p for _, p in hostile]
     for source, reason, _raw, payload in stored:
         assert source == "mqtt" and reason and "\x00" not in reason
         assert payload["topic"].startswith("gridread/v1/h-1/")
-    assert rows(migrated_url, "SELECT count(*) FROM events") == [(0,)]
+    assert rows(url, "SELECT count(*) FROM events") == [(0,)]
+
+
+async def test_whatever_parsing_raises_dead_letters_the_message_and_the_worker_goes_on(
+    migrated_url, mqtt_broker
+):
+    await dead_letters_and_go_on(migrated_url, mqtt_broker, CRASHING)
+
+
+async def test_nul_and_surrogates_the_database_refuses_do_not_wedge_the_worker(
+    migrated_url, mqtt_broker
+):
+    await dead_letters_and_go_on(migrated_url, mqtt_broker, WEDGING)
 
 
 async def test_bad_values_reject_only_their_reading(migrated_url, mqtt_broker):
