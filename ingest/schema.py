@@ -223,6 +223,18 @@ def _create_readings(conn: psycopg.Connection, mode: StorageMode) -> None:
         conn.execute(f"CREATE TABLE readings ({_READINGS_COLUMNS}) PARTITION BY RANGE (ts)")
 
 
+def is_missing_partition(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL's "no partition of relation … found for row": SQLSTATE
+    23514 (check_violation) naming no constraint, unlike a CHECK constraint's violation.
+    Told apart without the message text, which is translated under lc_messages."""
+    diag = getattr(exc, "diag", None)
+    return (
+        getattr(exc, "sqlstate", None) == "23514"
+        and diag is not None
+        and diag.constraint_name is None
+    )
+
+
 def partition_name(day: date) -> str:
     return f"readings_p{day:%Y%m%d}"
 
