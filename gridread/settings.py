@@ -8,6 +8,7 @@ and the device inventory as ``[[device]]`` tables (see `gridread.inventory`).
 from __future__ import annotations
 
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ class Settings(BaseSettings):
     mqtt_group: str = Field(default="gridread", description="shared-subscription group")
     mqtt_client_id: str = Field(default="gridread-ingest-1", description="names the session")
     mqtt_max_unacked: int = Field(default=1000, gt=0, le=65535)
+    mqtt_not_before: date = Field(
+        default=date(2000, 1, 1), description="MQTT readings/statuses dated earlier are refused"
+    )
+    mqtt_max_future: float = Field(
+        default=600.0, gt=0, description="seconds an MQTT device's time may run ahead"
+    )
+    dead_letter_raw_max: int = Field(
+        default=65536, ge=0, description="bytes of a dead letter's raw payload kept"
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -178,3 +178,84 @@ async def test_bad_values_reject_only_their_reading(migrated_url, mqtt_broker):
         assert quantity in reasons[0]
     assert "yesterday" in reasons[1] and "readings[3]" in reasons[1]
     assert "record 1" in reasons[2]
+
+
+def partitions(url) -> set[str]:
+    return {
+        name
+        for (name,) in rows(
+            url,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass",
+        )
+    }
+
+
+async def test_readings_outside_the_plausible_window_are_dead_lettered(migrated_url, mqtt_broker):
+    add_device(migrated_url)
+    add_device(migrated_url, "h-new", '{"commissioned": "2026-06-01"}')
+    before = partitions(migrated_url)
+    old = [["1.8.0", 86400 * d + 3600, 1.0] for d in range(1, 31)]  # a month of 1970
+    messages = [
+        (READINGS, json.dumps({"readings": [*old, ["1.8.0", iso(T), 2.0]]}).encode()),
+        # before the global floor (settings: 2020-01-01)
+        good(value=3.0, ts=datetime(2019, 12, 31, 23, tzinfo=UTC)),
+        # after the floor but before this device's commissioning; fine for the other one
+        good("h-new", value=4.0, ts=datetime(2026, 5, 31, tzinfo=UTC)),
+        good(value=5.0, ts=datetime(2026, 5, 31, tzinfo=UTC)),
+        good(value=6.0, ts=datetime.now(UTC) + timedelta(hours=2)),  # beyond max_future
+        # a status gets the same window
+        ("gridread/v1/h-1/status", b'{"ts": "2030-01-01T00:00:00Z", "meters_due": 1}'),
+        ("gridread/v1/h-1/status", b'{"ts": 86400, "meters_due": 1}'),
+        ("gridread/v1/h-1/status", json.dumps({"ts": iso(T), "meters_due": 1}).encode()),
+    ]
+    async with running_worker(
+        migrated_url, mqtt_broker, not_before=date(2020, 1, 1), max_future_s=3600
+    ) as (_worker, task):
+        await asyncio.to_thread(publish, mqtt_broker, messages)
+        assert await wait_for(migrated_url, "SELECT count(*) FROM events", 1) == 1
+        assert await wait_for(migrated_url, "SELECT count(*) FROM dead_letters", 6) == 6
+        assert not task.done()
+    assert rows(migrated_url, "SELECT value FROM readings ORDER BY 1") == [(2.0,), (5.0,)]
+    reasons = [r for (r,) in rows(migrated_url, "SELECT reason FROM dead_letters ORDER BY id")]
+    assert all("outside the plausible window" in r for r in reasons), reasons
+    assert "not before 2020-01-01" in reasons[0] and "not before 2026-06-01" in reasons[2]
+    assert partitions(migrated_url) - before == {"readings_p20260531"}  # none for 1970
+
+
+async def test_dead_letters_keep_a_capped_prefix_and_the_original_size(migrated_url, mqtt_broker):
+    add_device(migrated_url)
+    big = b"{" + b"x" * 200_000
+    async with running_worker(migrated_url, mqtt_broker, dead_letter_raw_max=1024) as (_, task):
+        await asyncio.to_thread(publish, mqtt_broker, [(READINGS, big)])
+        assert await wait_for(migrated_url, "SELECT count(*) FROM dead_letters", 1) == 1
+        assert not task.done()
+    [(raw, size, reason)] = rows(migrated_url, "SELECT raw, raw_size, reason FROM dead_letters")
+    assert bytes(raw) == big[:1024] and size == len(big) and "not JSON" in reason
+
+
+async def test_the_broker_drops_a_message_over_its_size_limit(migrated_url, mqtt_broker):
+    add_device(migrated_url)
+    # MQTT 3.1.1: Mosquitto 2.0.11 answers an MQTT 5 publisher's oversized QoS 1 message with
+    # PUBACK reason 0x95, which paho takes as a protocol error (it reconnects and resends)
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        protocol=mqtt.MQTTv311,
+        client_id=f"pub-{uuid.uuid4().hex[:8]}",
+    )
+    async with running_worker(migrated_url, mqtt_broker) as (_, task):
+        client.connect(mqtt_broker.host, mqtt_broker.port)
+        client.loop_start()
+        try:
+            over = client.publish(READINGS, b" " * ((1 << 20) + 1), qos=1)
+            ok = client.publish(*good(), qos=1)
+            for info in (over, ok):
+                await asyncio.to_thread(info.wait_for_publish, 30)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        # one worker handles messages in order: when the second is stored, the first
+        # would have been dead-lettered had the broker passed it on
+        assert await wait_for(migrated_url, "SELECT count(*) FROM readings", 1) == 1
+        assert not task.done()
+    assert rows(migrated_url, "SELECT count(*) FROM dead_letters") == [(0,)]
