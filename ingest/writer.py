@@ -41,6 +41,7 @@ import psycopg
 from psycopg import errors as pgerr
 
 from ingest import metrics
+from ingest.deadletters import sanitise
 from ingest.model import Reading
 from ingest.retry import Backoff
 from ingest.schema import ensure_partitions, is_missing_partition
@@ -418,7 +419,8 @@ def _row_payload(row: Row) -> dict[str, object]:
         if isinstance(x, int):
             return x
         text = x.isoformat() if isinstance(x, datetime) else x if isinstance(x, str) else repr(x)
-        return text.replace("\x00", "\\u0000")  # jsonb cannot hold NUL
+        # jsonb cannot hold NUL or a lone surrogate: shown as their escapes
+        return sanitise(text).replace("\\x00", "\\u0000")
 
     return {
         "device_id": safe(device_id),

@@ -189,3 +189,13 @@ async def test_a_check_violation_that_mentions_no_partition_is_not_a_missing_par
     assert (result.written, result.dead) == (1, 1)
     [(reason,)] = stored(migrated_url, "SELECT reason FROM dead_letters")
     assert "23514" in reason
+
+
+async def test_a_row_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(migrated_url):
+    # a lone surrogate cannot be encoded as UTF-8, and jsonb refuses its \ud800 escape
+    rows = [Reading(1, "1.8.0", T0, 1.0), Reading(1, "\ud800", T0, 2.0)]
+    writer = ReadingWriter(migrated_url, backoff=Backoff(initial=0.05, maximum=0.2))
+    result = await asyncio.wait_for(writer.write_batch(rows), 30)
+    assert (result.written, result.dead) == (1, 1)
+    [(payload,)] = stored(migrated_url, "SELECT payload FROM dead_letters")
+    assert payload["quantity"] == "\\ud800"
