@@ -136,8 +136,9 @@ class MqttIngestWorker:
         self._from_thread(self._queue.put_nowait, message)
 
     def _from_thread(self, fn, *args) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():  # paho may call back after the stop
+            loop.call_soon_threadsafe(fn, *args)
 
     # -- asyncio side --------------------------------------------------------------------
 
