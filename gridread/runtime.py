@@ -318,6 +318,9 @@ def mqtt_settings(settings: Settings) -> MqttSettings:
         group=settings.mqtt_group,
         client_id=settings.mqtt_client_id,
         max_unacked=settings.mqtt_max_unacked,
+        not_before=settings.mqtt_not_before,
+        max_future_s=settings.mqtt_max_future,
+        dead_letter_raw_max=settings.dead_letter_raw_max,
     )
 
 

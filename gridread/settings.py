@@ -8,6 +8,7 @@ and the device inventory as ``[[device]]`` tables (see `gridread.inventory`).
 from __future__ import annotations
 
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,6 +64,15 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description="seconds a restarted service must run to count as healthy again",
+    )
+    mqtt_not_before: date = Field(
+        default=date(2000, 1, 1), description="MQTT readings/statuses dated earlier are refused"
+    )
+    mqtt_max_future: float = Field(
+        default=600.0, gt=0, description="seconds an MQTT device's time may run ahead"
+    )
+    dead_letter_raw_max: int = Field(
+        default=65536, ge=0, description="bytes of a dead letter's raw payload kept"
     )
 
     @classmethod

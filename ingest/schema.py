@@ -135,6 +135,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "dead letters keep a capped prefix of the raw bytes and their original size",
+        """
+        ALTER TABLE dead_letters ADD COLUMN raw_size integer;  -- bytes received; raw may be cut
+        UPDATE dead_letters SET raw_size = octet_length(raw) WHERE raw IS NOT NULL;
+        """,
+    ),
 ]
 
 _READINGS_COLUMNS = """
@@ -213,6 +221,18 @@ def _create_readings(conn: psycopg.Connection, mode: StorageMode) -> None:
         conn.execute("SELECT add_compression_policy('readings', INTERVAL '7 days')")
     else:
         conn.execute(f"CREATE TABLE readings ({_READINGS_COLUMNS}) PARTITION BY RANGE (ts)")
+
+
+def is_missing_partition(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL's "no partition of relation … found for row": SQLSTATE
+    23514 (check_violation) naming no constraint, unlike a CHECK constraint's violation.
+    Told apart without the message text, which is translated under lc_messages."""
+    diag = getattr(exc, "diag", None)
+    return (
+        getattr(exc, "sqlstate", None) == "23514"
+        and diag is not None
+        and diag.constraint_name is None
+    )
 
 
 def partition_name(day: date) -> str:

@@ -2,22 +2,26 @@
 
 How one batch is written (all in one transaction):
 
-1. Sort the rows into primary-key order and screen them for values binary COPY would store
+1. Sort the rows into primary-key order (stable: among rows of one key, arrival order) and
+   screen them for values binary COPY would store
    wrongly instead of refusing (see `_screen`); those go to dead letters. Sorted rows touch
    the index page by page rather than all over it: raw COPY of batch-sorted rows measured
    ~1.2× arrival order on a 1M-row table (bench/ingest.py), the writer ~5 % net of the sort.
 2. COPY the rest straight into ``readings`` inside a savepoint. Conflicts are rare (re-reads,
    replays, retries after an unknown commit outcome), so this is the path nearly every batch
    takes, at close to raw COPY speed.
-3. Only if that raises a unique violation: roll back to the savepoint, COPY into a temporary
-   staging table and ``INSERT … ON CONFLICT DO NOTHING``. A replayed batch never duplicates.
+3. Only if that raises a unique violation: roll back to the savepoint, keep the first row to
+   arrive of each key in the batch (a later one with another value or quality is a
+   conflict: dead-lettered with the value kept; an identical one counts as a duplicate),
+   COPY into a temporary staging table and ``INSERT … ON CONFLICT DO NOTHING``. A replayed
+   batch never duplicates; what is already stored wins over what arrives later.
 
 Errors:
 
 * temporary (connection lost, server shutting down, serialisation failure, out of resources —
   by SQLSTATE class) → reconnect and retry the whole batch with capped exponential backoff;
   the queue stays bounded, so producers wait instead of memory growing;
-* a day with no partition yet → create it and retry;
+* a day with no partition yet (SQLSTATE 23514 naming no constraint) → create it and retry;
 * anything else is permanent for some rows: bisect the batch in savepoints until the bad rows
   are isolated, park each in ``dead_letters`` with the reason, commit the rest.
 """
@@ -37,10 +41,11 @@ import psycopg
 from psycopg import errors as pgerr
 
 from ingest import metrics
+from ingest.deadletters import sanitise
 from ingest.model import Reading
 from ingest.plausibility import flag_implausible
 from ingest.retry import Backoff
-from ingest.schema import ensure_partitions
+from ingest.schema import ensure_partitions, is_missing_partition
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +209,7 @@ class ReadingWriter:
             try:
                 result = await asyncio.to_thread(self._store, rows, invalid)
             except Exception as exc:
-                if _missing_partition(exc):
+                if is_missing_partition(exc):
                     days = {row[2].astimezone(UTC).date() for row in rows}
                     await asyncio.to_thread(_create_partitions, self.conninfo, days)
                     continue
@@ -256,11 +261,18 @@ def _write_isolating(conn: psycopg.Connection, rows: list[Row], result: WriteRes
     and dead-letter those."""
     try:
         with conn.transaction():
-            inserted = _insert_idempotent(conn, rows)
+            inserted, losers = _insert_idempotent(conn, rows)
         result.written += inserted
-        result.duplicates += len(rows) - inserted
+        result.duplicates += len(rows) - inserted - len(losers)
+        for row, kept in losers:
+            reason = (
+                f"DuplicateInBatch: {kept[3]!r} (quality {kept[4]}) arrived first for this"
+                f" device, quantity and time and is kept; this {row[3]!r} (quality {row[4]})"
+                " is not"
+            )
+            _dead_letter(conn, row, "DuplicateInBatch", reason, result)
     except Exception as exc:
-        if is_temporary(exc) or _missing_partition(exc):
+        if is_temporary(exc) or is_missing_partition(exc):
             raise
         if len(rows) > 1:
             mid = len(rows) // 2
@@ -292,13 +304,15 @@ def _copy(conn: psycopg.Connection, table: str, rows: list[Row]) -> int:
         return cur.rowcount
 
 
-def _insert_idempotent(conn: psycopg.Connection, rows: list[Row]) -> int:
-    """Insert rows, skipping those already stored; return how many were new."""
+def _insert_idempotent(conn: psycopg.Connection, rows: list[Row]) -> tuple[int, list]:
+    """Insert rows, skipping those already stored; return how many were new and the
+    in-batch conflicts as (loser, kept) pairs (rows must be sorted stably by key)."""
     try:
         with conn.transaction():
-            return _copy(conn, "readings", rows)
+            return _copy(conn, "readings", rows), []
     except pgerr.UniqueViolation:
         pass
+    rows, losers = _first_of_each_key(rows)
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS readings_staging"
         " (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -309,13 +323,30 @@ def _insert_idempotent(conn: psycopg.Connection, rows: list[Row]) -> int:
         f"INSERT INTO readings {_COLUMNS} SELECT {_COLUMNS[1:-1]} FROM readings_staging"
         " ON CONFLICT DO NOTHING"
     )
-    return cur.rowcount
+    return cur.rowcount, losers
+
+
+def _first_of_each_key(rows: list[Row]) -> tuple[list[Row], list[tuple[Row, Row]]]:
+    """Rows sorted stably by key → the first of each key, and the later rows that differ
+    from it as (loser, kept); later identical rows are dropped (plain duplicates)."""
+    kept: list[Row] = []
+    losers: list[tuple[Row, Row]] = []
+    first: Row | None = None
+    for row in rows:
+        if first is not None and row[:3] == first[:3]:
+            if row[3:] != first[3:]:
+                losers.append((row, first))
+            continue
+        kept.append(row)
+        first = row
+    return kept, losers
 
 
 _INT4 = 2**31
 _INT2 = 2**15
 _ROW = attrgetter("device_id", "quantity", "ts", "value", "quality")
 _DEVICE, _TS, _QUALITY = itemgetter(0), itemgetter(2), itemgetter(4)
+_KEY = itemgetter(0, 1, 2)  # the primary key; sorting by it alone keeps arrival order
 _TZINFO = attrgetter("tzinfo")
 
 
@@ -327,7 +358,7 @@ def _screen(rows: list[Row]) -> tuple[list[Row], list[tuple[Row, str]]]:
     The fast path checks whole columns with C-level iteration; only a batch that fails it
     (or cannot be sorted) is checked row by row."""
     try:
-        rows.sort()
+        rows.sort(key=_KEY)
         if not rows or (
             -_INT4 <= min(map(_DEVICE, rows))
             and max(map(_DEVICE, rows)) < _INT4
@@ -347,7 +378,7 @@ def _screen(rows: list[Row]) -> tuple[list[Row], list[tuple[Row, str]]]:
         else:
             good.append(row)
     try:
-        good.sort()
+        good.sort(key=_KEY)
     except TypeError:  # e.g. a float device id: COPY rejects it and bisection isolates it
         pass
     return good, bad
@@ -367,10 +398,6 @@ def _problem(row: Row) -> str | None:
     if not isinstance(quantity, str) or not isinstance(value, int | float):
         return f"InvalidReading: quantity {quantity!r} / value {value!r} of the wrong type"
     return None
-
-
-def _missing_partition(exc: BaseException) -> bool:
-    return isinstance(exc, pgerr.CheckViolation) and "no partition" in str(exc)
 
 
 def _create_partitions(conninfo: str, days: set) -> None:
@@ -394,7 +421,8 @@ def _row_payload(row: Row) -> dict[str, object]:
         if isinstance(x, int):
             return x
         text = x.isoformat() if isinstance(x, datetime) else x if isinstance(x, str) else repr(x)
-        return text.replace("\x00", "\\u0000")  # jsonb cannot hold NUL
+        # jsonb cannot hold NUL or a lone surrogate: shown as their escapes
+        return sanitise(text).replace("\\x00", "\\u0000")
 
     return {
         "device_id": safe(device_id),

@@ -75,8 +75,7 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker, co
         host=mqtt_broker.host, port=mqtt_broker.port, store=collector_store, days=1, timeout=20
     )
     try:
-        assert await asyncio.to_thread(worker.wait_connected, 15)
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(worker.subscribed.wait(), 15)
         today = datetime(2026, 11, 26, tzinfo=TZ)
         yesterday = today - timedelta(days=1)
         await asyncio.to_thread(sim.start)

@@ -271,8 +271,9 @@ def unanswered_bytes(db_url: str) -> int:
 
 def test_a_database_call_that_never_returns_cannot_hold_the_process(tmp_path, db_url):
     """The database server freezes (SIGSTOP, as in a network partition) while gridread
-    talks to it (the bus collector's store, the writer): those calls never return. SIGTERM still ends the process within
-    the bound, with code 1 and saying so. It used to wait for that thread for ever."""
+    talks to it (the bus collector's store, the writer): those calls never return. SIGTERM
+    still ends the process within the bound, with code 1 and saying so. It used to wait for
+    that thread for ever."""
     sim = simulator("simulate-rs485", "--meters", "1", "--baud", "9600")
     frozen: list[int] = []
     try:

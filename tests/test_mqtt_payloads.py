@@ -54,6 +54,26 @@ def test_readable_but_wrong_readings_are_rejected_with_reasons():
         ("gridread/v1/m1/readings", b"{not json", "not JSON"),
         ("gridread/v1/m1/readings", b"[]", "must be a JSON object"),
         ("gridread/v1/m1/readings", b'{"values": {"1.8.0": 1}}', "'values' needs a 'ts'"),
+        ("gridread/v1/m1/readings", b'{"value": 1}', "unknown key(s) 'value'"),
+        (
+            "gridread/v1/m1/senml",
+            b'[{"bn": "m2/", "bt": 1, "n": "1.8.0", "v": 1}]',
+            "not for device 'm1'",
+        ),
+        ("gridread/v1/m1/xml", b"{}", "unknown payload format"),
+        ("gridread/m1/readings", b"{}", "not under gridread/v1/"),
+        ("gridread/v1/readings", b"{}", "expected gridread/v1/<device>/<format>"),
+    ],
+)
+def test_unreadable_payloads_raise_with_the_reason(topic, payload, message):
+    with pytest.raises(PayloadError) as err:
+        parse(topic, payload, now=NOW)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "message"),
+    [
         (
             "gridread/v1/m1/readings",
             b'{"ts": "2026-11-26T10:15:00", "values": {"1.8.0": 1}}',
@@ -69,19 +89,32 @@ def test_readable_but_wrong_readings_are_rejected_with_reasons():
             b'{"readings": [["1.8.0", 1795688100]]}',
             "expected [quantity, time, value]",
         ),
-        ("gridread/v1/m1/readings", b'{"value": 1}', "unknown key(s) value"),
         ("gridread/v1/m1/senml", b'[{"n": "1.8.0", "v": 1}]', "no time"),
+        ("gridread/v1/m1/readings", b'{"ts": 1, "values": {"1.8.0": 1e400}}', "not a finite"),
         (
-            "gridread/v1/m1/senml",
-            b'[{"bn": "m2/", "bt": 1, "n": "1.8.0", "v": 1}]',
-            "not for device 'm1'",
+            "gridread/v1/m1/readings",
+            b'{"ts": 1, "values": {"1.8.0": ' + b"9" * 400 + b"}}",
+            "not a finite number",
         ),
-        ("gridread/v1/m1/xml", b"{}", "unknown payload format"),
-        ("gridread/m1/readings", b"{}", "not under gridread/v1/"),
-        ("gridread/v1/readings", b"{}", "expected gridread/v1/<device>/<format>"),
+        (
+            "gridread/v1/m1/readings",
+            b'{"ts": "0001-01-01T00:00:00+01:00", "values": {"1.8.0": 1}}',
+            "not an RFC 3339 time",
+        ),
     ],
 )
-def test_unreadable_payloads_raise_with_the_reason(topic, payload, message):
-    with pytest.raises(PayloadError) as err:
-        parse(topic, payload, now=NOW)
-    assert message in str(err.value)
+def test_one_bad_reading_is_rejected_with_the_reason(topic, payload, message):
+    p = parse(topic, payload, now=NOW)
+    assert p.readings == [] and len(p.rejected) == 1 and message in p.rejected[0]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+        (b'{"ts": 1, "values": {"1.8.0": ' + b"9" * 5000 + b"}}", "not JSON that can be read"),
+    ],
+)
+def test_json_the_parser_cannot_hold_is_unreadable(payload, message):
+    with pytest.raises(PayloadError, match=message):
+        parse("gridread/v1/m1/readings", payload, now=NOW)

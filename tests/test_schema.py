@@ -11,6 +11,7 @@ from ingest.schema import (
     PARTITION_DAYS_BACK,
     StorageMode,
     ensure_partitions,
+    is_missing_partition,
     migrate,
     partition_name,
 )
@@ -84,3 +85,18 @@ def test_partitions_are_created_ahead_and_route_rows(migrated_url):
         conn.execute("INSERT INTO readings VALUES (1, '1.8.0', %s, 1.0, 0)", (ts,))
         (where,) = conn.execute("SELECT tableoid::regclass::text FROM readings").fetchone()
         assert where == "readings_p20200229"
+
+
+def test_a_missing_partition_is_told_by_sqlstate_not_by_text(migrated_url):
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        try:
+            conn.execute("INSERT INTO readings VALUES (1, '1.8.0', '1990-01-01Z', 1.0, 0)")
+        except psycopg.Error as exc:
+            missing = exc
+        conn.execute('ALTER TABLE readings ADD CONSTRAINT "no partition" CHECK (value < 1e9)')
+        try:
+            conn.execute("INSERT INTO readings VALUES (1, '1.8.0', now(), 2e9, 0)")
+        except psycopg.Error as exc:
+            check = exc
+    assert missing.sqlstate == check.sqlstate == "23514"
+    assert is_missing_partition(missing) and not is_missing_partition(check)

@@ -155,3 +155,47 @@ async def test_a_lost_connection_is_retried_and_nothing_is_lost(migrated_url):
     )
     assert after == retries + 1
     assert len(stored(migrated_url)) == len(rows) + 2
+
+
+async def test_a_duplicate_inside_one_batch_keeps_the_first_to_arrive(migrated_url):
+    first = Reading(1, "1.8.0", T0, 20.0)
+    later = Reading(1, "1.8.0", T0, 10.0)  # sorts first by value, arrived second
+    replay = Reading(1, "1.8.0", T0, 20.0)  # the same reading again: a plain duplicate
+    other = Reading(2, "1.8.0", T0, 5.0)
+    writer = ReadingWriter(migrated_url)
+    result = await writer.write_batch([first, other, later, replay])
+    assert (result.written, result.duplicates, result.dead) == (2, 1, 1)
+    assert stored(migrated_url, "SELECT device_id, value FROM readings ORDER BY 1") == [
+        (1, 20.0),
+        (2, 5.0),
+    ]
+    [(source, reason, payload)] = stored(
+        migrated_url, "SELECT source, reason, payload FROM dead_letters"
+    )
+    assert source == "writer" and "arrived first" in reason and "20.0" in reason
+    assert (payload["device_id"], payload["value"]) == (1, "10.0")
+
+
+async def test_a_check_violation_that_mentions_no_partition_is_not_a_missing_partition(
+    migrated_url,
+):
+    # Missing partitions are told by SQLSTATE 23514 without a constraint, not by the English
+    # text "no partition" (translated messages, or a constraint named like this, fooled it).
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute('ALTER TABLE readings ADD CONSTRAINT "no partition" CHECK (value < 1e9)')
+    writer = ReadingWriter(migrated_url, backoff=Backoff(initial=0.05, maximum=0.2))
+    rows = [Reading(1, "1.8.0", T0, 5.0), Reading(1, "2.8.0", T0, 2e9)]
+    result = await asyncio.wait_for(writer.write_batch(rows), 30)
+    assert (result.written, result.dead) == (1, 1)
+    [(reason,)] = stored(migrated_url, "SELECT reason FROM dead_letters")
+    assert "23514" in reason
+
+
+async def test_a_row_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(migrated_url):
+    # a lone surrogate cannot be encoded as UTF-8, and jsonb refuses its \ud800 escape
+    rows = [Reading(1, "1.8.0", T0, 1.0), Reading(1, "\ud800", T0, 2.0)]
+    writer = ReadingWriter(migrated_url, backoff=Backoff(initial=0.05, maximum=0.2))
+    result = await asyncio.wait_for(writer.write_batch(rows), 30)
+    assert (result.written, result.dead) == (1, 1)
+    [(payload,)] = stored(migrated_url, "SELECT payload FROM dead_letters")
+    assert payload["quantity"] == "\\ud800"

@@ -23,15 +23,22 @@ SenML — names are the OBIS code, optionally prefixed by a base name ending in 
     t is relative to bt (seconds); a record without bt/t is "now" for SenML but is refused
     here: a reading gridread stores must say when it was measured.
 
-`parse()` raises `PayloadError` for what cannot be read at all; readings that are readable
-but wrong (unknown quantity, unit mismatch, time far in the future) come back in `rejected`
+`parse()` raises `PayloadError` for what cannot be read at all (not JSON, nested too deep,
+not the expected shape, a topic that is not ours). Each reading is judged on its own: one
+that is readable but wrong (unknown quantity, unit mismatch, a value that is not a finite
+number, an unreadable time, a time outside the plausible window) comes back in `rejected`
 with the reason, next to the good ones.
+
+The plausible window (`Limits`): not before a global floor or the device's commissioning
+time, whichever is later, and not more than `max_future` ahead of now. Status messages get
+the same window for their own "ts".
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -40,16 +47,28 @@ from ingest.quantities import registry
 
 TOPIC_PREFIX = "gridread/v1/"
 SUBSCRIPTION = "gridread/v1/+/+"
-MAX_FUTURE = timedelta(minutes=10)  # clock skew tolerated on a device's timestamps
-MAX_PAYLOAD = 1 << 20
+FORMATS = ("readings", "senml", "status")
+SHOWN = 60  # characters of a device's own text quoted in a reason
 
 
+@dataclass(frozen=True)
+class Limits:
+    not_before: datetime = datetime(2000, 1, 1, tzinfo=UTC)  # no meter data is older
+    max_future: timedelta = timedelta(minutes=10)  # clock skew tolerated on a device
+    max_payload: int = 1 << 20  # bytes; the broker's message_size_limit should match
+    commissioned: Mapping[str, datetime] = field(default_factory=dict)  # per device floor
+
+    def floor(self, device: str) -> datetime:
+        return max(self.not_before, self.commissioned.get(device, self.not_before))
+
+
+DEFAULT_LIMITS = Limits()
 _fromiso = datetime.fromisoformat  # accepts a trailing Z since Python 3.11
 _isfinite = math.isfinite
 
 
 class PayloadError(CollectorError):
-    """A message that cannot be read at all."""
+    """A message (or, inside `parse`, one reading) that cannot be read."""
 
 
 @dataclass
@@ -61,25 +80,47 @@ class Parsed:
     status: dict | None = None  # a status message: its fields, "ts" as a datetime
 
 
-def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
+def show(value: object) -> str:
+    """A device's value quoted for a reason: repr escapes NUL and lone surrogates."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}…"
+
+
+def topic_device(topic: str) -> tuple[str, str]:
+    """(device, format) named by a topic."""
     if not topic.startswith(TOPIC_PREFIX):
-        raise PayloadError(f"topic {topic!r} is not under {TOPIC_PREFIX}")
+        raise PayloadError(f"topic {show(topic)} is not under {TOPIC_PREFIX}")
     parts = topic[len(TOPIC_PREFIX) :].split("/")
     if len(parts) != 2 or not parts[0]:
-        raise PayloadError(f"topic {topic!r}: expected {TOPIC_PREFIX}<device>/<format>")
+        raise PayloadError(f"topic {show(topic)}: expected {TOPIC_PREFIX}<device>/<format>")
     device, fmt = parts
-    if fmt not in ("readings", "senml", "status"):
-        raise PayloadError(f"unknown payload format {fmt!r} (readings, senml or status)")
-    if len(payload) > MAX_PAYLOAD:
-        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    if fmt not in FORMATS:
+        raise PayloadError(f"unknown payload format {show(fmt)} (readings, senml or status)")
+    return device, fmt
+
+
+def parse(
+    topic: str, payload: bytes, *, now: datetime | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Parsed:
+    device, fmt = topic_device(topic)
+    if len(payload) > limits.max_payload:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {limits.max_payload}")
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("not JSON that can be read: nested too deep") from None
+    except ValueError as exc:  # e.g. an integer beyond sys.get_int_max_str_digits()
+        raise PayloadError(f"not JSON that can be read: {exc}") from None
     out = Parsed(device)
-    limit = (now or datetime.now(UTC)) + MAX_FUTURE
+    floor = limits.floor(device)
+    limit = (now or datetime.now(UTC)) + limits.max_future
     if fmt == "status":
         _status(doc, out)
+        ts = out.status["ts"]
+        if not floor <= ts <= limit:
+            raise PayloadError(f"status ts {ts.isoformat()}: {_outside(floor, limits)}")
         return out
     if fmt == "readings":
         _compact(doc, out)
@@ -89,15 +130,20 @@ def parse(topic: str, payload: bytes, *, now: datetime | None = None) -> Parsed:
     good = []
     for quantity, ts, value in out.readings:
         if quantity not in reg:
-            out.rejected.append(f"unknown quantity {quantity!r}")
-        elif ts > limit:
-            out.rejected.append(
-                f"{quantity} at {ts.isoformat()}: more than {MAX_FUTURE} in the future"
-            )
+            out.rejected.append(f"unknown quantity {show(quantity)}")
+        elif not floor <= ts <= limit:
+            out.rejected.append(f"{quantity} at {ts.isoformat()}: {_outside(floor, limits)}")
         else:
             good.append((quantity, ts, value))
     out.readings = good
     return out
+
+
+def _outside(floor: datetime, limits: Limits) -> str:
+    return (
+        f"outside the plausible window (not before {floor.isoformat()},"
+        f" not more than {limits.max_future} in the future)"
+    )
 
 
 def _time(value: object, where: str) -> datetime:
@@ -105,23 +151,29 @@ def _time(value: object, where: str) -> datetime:
         raise PayloadError(f"{where}: time {value!r} is not a time")
     if isinstance(value, int | float):
         if not math.isfinite(value) or not 0 < value < 1e11:
-            raise PayloadError(f"{where}: {value!r} is not a Unix time in seconds")
+            raise PayloadError(f"{where}: {show(value)} is not a Unix time in seconds")
         return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
         try:
             ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise PayloadError(f"{where}: {value!r} is not an RFC 3339 time") from None
-        if ts.tzinfo is None:
-            raise PayloadError(f"{where}: {value!r} has no time zone")
-        return ts.astimezone(UTC)
-    raise PayloadError(f"{where}: time {value!r} is not a string or a number")
+            if ts.tzinfo is None:
+                raise PayloadError(f"{where}: {show(value)} has no time zone")
+            return ts.astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: year 1 shifted to UTC
+            raise PayloadError(f"{where}: {show(value)} is not an RFC 3339 time") from None
+    raise PayloadError(f"{where}: time {show(value)} is not a string or a number")
 
 
 def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PayloadError(f"{where}: value {value!r} is not a finite number")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(f"{where}: value {show(value)} is not a finite number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise PayloadError(f"{where}: value {show(value)} is not a finite number")
+    return number
 
 
 def _compact(doc: object, out: Parsed) -> None:
@@ -129,22 +181,31 @@ def _compact(doc: object, out: Parsed) -> None:
         raise PayloadError("compact payload must be a JSON object")
     unknown = set(doc) - {"ts", "values", "readings", "quality"}
     if unknown:
-        raise PayloadError(f"unknown key(s) {', '.join(sorted(unknown))}")
+        raise PayloadError(f"unknown key(s) {', '.join(sorted(map(show, unknown)))}")
     if "values" not in doc and "readings" not in doc:
         raise PayloadError("neither 'values' nor 'readings'")
     quality = doc.get("quality", 0)
     if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality < 2**15:
-        raise PayloadError(f"quality {quality!r} is not a flag set 0..32767")
+        raise PayloadError(f"quality {show(quality)} is not a flag set 0..32767")
     out.quality = quality
+    reject = out.rejected.append
     if "values" in doc:
         values = doc["values"]
         if not isinstance(values, dict):
             raise PayloadError("'values' must be an object of quantity: value")
         if "ts" not in doc:
             raise PayloadError("'values' needs a 'ts'")
-        ts = _time(doc["ts"], "ts")
+        try:
+            ts: datetime | None = _time(doc["ts"], "ts")
+        except PayloadError as exc:
+            ts, why = None, str(exc)
         for q, v in values.items():
-            out.readings.append((q, ts, _number(v, q)))
+            try:
+                if ts is None:
+                    raise PayloadError(f"values[{show(q)}]: {why}")
+                out.readings.append((q, ts, _number(v, f"values[{show(q)}]")))
+            except PayloadError as exc:
+                reject(str(exc))
     if "readings" in doc:
         rows = doc["readings"]
         if not isinstance(rows, list):
@@ -161,15 +222,20 @@ def _compact(doc: object, out: Parsed) -> None:
                     continue
             except (TypeError, ValueError):
                 pass
-            if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str):
-                raise PayloadError(f"readings[{i}]: expected [quantity, time, value]")
-            append((row[0], _time(row[1], f"readings[{i}]"), _number(row[2], f"readings[{i}]")))
+            where = f"readings[{i}]"
+            try:
+                if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str):
+                    raise PayloadError(f"{where}: expected [quantity, time, value]")
+                append((row[0], _time(row[1], where), _number(row[2], where)))
+            except PayloadError as exc:
+                reject(str(exc))
 
 
 def _senml(doc: object, out: Parsed) -> None:
     if not isinstance(doc, list) or not doc:
         raise PayloadError("SenML payload must be a non-empty JSON array")
     bn, bt, bu = "", None, None
+    reg = registry()
     for i, rec in enumerate(doc):
         if not isinstance(rec, dict):
             raise PayloadError(f"record {i}: not an object")
@@ -183,17 +249,20 @@ def _senml(doc: object, out: Parsed) -> None:
         name = f"{bn}{rec.get('n', '')}"
         device_part, _, quantity = name.rpartition("/")
         if device_part and device_part != out.device:
-            raise PayloadError(f"record {i}: name {name!r} is not for device {out.device!r}")
-        if bt is None and "t" not in rec:
-            raise PayloadError(f"record {i}: no time (bt or t)")
-        t = rec.get("t", 0)
-        base = 0.0 if bt is None else _number(bt, f"record {i} bt")
-        ts = _time(base + _number(t, f"record {i} t"), f"record {i}")
-        value = _number(rec["v"], f"record {i}")
+            raise PayloadError(f"record {i}: name {show(name)} is not for device {out.device!r}")
+        try:
+            if bt is None and "t" not in rec:
+                raise PayloadError(f"record {i}: no time (bt or t)")
+            t = rec.get("t", 0)
+            base = 0.0 if bt is None else _number(bt, f"record {i} bt")
+            ts = _time(base + _number(t, f"record {i} t"), f"record {i}")
+            value = _number(rec["v"], f"record {i}")
+        except PayloadError as exc:
+            out.rejected.append(str(exc))
+            continue
         unit = rec.get("u", bu)
-        reg = registry()
         if unit is not None and quantity in reg and unit != reg[quantity].unit:
-            out.rejected.append(f"{quantity}: unit {unit!r}, expected {reg[quantity].unit!r}")
+            out.rejected.append(f"{quantity}: unit {show(unit)}, expected {reg[quantity].unit!r}")
             continue
         out.readings.append((quantity, ts, value))
 
@@ -207,7 +276,9 @@ def _status(doc: object, out: Parsed) -> None:
     for key, value in doc.items():
         kind = STATUS_KEYS.get(key)
         if kind is None:
-            raise PayloadError(f"status: unknown key {key!r}")
+            raise PayloadError(f"status: unknown key {show(key)}")
         if kind is not object and not isinstance(value, kind):
-            raise PayloadError(f"status: {key} = {value!r} is not {kind.__name__}")
+            raise PayloadError(f"status: {key} = {show(value)} is not {kind.__name__}")
+    if not all(isinstance(m, str) for m in doc.get("failing", [])):
+        raise PayloadError("status: failing must be a list of meter names")
     out.status = {**doc, "ts": _time(doc["ts"], "ts")}

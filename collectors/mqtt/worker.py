@@ -9,22 +9,26 @@ acknowledged only once what they carry is committed.
 * Exactly-once storage = at-least-once delivery + idempotent writes: a redelivered message
   writes nothing twice (the writer's ON CONFLICT path).
 * Bounded memory: MQTT 5 Receive Maximum caps the unacknowledged messages the broker sends.
-* Nothing vanishes: a payload that cannot be read, or names an unknown device, goes to
-  ``dead_letters`` with its topic, raw bytes and reason, and is acknowledged after that
-  commit; readable but wrong readings (unknown quantity, future time) likewise, while the
-  message's good readings are stored.
+* Nothing vanishes: a payload that cannot be read (whatever parsing raises), or names an
+  unknown device, goes to ``dead_letters`` with its topic, raw bytes (capped) and reason,
+  and is acknowledged after that commit; readable but wrong readings (unknown quantity,
+  bad value, time outside the plausible window) likewise, while the message's good readings
+  are stored.
+* Nothing wedges: only temporary database errors (by SQLSTATE class) are retried; a status
+  the database refuses is dead-lettered, and a dead letter it refuses is stored again with
+  nothing but a sanitised reason and the raw bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -33,11 +37,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
-from collectors.mqtt.payloads import SUBSCRIPTION, PayloadError, parse
+from collectors.mqtt.payloads import SUBSCRIPTION, Limits, PayloadError, parse, topic_device
+from ingest.deadletters import DEFAULT_RAW_MAX, sanitise, store_dead_letter
 from ingest.events import store_events
 from ingest.model import Event, Reading
 from ingest.retry import Backoff
-from ingest.writer import ReadingWriter
+from ingest.writer import ReadingWriter, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,17 @@ class MqttSettings:
     client_id: str = "gridread-ingest-1"  # stable per worker: it names the persistent session
     session_expiry: int = 3600  # seconds the broker keeps the session of a worker that is away
     max_unacked: int = 1000  # MQTT 5 Receive Maximum
+    not_before: date = date(2000, 1, 1)  # readings dated earlier are implausible
+    max_future_s: float = 600.0  # clock skew tolerated on a device's timestamps
+    max_payload: int = 1 << 20  # bytes; deploy/mosquitto.conf's message_size_limit matches
+    dead_letter_raw_max: int = DEFAULT_RAW_MAX  # raw bytes kept per dead letter
+
+    def limits(self) -> Limits:
+        return Limits(
+            not_before=datetime.combine(self.not_before, datetime.min.time(), UTC),
+            max_future=timedelta(seconds=self.max_future_s),
+            max_payload=self.max_payload,
+        )
 
 
 class MqttIngestWorker:
@@ -65,9 +81,11 @@ class MqttIngestWorker:
         self._pending: deque[tuple[int, int]] = deque()  # (writer ticket, mid), in order
         self._pending_added = asyncio.Event()
         self._devices: dict[str, int] = {}
+        self._limits = settings.limits()  # with the devices' commissioning times, once loaded
         self._devices_at = 0.0
         self._connected = threading.Event()
-        self.subscribed = asyncio.Event()  # set on the SUBACK: messages will now arrive
+        # set on a successful SUBACK: only from then on does the shared group get messages
+        self.subscribed = asyncio.Event()
         self.handled = 0  # messages taken from the broker (for the exit summary)
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,8 +97,8 @@ class MqttIngestWorker:
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
 
     # -- paho's thread -------------------------------------------------------------------
@@ -100,19 +118,27 @@ class MqttIngestWorker:
         self._connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.subscribed.set)
+        if any(code.is_failure for code in reason_codes):
+            log.error("MQTT subscription refused: %s", ", ".join(map(str, reason_codes)))
+            return
+        log.info("MQTT subscribed to %s", SUBSCRIPTION)
+        self._from_thread(self.subscribed.set)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self._from_thread(self.subscribed.clear)
         if self._stopping:
             log.info("MQTT disconnected")
         else:
             log.warning("MQTT disconnected: %s (paho reconnects)", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+        self._from_thread(self._queue.put_nowait, message)
+
+    def _from_thread(self, fn, *args) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():  # paho may call back after the stop
+            loop.call_soon_threadsafe(fn, *args)
 
     # -- asyncio side --------------------------------------------------------------------
 
@@ -155,29 +181,38 @@ class MqttIngestWorker:
         self.handled += 1
         topic, raw = message.topic, bytes(message.payload)
         try:
-            parsed = parse(topic, raw)
+            device, _ = topic_device(topic)
         except PayloadError as exc:
-            await self._dead_letter(topic, raw, str(exc))
-            MESSAGES.labels("dead_letter").inc()
-            self._ack(message.mid)
+            await self._park(message, raw, str(exc))
             return
-        device_id = await self._device_id(parsed.device)
+        device_id = await self._device_id(device)
         if device_id is None:
-            await self._dead_letter(topic, raw, f"unknown device {parsed.device!r}")
-            MESSAGES.labels("dead_letter").inc()
-            self._ack(message.mid)
+            await self._park(message, raw, f"unknown device {device!r}")
+            return
+        try:
+            parsed = parse(topic, raw, limits=self._limits)
+        except PayloadError as exc:
+            await self._park(message, raw, str(exc))
+            return
+        except Exception as exc:  # whatever a hostile payload provokes: park it, go on
+            log.exception("parsing a message from %s failed unexpectedly", sanitise(topic))
+            await self._park(message, raw, f"unreadable: {type(exc).__name__}: {exc}")
             return
         if parsed.status is not None:
             status = parsed.status
             event = Event(
                 device_id, status["ts"], "status", {k: v for k, v in status.items() if k != "ts"}
             )
-            await self._retrying(lambda: self._db(store_events, [event]), "storing a status")
+            try:
+                await self._retrying(lambda: self._db(store_events, [event]), "storing a status")
+            except Exception as exc:  # permanent: the database refuses this status
+                await self._park(message, raw, f"status refused: {type(exc).__name__}: {exc}")
+                return
             MESSAGES.labels("status").inc()
             self._ack(message.mid)
             return
         if parsed.rejected:
-            await self._dead_letter(topic, raw, "; ".join(parsed.rejected))
+            await self._dead_letter(topic, raw, _reasons(parsed.rejected))
         readings = [Reading(device_id, q, ts, v, parsed.quality) for q, ts, v in parsed.readings]
         if not readings:
             MESSAGES.labels("dead_letter").inc()
@@ -188,6 +223,12 @@ class MqttIngestWorker:
         UNACKED.set(len(self._pending))
         self._pending_added.set()
         MESSAGES.labels("partial" if parsed.rejected else "ok").inc()
+
+    async def _park(self, message: mqtt.MQTTMessage, raw: bytes, reason: str) -> None:
+        """Dead-letter a whole message, then acknowledge it."""
+        await self._dead_letter(message.topic, raw, reason)
+        MESSAGES.labels("dead_letter").inc()
+        self._ack(message.mid)
 
     async def _ack_when_stored(self) -> None:
         while True:
@@ -206,7 +247,12 @@ class MqttIngestWorker:
     async def _device_id(self, name: str) -> int | None:
         """Device name → id from the inventory, refreshed on a miss (at most every 5 s)."""
         if name not in self._devices and time.monotonic() - self._devices_at > DEVICE_REFRESH_S:
-            self._devices = await self._retrying(self._load_devices, "loading the inventory")
+            rows = await self._retrying(self._load_devices, "loading the inventory")
+            self._devices = {name: device_id for name, device_id, _ in rows}
+            self._limits = replace(
+                self.settings.limits(),
+                commissioned={name: at for name, _, at in rows if at is not None},
+            )
             self._devices_at = time.monotonic()
         return self._devices.get(name)
 
@@ -214,30 +260,62 @@ class MqttIngestWorker:
         with psycopg.connect(self.conninfo) as conn:
             return fn(conn, *args)
 
-    def _load_devices(self) -> dict[str, int]:
+    def _load_devices(self) -> list[tuple[str, int, datetime | None]]:
+        """(name, id, commissioned); a commissioning date that is not a date is ignored."""
         with psycopg.connect(self.conninfo) as conn:
-            return dict(conn.execute("SELECT name, id FROM devices").fetchall())
+            rows = conn.execute(
+                "SELECT name, id, attributes->>'commissioned' FROM devices"
+            ).fetchall()
+        return [(name, device_id, _commissioned(at)) for name, device_id, at in rows]
 
     async def _dead_letter(self, topic: str, raw: bytes, reason: str) -> None:
         """Park the message; returns after the commit, so the caller may acknowledge."""
-        log.warning("dead letter from %s: %s", topic, reason)
+        log.warning("dead letter from %s: %s", sanitise(topic), sanitise(reason, 500))
+        cap = self.settings.dead_letter_raw_max
 
-        def store() -> None:
+        def store(reason: str = reason) -> None:
             with psycopg.connect(self.conninfo) as conn:
-                conn.execute(
-                    "INSERT INTO dead_letters (source, reason, payload, raw)"
-                    " VALUES (%s, %s, %s, %s)",
-                    ("mqtt", reason, json.dumps({"topic": topic}), raw),
+                store_dead_letter(
+                    conn,
+                    source="mqtt",
+                    reason=reason,
+                    payload={"topic": topic},
+                    raw=raw,
+                    raw_max=cap,
                 )
 
-        await self._retrying(store, "storing a dead letter")
+        try:
+            await self._retrying(store, "storing a dead letter")
+        except Exception as exc:
+            # permanent, though reason and topic are sanitised: keep the bytes and why
+            log.error("storing a dead letter failed (%r); storing the raw bytes only", exc)
+            why = f"dead letter refused ({type(exc).__name__}); raw bytes kept"
+            await self._retrying(lambda: store(why), "storing a dead letter's raw bytes")
 
     async def _retrying(self, fn, what: str):
-        """Run a database call in a thread until it succeeds: the message it is for stays
-        unacknowledged meanwhile, so the broker keeps it."""
+        """Run a database call in a thread until it succeeds or fails permanently (raised):
+        the message it is for stays unacknowledged meanwhile, so the broker keeps it."""
         for delay in Backoff(initial=0.5, maximum=30).delays():
             try:
                 return await asyncio.to_thread(fn)
-            except psycopg.Error as exc:
+            except Exception as exc:
+                if not is_temporary(exc):
+                    raise
                 log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)
+
+
+def _reasons(rejected: list[str], shown: int = 20) -> str:
+    """The rejections of one message, the first `shown` in full."""
+    more = len(rejected) - shown
+    return "; ".join(rejected[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _commissioned(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
