@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean mosquitto
+.PHONY: demo test lint bench clean mosquitto test-tools
 
 # The virtual environment, rebuilt when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -20,7 +20,13 @@ mosquitto:
 	  echo "installing mosquitto (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
 
-test: $(VENV)/.installed mosquitto
+# The lifecycle tests read the server's socket queues with `ss` (Debian: iproute2).
+test-tools:
+	@command -v ss >/dev/null || { \
+	  echo "installing iproute2 (Debian package, for ss)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+
+test: $(VENV)/.installed mosquitto test-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
