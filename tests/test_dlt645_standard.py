@@ -28,6 +28,32 @@ def test_relay_control_frame_as_published():
     assert Frame.from_bytes(bytes.fromhex(PUBLISHED_1C)) == frame
 
 
+# Two relay-control frames captured from a concentrator's transparent forwarding (AFN 10 F1)
+# and published in the comments of a public Node.js head end: meter 151230011061, password
+# "02020637" on the wire as 35 6A 39 35 (−33H: 02 37 06 02, i.e. PA P0 P1 P2), operator
+# 00000001, N1 = 1A (断电, disconnect) / 1B (通电, connect allowed), N2 = 00, valid until
+# 2099-12-30 00:00:00. These fix the password's byte order with a non-zero password.
+CAPTURED_1C = {
+    RelayAction.DISCONNECT: "68 61 10 01 30 12 15 68 1C 10 35 6A 39 35 34 33 33 33"
+    " 4D 33 33 33 33 63 45 CC 2C 16",
+    RelayAction.CONNECT_ALLOWED: "68 61 10 01 30 12 15 68 1C 10 35 6A 39 35 34 33 33 33"
+    " 4E 33 33 33 33 63 45 CC 2D 16",
+}
+
+
+def test_relay_control_frames_with_a_password_as_captured():
+    for action, published in CAPTURED_1C.items():
+        frame = codec.relay_control_request(
+            "151230011061",
+            password="02020637",
+            operator="00000001",
+            action=action,
+            valid_until=datetime(2099, 12, 30),
+        )
+        assert frame.to_bytes(preamble=b"").hex(" ").upper() == published
+        assert Frame.from_bytes(bytes.fromhex(published)) == frame
+
+
 def test_password_is_privilege_byte_first_then_low_byte_first():
     # "02020637": privilege level 02, password 020637 → PA P0 P1 P2 = 02 37 06 02
     relay = codec.relay_control_request(
