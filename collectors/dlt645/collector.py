@@ -36,6 +36,7 @@ from collectors.dlt645.history import HistoryJob
 from collectors.dlt645.instants import InstantsJob
 from collectors.dlt645.session import Dlt645Bus
 from collectors.exceptions import DeviceError
+from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.readstats import ReadOutcome
 from ingest.store import CollectorStore
 
@@ -55,7 +56,7 @@ class Dlt645BusCollector:
         meters: Sequence[MeterRef],
         sink: ReadingSink,
         store: CollectorStore,
-        timezone: str = "Asia/Shanghai",
+        timezone: str = DEFAULT_TIMEZONE,
         policy: BusPolicy | None = None,
         now: Callable[[], float] = clock.time,
     ) -> None:

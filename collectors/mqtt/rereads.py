@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter
 
+from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.store import CollectorStore
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class ConcentratorRereader:
         host: str,
         port: int,
         store: CollectorStore,
-        timezone: str = "Asia/Shanghai",
+        timezone: str = DEFAULT_TIMEZONE,
         days: int = 7,
         timeout: float = 60.0,
         start_timeout: float = 15.0,
