@@ -16,6 +16,8 @@
     unit_id = 1                     # Modbus unit / slave id
     register_map = "three_phase_meter"   # bundled map name, or a path relative to the file
     poll_interval = 15              # seconds
+    commissioned = 2024-03-01       # optional, any device table: readings dated earlier are
+                                    # implausible (midnight in the device's zone; not future)
 
     [[bus]]                         # an RS-485 bus of DL/T 645-2007 meters
     name = "area-0412-485-1"
@@ -50,8 +52,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -65,6 +69,30 @@ from ingest.quantities import Quantity, QuantityKind, builtin, use_extra
 
 NAME = r"^[A-Za-z0-9._-]+$"
 M = TypeVar("M", bound=BaseModel)
+_EARLIEST_ZONE = timezone(timedelta(hours=14))  # where a day begins first
+
+
+class Commissioned(BaseModel):
+    """``commissioned = 2024-03-01``: when the device went into service (optional)."""
+
+    commissioned: date | None = None
+
+    @field_validator("commissioned")
+    @classmethod
+    def _not_future(cls, v: date | None) -> date | None:
+        # a date that has begun nowhere on Earth yet is a typo, not a plan
+        if v is not None and datetime.combine(v, time(), _EARLIEST_ZONE) > datetime.now(UTC):
+            raise ValueError(f"{v} is in the future")
+        return v
+
+    def since(self, tz: str) -> dict[str, str]:
+        """The ``commissioned`` attribute: the date's midnight in `tz`, ISO 8601 with offset
+        (what the MQTT worker's plausible window reads)."""
+        if self.commissioned is None:
+            return {}
+        return {
+            "commissioned": datetime.combine(self.commissioned, time(), ZoneInfo(tz)).isoformat()
+        }
 
 
 class QuantitySpec(BaseModel):
@@ -81,7 +109,7 @@ class QuantitySpec(BaseModel):
         return Quantity(self.code, self.name, self.unit, QuantityKind(self.kind))
 
 
-class DeviceSpec(BaseModel):
+class DeviceSpec(Commissioned):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
@@ -93,7 +121,7 @@ class DeviceSpec(BaseModel):
     register_map: str
     poll_interval: float = Field(default=60.0, gt=0)
 
-    def row(self) -> dict[str, Any]:
+    def row(self, tz: str = DEFAULT_TIMEZONE) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
@@ -102,11 +130,11 @@ class DeviceSpec(BaseModel):
             "unit_id": self.unit_id,
             "register_map": self.register_map,
             "poll_interval": self.poll_interval,
-            "attributes": {},
+            "attributes": self.since(tz),
         }
 
 
-class BusMeterSpec(BaseModel):
+class BusMeterSpec(Commissioned):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
@@ -149,13 +177,17 @@ class BusSpec(BaseModel):
                 "unit_id": None,
                 "register_map": None,
                 "poll_interval": self.instant_interval,
-                "attributes": {"bus": self.name, "address": m.address},
+                "attributes": {
+                    "bus": self.name,
+                    "address": m.address,
+                    **m.since(self.timezone or DEFAULT_TIMEZONE),
+                },
             }
             for m in self.meter
         ]
 
 
-class VoltageMonitorSpec(BaseModel):
+class VoltageMonitorSpec(Commissioned):
     """``[[voltage_monitor]]``: a Modbus RTU voltage monitor on a serial line."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -167,7 +199,7 @@ class VoltageMonitorSpec(BaseModel):
     unit_id: int = Field(default=1, ge=1, le=247)
     poll_interval: float = Field(default=600.0, gt=0, le=3600)  # ≤ the hour the monitor keeps
 
-    def row(self) -> dict[str, Any]:
+    def row(self, tz: str = DEFAULT_TIMEZONE) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": "voltage_monitor",
@@ -176,11 +208,11 @@ class VoltageMonitorSpec(BaseModel):
             "unit_id": self.unit_id,
             "register_map": None,
             "poll_interval": self.poll_interval,
-            "attributes": {},
+            "attributes": self.since(tz),
         }
 
 
-class ConcentratorSpec(BaseModel):
+class ConcentratorSpec(Commissioned):
     """``[[concentrator]]``: a data concentrator (集中器) uploading its area's meters by MQTT."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -188,6 +220,7 @@ class ConcentratorSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
     area: str = Field(min_length=1, max_length=64)
     meters: list[str] = Field(default_factory=list)  # meter names; MQTT topics use them
+    # `commissioned` is the concentrator's own: it may upload what its meters kept from before
     timezone: str | None = None  # None: the site's (resolved by Inventory)
 
     @field_validator("timezone")
@@ -204,7 +237,12 @@ class ConcentratorSpec(BaseModel):
             "poll_interval": 86400.0,
         }
         return [
-            {**base, "name": self.name, "kind": "concentrator", "attributes": {"area": self.area}},
+            {
+                **base,
+                "name": self.name,
+                "kind": "concentrator",
+                "attributes": {"area": self.area, **self.since(self.timezone or DEFAULT_TIMEZONE)},
+            },
             *(
                 {
                     **base,
@@ -238,9 +276,9 @@ class Inventory:
 
     def rows(self) -> list[dict[str, Any]]:
         return (
-            [d.row() for d in self.devices]
+            [d.row(self.timezone) for d in self.devices]
             + [r for b in self.buses for r in b.rows()]
-            + [m.row() for m in self.monitors]
+            + [m.row(self.timezone) for m in self.monitors]
             + [r for c in self.concentrators for r in c.rows()]
         )
 

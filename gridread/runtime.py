@@ -223,7 +223,7 @@ def collector_services(
     if settings.mqtt_host:
 
         async def ingest() -> None:
-            running.mqtt_worker = MqttIngestWorker(mqtt_settings(settings), sink, url)
+            running.mqtt_worker = MqttIngestWorker(mqtt_settings(settings), sink, store)
             await running.mqtt_worker.run()
 
         async def rereads() -> None:
@@ -331,19 +331,23 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
     supervisor.handle_signals()
     writer = _writer(settings, url)
     workers: list[MqttIngestWorker] = []
+    store = await PgCollectorStore.open(url)  # the worker's pool, closed after the stop
 
     async def ingest() -> None:
-        workers.append(MqttIngestWorker(mqtt_settings(settings), writer, url))
+        workers.append(MqttIngestWorker(mqtt_settings(settings), writer, store))
         await workers[-1].run()
 
     async def drain() -> None:  # store and acknowledge what was taken, then be cancelled
         if workers:
             await workers[-1].drain()
 
-    supervisor.start(_writer_service(writer))
-    supervisor.start(Service("mqtt-ingest", ingest, stop=drain))
-    await supervisor.wait()
-    stuck = await supervisor.shutdown()
+    try:
+        supervisor.start(_writer_service(writer))
+        supervisor.start(Service("mqtt-ingest", ingest, stop=drain))
+        await supervisor.wait()
+        stuck = await supervisor.shutdown()
+    finally:
+        await store.close()
     log.info(
         "mqtt-ingest %s: %d messages; %d readings written, %d duplicates, %d dead-lettered",
         settings.mqtt_client_id,

@@ -1,7 +1,7 @@
 """The store collectors are given next to their sink: everything they write besides readings
-(events, read outcomes, a voltage monitor's daily statistics) and what they ask (what is
-missing, how many events are known). Narrow on purpose, so a collector can run against a
-remote store later and tests can see every call.
+(events, read outcomes, a voltage monitor's daily statistics, dead letters) and what they ask
+(the devices, what is missing, how many events are known). Narrow on purpose, so a collector
+can run against a remote store later and tests can see every call.
 
 `PgCollectorStore` is the PostgreSQL one, over a shared `psycopg_pool.AsyncConnectionPool`:
 no collector opens its own connection.
@@ -9,18 +9,32 @@ no collector opens its own connection.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
-from typing import Protocol
+from datetime import UTC, date, datetime
+from typing import NamedTuple, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
 from ingest import concentrators as conc
+from ingest import deadletters as dl
+from ingest.deadletters import DEFAULT_RAW_MAX, DeadLetter
 from ingest.events import COUNT_SQL, INSERT_SQL, event_row
 from ingest.gaps import MISSING_SQL
 from ingest.model import Event
 from ingest.readstats import RECORD_SQL, SUCCESS_RATES_SQL, ReadOutcome, outcome_rows, rates
+from ingest.writer import is_temporary
+
+log = logging.getLogger(__name__)
+
+
+class KnownDevice(NamedTuple):
+    id: int
+    commissioned: datetime | None  # readings dated earlier are implausible
+
+
+DEVICES_SQL = "SELECT name, id, attributes->>'commissioned' FROM devices"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,18 @@ VOLTAGE_STATS_SQL = """
 
 
 class CollectorStore(Protocol):
+    async def devices(self) -> dict[str, KnownDevice]:
+        """Every device by name (a `commissioned` attribute that is not a time: None)."""
+        ...
+
+    async def add_dead_letters(
+        self, letters: Sequence[DeadLetter], *, raw_max: int = DEFAULT_RAW_MAX
+    ) -> None:
+        """Store dead letters (raw bytes capped at `raw_max`, their size kept), all or none;
+        one the database refuses is stored as `deadletters.refused()` instead. A temporary
+        error is raised with nothing stored: call again."""
+        ...
+
     async def add_events(self, events: Sequence[Event]) -> int:
         """Store events not stored yet; return how many were new."""
         ...
@@ -98,6 +124,29 @@ class PgCollectorStore:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    async def devices(self) -> dict[str, KnownDevice]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(DEVICES_SQL)
+            rows = await cur.fetchall()
+        return {name: KnownDevice(i, _commissioned(at)) for name, i, at in rows}
+
+    async def add_dead_letters(
+        self, letters: Sequence[DeadLetter], *, raw_max: int = DEFAULT_RAW_MAX
+    ) -> None:
+        if not letters:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            for letter in letters:
+                try:
+                    async with conn.transaction():  # a savepoint: a refusal undoes this one
+                        await conn.execute(dl.INSERT_SQL, dl.dead_letter_row(letter, raw_max))
+                except Exception as exc:
+                    if is_temporary(exc):
+                        raise
+                    log.error("a dead letter was refused (%r); storing its raw bytes", exc)
+                    stored = dl.dead_letter_row(dl.refused(letter, exc), raw_max)
+                    await conn.execute(dl.INSERT_SQL, stored)
 
     async def add_events(self, events: Sequence[Event]) -> int:
         if not events:
@@ -151,3 +200,14 @@ class PgCollectorStore:
                 conc.GAPS_SQL, {"concentrator": concentrator, "start": start, "end": end}
             )
             return conc.gap_meters(await cur.fetchall(), start, end)
+
+
+def _commissioned(text: str | None) -> datetime | None:
+    """An ISO date or time (a bare one is UTC); anything else: None."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -68,7 +68,7 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker, co
             host=mqtt_broker.host, port=mqtt_broker.port, group=group, client_id=f"w-{group}"
         ),
         writer,
-        migrated_url,
+        collector_store,
     )
     worker_task = asyncio.create_task(worker.run())
     rereader = ConcentratorRereader(

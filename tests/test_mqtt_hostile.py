@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
+from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 
 T = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
@@ -48,13 +49,14 @@ def add_device(url, name="h-1", attributes="{}"):
 
 @contextlib.asynccontextmanager
 async def running_worker(url, broker, **options):
+    store = await PgCollectorStore.open(url)
     writer = ReadingWriter(url, max_delay=0.05)
     writer_task = asyncio.create_task(writer.run())
     group = f"g{uuid.uuid4().hex[:8]}"
     settings = MqttSettings(
         host=broker.host, port=broker.port, group=group, client_id=f"w-{group}", **options
     )
-    worker = MqttIngestWorker(settings, writer, url)
+    worker = MqttIngestWorker(settings, writer, store)
     task = asyncio.create_task(worker.run())
     try:
         await asyncio.wait_for(worker.subscribed.wait(), 20)
@@ -66,6 +68,7 @@ async def running_worker(url, broker, **options):
         await asyncio.gather(task, return_exceptions=True)
         await writer.close()
         await writer_task
+        await store.close()
 
 
 def publish(broker, messages: list[tuple[str, bytes]]) -> list[mqtt.MQTTMessageInfo]:

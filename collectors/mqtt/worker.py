@@ -16,7 +16,9 @@ acknowledged only once what they carry is committed.
   are stored.
 * Nothing wedges: only temporary database errors (by SQLSTATE class) are retried; a status
   the database refuses is dead-lettered, and a dead letter it refuses is stored again with
-  nothing but a sanitised reason and the raw bytes.
+  nothing but a sanitised reason and the raw bytes (the store's `add_dead_letters`).
+* No connections of its own: the device list, statuses and dead letters go through the
+  injected `CollectorStore`, readings through the writer.
 """
 
 from __future__ import annotations
@@ -27,21 +29,22 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
-import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from collectors.mqtt.payloads import SUBSCRIPTION, Limits, PayloadError, parse, topic_device
-from ingest.deadletters import DEFAULT_RAW_MAX, sanitise, store_dead_letter
-from ingest.events import store_events
+from ingest.deadletters import DEFAULT_RAW_MAX, DeadLetter, sanitise
 from ingest.model import Event, Reading
 from ingest.retry import Backoff
+from ingest.store import CollectorStore
 from ingest.writer import ReadingWriter, is_temporary
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 MESSAGES = Counter("gridread_mqtt_messages", "MQTT messages handled", ["result"])
 UNACKED = Gauge("gridread_mqtt_unacked_messages", "Messages received and not yet acknowledged")
 DEVICE_REFRESH_S = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,12 @@ class MqttSettings:
 
 
 class MqttIngestWorker:
-    def __init__(self, settings: MqttSettings, writer: ReadingWriter, conninfo: str) -> None:
+    def __init__(
+        self, settings: MqttSettings, writer: ReadingWriter, store: CollectorStore
+    ) -> None:
         self.settings = settings
         self.writer = writer
-        self.conninfo = conninfo
+        self.store = store
         self._queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
         self._pending: deque[tuple[int, int]] = deque()  # (writer ticket, mid), in order
         self._pending_added = asyncio.Event()
@@ -204,7 +210,7 @@ class MqttIngestWorker:
                 device_id, status["ts"], "status", {k: v for k, v in status.items() if k != "ts"}
             )
             try:
-                await self._retrying(lambda: self._db(store_events, [event]), "storing a status")
+                await self._retrying(lambda: self.store.add_events([event]), "storing a status")
             except Exception as exc:  # permanent: the database refuses this status
                 await self._park(message, raw, f"status refused: {type(exc).__name__}: {exc}")
                 return
@@ -247,57 +253,30 @@ class MqttIngestWorker:
     async def _device_id(self, name: str) -> int | None:
         """Device name → id from the inventory, refreshed on a miss (at most every 5 s)."""
         if name not in self._devices and time.monotonic() - self._devices_at > DEVICE_REFRESH_S:
-            rows = await self._retrying(self._load_devices, "loading the inventory")
-            self._devices = {name: device_id for name, device_id, _ in rows}
+            known = await self._retrying(self.store.devices, "loading the inventory")
+            self._devices = {n: d.id for n, d in known.items()}
             self._limits = replace(
                 self.settings.limits(),
-                commissioned={name: at for name, _, at in rows if at is not None},
+                commissioned={n: d.commissioned for n, d in known.items() if d.commissioned},
             )
             self._devices_at = time.monotonic()
         return self._devices.get(name)
 
-    def _db(self, fn, *args):
-        with psycopg.connect(self.conninfo) as conn:
-            return fn(conn, *args)
-
-    def _load_devices(self) -> list[tuple[str, int, datetime | None]]:
-        """(name, id, commissioned); a commissioning date that is not a date is ignored."""
-        with psycopg.connect(self.conninfo) as conn:
-            rows = conn.execute(
-                "SELECT name, id, attributes->>'commissioned' FROM devices"
-            ).fetchall()
-        return [(name, device_id, _commissioned(at)) for name, device_id, at in rows]
-
     async def _dead_letter(self, topic: str, raw: bytes, reason: str) -> None:
         """Park the message; returns after the commit, so the caller may acknowledge."""
         log.warning("dead letter from %s: %s", sanitise(topic), sanitise(reason, 500))
+        letter = DeadLetter("mqtt", reason, {"topic": topic}, raw)
         cap = self.settings.dead_letter_raw_max
+        await self._retrying(
+            lambda: self.store.add_dead_letters([letter], raw_max=cap), "storing a dead letter"
+        )
 
-        def store(reason: str = reason) -> None:
-            with psycopg.connect(self.conninfo) as conn:
-                store_dead_letter(
-                    conn,
-                    source="mqtt",
-                    reason=reason,
-                    payload={"topic": topic},
-                    raw=raw,
-                    raw_max=cap,
-                )
-
-        try:
-            await self._retrying(store, "storing a dead letter")
-        except Exception as exc:
-            # permanent, though reason and topic are sanitised: keep the bytes and why
-            log.error("storing a dead letter failed (%r); storing the raw bytes only", exc)
-            why = f"dead letter refused ({type(exc).__name__}); raw bytes kept"
-            await self._retrying(lambda: store(why), "storing a dead letter's raw bytes")
-
-    async def _retrying(self, fn, what: str):
-        """Run a database call in a thread until it succeeds or fails permanently (raised):
-        the message it is for stays unacknowledged meanwhile, so the broker keeps it."""
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await a store call until it succeeds or fails permanently (raised): the message
+        it is for stays unacknowledged meanwhile, so the broker keeps it."""
         for delay in Backoff(initial=0.5, maximum=30).delays():
             try:
-                return await asyncio.to_thread(fn)
+                return await call()
             except Exception as exc:
                 if not is_temporary(exc):
                     raise
@@ -309,13 +288,3 @@ def _reasons(rejected: list[str], shown: int = 20) -> str:
     """The rejections of one message, the first `shown` in full."""
     more = len(rejected) - shown
     return "; ".join(rejected[:shown]) + (f"; and {more} more" if more > 0 else "")
-
-
-def _commissioned(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
