@@ -236,19 +236,21 @@ class ConcentratorSpec(Commissioned):
             "register_map": None,
             "poll_interval": 86400.0,
         }
+        zone = self.timezone or DEFAULT_TIMEZONE
         return [
             {
                 **base,
                 "name": self.name,
                 "kind": "concentrator",
-                "attributes": {"area": self.area, **self.since(self.timezone or DEFAULT_TIMEZONE)},
+                "attributes": {"area": self.area, "timezone": zone, **self.since(zone)},
             },
             *(
                 {
                     **base,
                     "name": m,
                     "kind": "meter",
-                    "attributes": {"concentrator": self.name, "area": self.area},
+                    # its local days (frozen values, re-read windows) are the concentrator's
+                    "attributes": {"concentrator": self.name, "area": self.area, "timezone": zone},
                 }
                 for m in self.meters
             ),

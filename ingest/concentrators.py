@@ -3,20 +3,26 @@ data that actually arrived, not from the concentrator's own report) and the gaps
 
 A concentrator's meters are the devices whose ``attributes`` name it (``concentrator``, and
 ``area`` for the transformer area). A meter counts as read for a local day when its daily
-frozen register (``1.8.0*d``) for that day is stored.
+frozen register (``1.8.0*d``) for that day is stored. Local days are those of the
+concentrator's own zone (``timezone`` in its meters' attributes, from the inventory), else the
+site's.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
 
+# Registers of a day are frozen at the local midnight that ends it, in the meter's zone.
 READ_SQL = """
     SELECT d.attributes->>'concentrator', d.attributes->>'area', d.name,
            EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d.id
-                   AND r.quantity = '1.8.0*d' AND r.ts = %(frozen_at)s) AS read,
+                   AND r.quantity = '1.8.0*d'
+                   AND r.ts = (%(day)s::date + 1)::timestamp
+                              AT TIME ZONE COALESCE(d.attributes->>'timezone', %(site_tz)s)
+                  ) AS read,
            (SELECT max(r.ts) FROM readings r WHERE r.device_id = d.id
                    AND r.quantity = '1.8.0*d') AS last_frozen
     FROM devices d
@@ -36,9 +42,9 @@ GAPS_SQL = """
 """
 
 
-def frozen_instant(day: date, tz: ZoneInfo) -> datetime:
-    """Registers of `day` are frozen at the midnight that ends it."""
-    return datetime.combine(day + timedelta(days=1), time(), tz)
+def read_params(day: date, site_tz: ZoneInfo) -> dict:
+    """READ_SQL's parameters: the local day, and the zone of meters that name none."""
+    return {"day": day, "site_tz": site_tz.key}
 
 
 def read_rates(rows: list[tuple], day: date) -> list[dict]:
@@ -92,7 +98,7 @@ def by_area(rates: list[dict]) -> list[dict]:
 
 
 def concentrator_read_rates(conn: psycopg.Connection, day: date, tz: ZoneInfo) -> list[dict]:
-    rows = conn.execute(READ_SQL, {"frozen_at": frozen_instant(day, tz)}).fetchall()
+    rows = conn.execute(READ_SQL, read_params(day, tz)).fetchall()
     return read_rates(rows, day)
 
 
@@ -111,11 +117,12 @@ def gap_meters(rows: list[tuple], start: datetime, end: datetime) -> list[str]:
     return [name for name, curve, frozen in rows if curve < points or frozen < days]
 
 
+# each concentrator with its own zone (None: the site's)
 CONCENTRATORS_SQL = (
-    "SELECT DISTINCT attributes->>'concentrator' FROM devices"
-    " WHERE attributes ? 'concentrator' ORDER BY 1"
+    "SELECT attributes->>'concentrator', min(attributes->>'timezone') FROM devices"
+    " WHERE attributes ? 'concentrator' GROUP BY 1 ORDER BY 1"
 )
 
 
-def concentrators(conn: psycopg.Connection) -> list[str]:
-    return [c for (c,) in conn.execute(CONCENTRATORS_SQL)]
+def concentrators(conn: psycopg.Connection) -> list[tuple[str, str | None]]:
+    return [(c, tz) for (c, tz) in conn.execute(CONCENTRATORS_SQL)]

@@ -102,7 +102,9 @@ class CollectorStore(Protocol):
 
     async def store_voltage_stats(self, stats: VoltageDayStats) -> None: ...
 
-    async def concentrators(self) -> list[str]: ...
+    async def concentrators(self) -> list[tuple[str, str | None]]:
+        """Every concentrator with its own time zone (None: the site's)."""
+        ...
 
     async def meters_with_gaps(
         self, concentrator: str, start: datetime, end: datetime
@@ -187,10 +189,10 @@ class PgCollectorStore:
         async with self.pool.connection() as conn:
             await conn.execute(VOLTAGE_STATS_SQL, asdict(stats))
 
-    async def concentrators(self) -> list[str]:
+    async def concentrators(self) -> list[tuple[str, str | None]]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(conc.CONCENTRATORS_SQL)
-            return [c for (c,) in await cur.fetchall()]
+            return [(c, tz) for (c, tz) in await cur.fetchall()]
 
     async def meters_with_gaps(
         self, concentrator: str, start: datetime, end: datetime

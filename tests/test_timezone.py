@@ -3,16 +3,25 @@ or a concentrator may override, and which the API's local days follow."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from collectors.exceptions import ConfigError
-from gridread.inventory import parse_inventory
+from collectors.mqtt.rereads import ConcentratorRereader
+from gridread.inventory import parse_inventory, store_inventory
 from gridread.settings import load_settings
 from ingest.localtime import DEFAULT_TIMEZONE
+from ingest.schema import ensure_partitions
 from tests.api_seed import seed
 
 CONFIG = {
@@ -77,3 +86,85 @@ def test_the_api_counts_frozen_days_in_the_site_timezone(migrated_url):
     with TestClient(create_app(migrated_url, timezone="UTC")) as client:
         [c] = client.get("/concentrators/read-stats", params=day).json()
         assert (c["due"], c["read"]) == (1, 0)
+
+
+def stored_concentrators(url: str, site_tz: str) -> dict[str, int]:
+    """Two concentrators of one meter each, one on the site's zone and one on its own (UTC);
+    each meter has its frozen value of 2026-11-25 stamped at the midnight of its zone."""
+    config = {
+        "timezone": site_tz,
+        "concentrator": [
+            {"name": "c-site", "area": "a1", "meters": ["c-site-m1"]},
+            {"name": "c-utc", "area": "a2", "meters": ["c-utc-m1"], "timezone": "UTC"},
+        ],
+    }
+    _settings, inv = inventory_of(config)
+    with psycopg.connect(url) as conn:
+        ids = store_inventory(conn, inv, actor="test")
+        ensure_partitions(conn, {date(2026, 11, 25), date(2026, 11, 26)})
+        for meter, zone in (("c-site-m1", site_tz), ("c-utc-m1", "UTC")):
+            conn.execute(
+                "INSERT INTO readings (device_id, quantity, ts, value, quality)"
+                " VALUES (%s, '1.8.0*d', %s, 1234.5, 0)",
+                (ids[meter], datetime(2026, 11, 26, tzinfo=ZoneInfo(zone))),
+            )
+    return ids
+
+
+def test_a_concentrators_own_timezone_decides_its_frozen_days(migrated_url, monkeypatch):
+    monkeypatch.delenv("GRIDREAD_TIMEZONE", raising=False)
+    stored_concentrators(migrated_url, "Asia/Shanghai")
+    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as client:
+        stats = client.get("/concentrators/read-stats", params={"day": "2026-11-25"}).json()
+    assert {c["concentrator"]: (c["due"], c["read"]) for c in stats} == {
+        "c-site": (1, 1),
+        "c-utc": (1, 1),  # frozen at UTC midnight, not Shanghai's
+    }
+
+
+async def test_re_read_windows_are_the_concentrators_local_days(
+    migrated_url, collector_store, mqtt_broker, monkeypatch
+):
+    monkeypatch.delenv("GRIDREAD_TIMEZONE", raising=False)
+    stored_concentrators(migrated_url, "Asia/Shanghai")
+    asked: dict[str, dict] = {}
+    got_both = threading.Event()
+    listener = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+
+    def on_message(client, userdata, message):
+        asked[message.topic.split("/")[3]] = json.loads(message.payload)
+        if len(asked) == 2:
+            got_both.set()
+
+    subscribed = threading.Event()
+    listener.on_message = on_message
+    listener.on_subscribe = lambda *a: subscribed.set()
+    listener.on_connect = lambda c, *a: c.subscribe("gridread/ctl/v1/+/reread", qos=1)
+    listener.connect(mqtt_broker.host, mqtt_broker.port)
+    listener.loop_start()
+    rereader = ConcentratorRereader(
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        store=collector_store,
+        timezone="Asia/Shanghai",
+        days=2,
+        timeout=0.2,  # nobody answers: only the requests are looked at
+    )
+    try:
+        assert subscribed.wait(10)
+        await rereader.start()
+        # 2026-11-27 20:00 UTC: already the 28th in Shanghai, still the 27th in UTC
+        await rereader.run_once(now=datetime(2026, 11, 27, 20, 0, tzinfo=UTC))
+        assert await asyncio.to_thread(got_both.wait, 10)
+    finally:
+        await rereader.stop()
+        listener.loop_stop()
+        listener.disconnect()
+    assert (asked["c-site"]["from"], asked["c-site"]["to"]) == (
+        "2026-11-26T00:00:00+08:00",
+        "2026-11-28T00:00:00+08:00",
+    )
+    assert (asked["c-utc"]["from"], asked["c-utc"]["to"]) == (
+        "2026-11-25T00:00:00+00:00",
+        "2026-11-27T00:00:00+00:00",
+    )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import Conn, LocalTz
 from api.params import UNAVAILABLE, IsoDate, frozen_day
 from api.schemas import AreaReadStats, ConcentratorReadStats
-from ingest.concentrators import READ_SQL, by_area, frozen_instant, read_rates
+from ingest.concentrators import READ_SQL, by_area, read_params, read_rates
 
 router = APIRouter(prefix="/concentrators", tags=["concentrators"], responses=UNAVAILABLE)
 
@@ -31,5 +31,5 @@ async def read_stats_by_area(conn: Conn, tz: LocalTz, day: Day = None):
 
 async def _rates(conn, tz: ZoneInfo, day: date | None) -> list[dict]:
     day = frozen_day(day) if day else datetime.now(tz).date() - timedelta(days=1)
-    cur = await conn.execute(READ_SQL, {"frozen_at": frozen_instant(day, tz)})
+    cur = await conn.execute(READ_SQL, read_params(day, tz))
     return read_rates(await cur.fetchall(), day)

@@ -126,13 +126,14 @@ class ConcentratorRereader:
             self._waiting.pop(correlation, None)
 
     async def run_once(self, now: datetime | None = None) -> dict[str, dict]:
-        """Ask every concentrator for its meters' gaps in the last complete days."""
-        now = (now or datetime.now(self.tz)).astimezone(self.tz)
-        end = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        start = end - timedelta(days=self.days)
-
+        """Ask every concentrator for its meters' gaps in the last complete days (its local
+        days: its own zone, else the site's)."""
+        now = now or datetime.now(self.tz)
         results = {}
-        for concentrator in await self.store.concentrators():
+        for concentrator, zone in await self.store.concentrators():
+            local = now.astimezone(ZoneInfo(zone) if zone else self.tz)
+            end = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            start = end - timedelta(days=self.days)
             meters = await self.store.meters_with_gaps(concentrator, start, end)
             if meters:
                 log.info(
