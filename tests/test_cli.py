@@ -224,6 +224,7 @@ def test_the_example_config_is_valid():
     assert [r["attributes"] for r in conc.rows()][1] == {
         "concentrator": "area-0413-jzq",
         "area": "area-0413",
+        "timezone": "Asia/Shanghai",  # the concentrator's zone: its meters' local days
     }
     [bus] = inventory.buses
     assert (bus.port, bus.baud, [m.address for m in bus.meter]) == (
