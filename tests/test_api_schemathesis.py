@@ -26,14 +26,14 @@ MAX_EXAMPLES = 50
 
 
 @pytest.fixture(scope="module")
-def seeded_url(pg_admin_url: str) -> Iterator[str]:
+def seeded_url(pg_admin_url: str, storage) -> Iterator[str]:
     """One stored world for every operation (the tests only read)."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     url = make_conninfo(**{**conninfo_to_dict(pg_admin_url), "dbname": name})
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, storage=storage)
     seed(url)
     yield url
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:

@@ -193,12 +193,12 @@ async def test_failing_devices_are_counted_and_the_others_keep_arriving(migrated
     await stop_rig(sim2, writer2, task2, scheduler2)
 
 
-def test_api_errors_are_clear(migrated_url):
+def test_api_errors_are_clear(migrated_url, storage):
     with TestClient(create_app(migrated_url)) as client:
         assert client.get("/health").json() == {
             "status": "ok",
             "database": "ok",
-            "storage_mode": "native",
+            "storage_mode": storage.value,
             "services": [],  # create_app alone: no supervised services
         }
         r = client.get("/devices/nope/latest")

@@ -28,26 +28,42 @@ def _shape(conn):
     return tables, versions
 
 
-def test_migration_is_idempotent(db_url, caplog):
+def _hypertables(conn) -> list[str]:
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables"
+        )
+    ]
+
+
+def test_migration_is_idempotent(db_url, storage, caplog):
     caplog.set_level("INFO", logger="ingest.schema")
     with psycopg.connect(db_url, autocommit=True) as conn:
-        assert migrate(conn) is StorageMode.NATIVE
+        assert migrate(conn, storage=storage) is storage
         first = _shape(conn)
-        assert migrate(conn) is StorageMode.NATIVE
+        assert migrate(conn, storage=storage) is storage
         assert _shape(conn) == first  # nothing re-applied, nothing added
         names = {name for name, _ in first[0]}
         assert {"readings", "devices", "events", "dead_letters", "audit_log"} <= names
-        assert ("readings", "p") in first[0]  # partitioned table
-    assert "natively range-partitioned by UTC day" in caplog.text
+        if storage is StorageMode.NATIVE:
+            assert ("readings", "p") in first[0]  # partitioned table
+        else:
+            assert ("readings", "r") in first[0] and _hypertables(conn) == ["readings"]
+    said = {
+        StorageMode.NATIVE: "natively range-partitioned by UTC day",
+        StorageMode.TIMESCALEDB: "a TimescaleDB hypertable (1-day chunks",
+    }
+    assert f"storage: readings are {said[storage]}" in caplog.text
 
 
-def test_concurrent_migrations_are_harmless(db_url):
+def test_concurrent_migrations_are_harmless(db_url, storage):
     errors = []
 
     def run():
         try:
             with psycopg.connect(db_url, autocommit=True) as conn:
-                migrate(conn)
+                migrate(conn, storage=storage)
         except Exception as exc:
             errors.append(exc)
 
@@ -64,30 +80,46 @@ def test_concurrent_migrations_are_harmless(db_url):
         )
 
 
-def test_partitions_are_created_ahead_and_route_rows(migrated_url):
+def _children(conn) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass"
+        )
+    }
+
+
+def test_partitions_are_created_ahead_and_route_rows(migrated_url, storage):
     today = datetime.now(UTC).date()
+    ts = datetime(2020, 2, 29, 23, 59, 59, tzinfo=UTC)
     with psycopg.connect(migrated_url, autocommit=True) as conn:
-        parts = {
-            r[0]
-            for r in conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'readings'::regclass"
-            )
-        }
+        if storage is StorageMode.TIMESCALEDB:
+            # Timescale makes its chunks as rows arrive: nothing ahead, nothing to ensure
+            assert _children(conn) == set()
+            assert ensure_partitions(conn) == []
+            assert ensure_partitions(conn, {date(2020, 2, 29)}) == []
+            conn.execute("INSERT INTO readings VALUES (1, '1.8.0', %s, 1.0, 0)", (ts,))
+            (start, end) = conn.execute(
+                "SELECT range_start, range_end FROM timescaledb_information.chunks"
+                " WHERE hypertable_name = 'readings'"
+            ).fetchone()
+            assert (start, end - start) == (datetime(2020, 2, 29, tzinfo=UTC), timedelta(days=1))
+            return
         expected = {
             partition_name(today + timedelta(days=d))
             for d in range(-PARTITION_DAYS_BACK, PARTITION_DAYS_AHEAD + 1)
         }
-        assert expected <= parts
+        assert expected <= _children(conn)
         assert ensure_partitions(conn) == []  # idempotent
         assert ensure_partitions(conn, {date(2020, 2, 29)}) == ["readings_p20200229"]
-        ts = datetime(2020, 2, 29, 23, 59, 59, tzinfo=UTC)
         conn.execute("INSERT INTO readings VALUES (1, '1.8.0', %s, 1.0, 0)", (ts,))
         (where,) = conn.execute("SELECT tableoid::regclass::text FROM readings").fetchone()
         assert where == "readings_p20200229"
 
 
-def test_a_missing_partition_is_told_by_sqlstate_not_by_text(migrated_url):
+def test_a_missing_partition_is_told_by_sqlstate_not_by_text(migrated_url, storage):
+    missing = None
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         try:
             conn.execute("INSERT INTO readings VALUES (1, '1.8.0', '1990-01-01Z', 1.0, 0)")
@@ -98,5 +130,9 @@ def test_a_missing_partition_is_told_by_sqlstate_not_by_text(migrated_url):
             conn.execute("INSERT INTO readings VALUES (1, '1.8.0', now(), 2e9, 0)")
         except psycopg.Error as exc:
             check = exc
-    assert missing.sqlstate == check.sqlstate == "23514"
-    assert is_missing_partition(missing) and not is_missing_partition(check)
+        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    assert check.sqlstate == "23514" and not is_missing_partition(check)
+    if storage is StorageMode.TIMESCALEDB:
+        assert missing is None and stored == 1  # a chunk for any day, made on the spot
+    else:
+        assert missing.sqlstate == "23514" and is_missing_partition(missing) and stored == 0
