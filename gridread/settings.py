@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     dead_letter_raw_max: int = Field(
         default=65536, ge=0, description="bytes of a dead letter's raw payload kept"
     )
+    retention_instant_days: int = Field(
+        default=90, ge=0, description="days instantaneous readings (voltages …) are kept; 0: all"
+    )
+    retention_register_days: int = Field(
+        default=0, ge=0, description="days registers and curves are kept; 0: for ever"
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):
