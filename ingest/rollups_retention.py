@@ -33,6 +33,7 @@ from ingest.schema import StorageMode, storage_mode
 
 log = logging.getLogger(__name__)
 
+_DEADLOCK_RETRIES = 3
 _DONE_KEY = "retention_done_until:{}"  # gridread_meta key per kind: expired rows before it gone
 
 
@@ -58,6 +59,8 @@ def apply_retention(
     cut_r = now - timedelta(days=register_days) if register_days > 0 else None
     if cut_i and cut_r:
         result.dropped = _drop_whole(conn, mode, min(cut_i, cut_r))
+        if result.dropped and mode is StorageMode.TIMESCALEDB:
+            _refresh(conn, None, min(cut_i, cut_r))
     for kind, cutoff, where in (
         (QuantityKind.INSTANTANEOUS, cut_i, "quantity = ANY(%(codes)s)"),
         (QuantityKind.REGISTER, cut_r, "quantity <> ALL(%(codes)s)"),
@@ -82,17 +85,23 @@ def apply_retention(
                 (key, cutoff.isoformat()),
             )
         if mode is StorageMode.TIMESCALEDB and cur.rowcount:
-            for res, (view, *_) in CAGGS.items():  # outside a transaction, as Timescale requires
-                # widened to whole buckets: a window narrower than one is refused
-                lo = None if since is None else ceil_to(since, STEP[res]) - STEP[res]
-                hi = ceil_to(cutoff, STEP[res])
-                conn.execute(
-                    "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
-                    (view, lo, hi),
-                )
+            _refresh(conn, since, cutoff)
     if result.deleted or result.dropped:
         log.info("retention: deleted %s; dropped %s", result.deleted, result.dropped or "none")
     return result
+
+
+def _refresh(conn: psycopg.Connection, since: datetime | None, cutoff: datetime) -> None:
+    """Recompute the aggregates' buckets over [since, cutoff) now, as natively (where rollups
+    are queries) they follow the raw rows at once. Outside a transaction, as Timescale needs."""
+    for res, (view, *_) in CAGGS.items():
+        # widened to whole buckets: a window narrower than one is refused
+        lo = None if since is None else ceil_to(since, STEP[res]) - STEP[res]
+        hi = ceil_to(cutoff, STEP[res])
+        conn.execute(
+            "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+            (view, lo, hi),
+        )
 
 
 def _drop_whole(conn: psycopg.Connection, mode: StorageMode, cutoff: datetime) -> list[str]:
@@ -101,8 +110,15 @@ def _drop_whole(conn: psycopg.Connection, mode: StorageMode, cutoff: datetime) -
         rows = conn.execute(
             "SELECT show_chunks('readings', older_than => %s::timestamptz)", (cutoff,)
         ).fetchall()
-        if rows:
-            conn.execute("SELECT drop_chunks('readings', older_than => %s::timestamptz)", (cutoff,))
+        for attempt in range(_DEADLOCK_RETRIES) if rows else ():
+            try:  # may deadlock with a policy job on the same chunks: the loser is rolled back
+                conn.execute(
+                    "SELECT drop_chunks('readings', older_than => %s::timestamptz)", (cutoff,)
+                )
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise
         return [str(r[0]) for r in rows]
     dropped = []
     for (name,) in conn.execute(

@@ -4,6 +4,7 @@ figures are worked out by hand from a day of 15-min data."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -13,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from gridread import runtime
+from gridread.settings import Settings
 from ingest.rollups import CAGGS, ensure_rollups, load_series
 from ingest.rollups_retention import apply_retention
 from ingest.schema import StorageMode, ensure_partitions, migrate, storage_mode
@@ -197,6 +200,7 @@ def test_retention_drops_whole_days_when_every_kind_has_expired(conn):
         "INSERT INTO readings (device_id, quantity, ts, value) VALUES (1, '1.8.0', %s, 2000)",
         (T0 + timedelta(days=2, hours=1),),
     )
+    refresh(conn)
     now = T0 + timedelta(days=2, hours=12)
     result = apply_retention(conn, instant_days=1, register_days=1, now=now)
     if mode is StorageMode.TIMESCALEDB:
@@ -208,6 +212,28 @@ def test_retention_drops_whole_days_when_every_kind_has_expired(conn):
         ]
     assert _count(conn, "32.7.0") == 0
     assert _count(conn, "1.8.0") == 1  # the newer register reading stays
+    # the rollups of a dropped day go with it, in both modes
+    assert load_series(conn, [1], "1.8.0", T0, T0 + timedelta(days=1), "1h") == []
+
+
+async def test_the_maintenance_service_applies_the_retention_settings(conn, migrated_url):
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - timedelta(days=1, hours=1)  # in a partition the migration created
+    conn.execute(
+        "INSERT INTO readings (device_id, quantity, ts, value) VALUES"
+        " (1, '32.7.0', %s, 230), (1, '1.8.0', %s, 5), (1, '32.7.0', %s, 231)",
+        (old, old, now - timedelta(hours=1)),
+    )
+    settings = Settings(retention_instant_days=1, retention_register_days=0)
+    task = asyncio.create_task(runtime._maintenance(migrated_url, settings))
+    try:
+        async with asyncio.timeout(20):
+            while _count(conn, "32.7.0", now - timedelta(days=1)):
+                await asyncio.sleep(0.05)  # polling for the delete, not a guessed wait
+    finally:
+        task.cancel()
+    assert _count(conn, "32.7.0", now) == 1
+    assert _count(conn, "1.8.0", now) == N + 1
 
 
 @pytest.fixture
