@@ -155,10 +155,20 @@ def test_migration_creates_the_rollups_of_its_mode_once(conn):
         ).fetchall()
         assert caggs == [("readings_1d", False), ("readings_1h", False)]  # real-time on
         policies = conn.execute(
-            "SELECT hypertable_name FROM timescaledb_information.jobs"
-            " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            "SELECT job_id FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_refresh_continuous_aggregate' ORDER BY 1"
         ).fetchall()
         assert len(policies) == 2
+        for (job,) in policies:  # what the scheduler runs, run here in the foreground
+            conn.execute("CALL run_job(%s)", (job,))
+        for view, *_ in CAGGS.values():  # materialised: the same buckets, no longer real-time
+            (table,) = conn.execute(
+                "SELECT format('%%I.%%I', materialization_hypertable_schema,"
+                " materialization_hypertable_name)"
+                " FROM timescaledb_information.continuous_aggregates WHERE view_name = %s",
+                (view,),
+            ).fetchone()
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
     else:
         assert views == []  # native rollups are queries over the partitions
 
