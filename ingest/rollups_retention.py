@@ -78,7 +78,7 @@ def apply_retention(
                 " AND ts < %(cutoff)s AND (%(since)s::timestamptz IS NULL OR ts >= %(since)s)",
                 {"codes": instant, "cutoff": cutoff, "since": since},
             )
-            result.deleted[kind] = cur.rowcount
+            result.deleted[kind.value] = cur.rowcount
             conn.execute(
                 "INSERT INTO gridread_meta (key, value) VALUES (%s, %s)"
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -86,7 +86,7 @@ def apply_retention(
             )
         if mode is StorageMode.TIMESCALEDB and cur.rowcount:
             _refresh(conn, since, cutoff)
-    if result.deleted or result.dropped:
+    if any(result.deleted.values()) or result.dropped:
         log.info("retention: deleted %s; dropped %s", result.deleted, result.dropped or "none")
     return result
 
