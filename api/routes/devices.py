@@ -94,7 +94,7 @@ async def readings(
         unit=q.unit,
         kind=q.kind,
         resolution=resolution,
-        data=[item.model_validate(r, from_attributes=False) for r in rows],
+        data=[item.model_validate(r) for r in rows],  # extra keys (device_id …) ignored
         count=len(rows),
     )
 
