@@ -8,6 +8,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from ingest.readstats import METER_STATS_SQL, SUCCESS_RATES_SQL, rates
+from ingest.rollups import Resolution, aload_series
+from ingest.schema import StorageMode
 
 _DEVICE_COLUMNS = "id, name, kind, protocol, endpoint, unit_id, register_map, poll_interval"
 
@@ -28,23 +30,21 @@ async def get_device(*, conn: AsyncConnection, name: str) -> dict | None:
         return await cur.fetchone()
 
 
-async def readings(
+async def series(
     *,
     conn: AsyncConnection,
     device_id: int,
     quantity: str,
     start: datetime,
     end: datetime,
+    resolution: Resolution,
     limit: int,
 ) -> list[dict]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT ts, value, quality FROM readings"
-            " WHERE device_id = %s AND quantity = %s AND ts >= %s AND ts < %s"
-            " ORDER BY ts LIMIT %s",
-            (device_id, quantity, start, end, limit),
-        )
-        return await cur.fetchall()
+    """Raw readings or rollup buckets (`ingest.rollups`), in the database's storage mode."""
+    mode = StorageMode(await storage_mode(conn=conn))
+    return await aload_series(
+        conn, [device_id], quantity, start, end, resolution, mode=mode, limit=limit
+    )
 
 
 async def latest(*, conn: AsyncConnection, device_id: int, quantities: list[str]) -> list[dict]:

@@ -30,11 +30,36 @@ class ReadingPublic(BaseModel):
     quality: int
 
 
+class InstantBucketPublic(BaseModel):
+    """A bucket of an instantaneous quantity (voltage, current, power …)."""
+
+    bucket: datetime  # start of the UTC bucket
+    min: float
+    avg: float
+    max: float
+    count: int  # readings in the bucket
+
+
+class RegisterBucketPublic(BaseModel):
+    """A bucket of a register (energy): its first and last reading and their difference.
+    Consumption between two bucket ends is the difference of their `last` values."""
+
+    bucket: datetime  # start of the UTC bucket
+    first: float
+    first_ts: datetime
+    last: float
+    last_ts: datetime
+    delta: float  # last − first within the bucket
+    count: int
+
+
 class ReadingsPublic(BaseModel):
     device: str
     quantity: str
     unit: str
-    data: list[ReadingPublic]
+    kind: str  # register | instantaneous: which shape `data` has unless resolution is raw
+    resolution: str  # raw | 15min | 1h | 1d
+    data: list[ReadingPublic] | list[InstantBucketPublic] | list[RegisterBucketPublic]
     count: int
 
 

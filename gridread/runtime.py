@@ -39,6 +39,7 @@ from gridread.services import (
 )
 from gridread.settings import Settings
 from ingest.retry import Backoff
+from ingest.rollups_retention import apply_retention
 from ingest.schema import StorageMode, ensure_partitions, migrate
 from ingest.store import CollectorStore, PgCollectorStore
 from ingest.writer import ReadingWriter
@@ -238,7 +239,7 @@ def collector_services(
 
         services.append(Service("mqtt-ingest", ingest))
         services.append(Service("concentrator-rereads", rereads))
-    services.append(Service("partition-maintenance", lambda: _maintenance(url)))
+    services.append(Service("partition-maintenance", lambda: _maintenance(url, settings)))
     return services
 
 
@@ -362,14 +363,20 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
         raise SystemExit(f"gridread: error: {supervisor.fatal}")
 
 
-async def _maintenance(url: str) -> None:
-    """Create tomorrow's partitions ahead of time (native partitioning only)."""
+async def _maintenance(url: str, settings: Settings) -> None:
+    """Create tomorrow's partitions ahead of time (native partitioning only); remove readings
+    past their retention (both modes)."""
     while True:
         try:
 
             def run() -> None:
                 with psycopg.connect(url, autocommit=True) as conn:
                     ensure_partitions(conn)
+                    apply_retention(
+                        conn,
+                        instant_days=settings.retention_instant_days,
+                        register_days=settings.retention_register_days,
+                    )
 
             await asyncio.to_thread(run)
         except psycopg.Error as exc:

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         description="readings on TimescaleDB or native partitions; auto: TimescaleDB when the"
         " server preloads it. Chosen once per database",
     )
+    retention_instant_days: int = Field(
+        default=90, ge=0, description="days instantaneous readings (voltages …) are kept; 0: all"
+    )
+    retention_register_days: int = Field(
+        default=0, ge=0, description="days registers and curves are kept; 0: for ever"
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

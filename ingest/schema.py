@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.exceptions import SchemaError
+from ingest.rollups import ensure_rollups
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def migrate(conn: psycopg.Connection, storage: Storage | str = Storage.AUTO) -> 
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (version, name),
                     )
+            ensure_rollups(conn, mode)  # migration 5 (ingest/rollups.py)
         if mode is StorageMode.NATIVE:
             ensure_partitions(conn)
     except psycopg.Error as exc:

@@ -11,14 +11,17 @@ from api.schemas import (
     DevicesPublic,
     EventPublic,
     EventsPublic,
+    InstantBucketPublic,
     LatestPublic,
     LatestValue,
     ReadingPublic,
     ReadingsPublic,
+    RegisterBucketPublic,
 )
 from ingest.exceptions import UnknownQuantity
+from ingest.quantities import QuantityKind, registry
 from ingest.quantities import quantity as lookup_quantity
-from ingest.quantities import registry
+from ingest.rollups import Resolution
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=UNAVAILABLE)
 
@@ -53,22 +56,45 @@ async def readings(
     ] = None,
     end: Annotated[IsoInstant | None, Query(description="exclusive; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 10_000,
+    resolution: Annotated[
+        Resolution,
+        Query(
+            description="raw: the stored readings; 15min, 1h, 1d: UTC buckets starting in"
+            " [start, end) — min/avg/max/count for instantaneous quantities, first/last/delta"
+            " for registers (1h and 1d from the rollups)"
+        ),
+    ] = Resolution.RAW,
 ):
-    """A device's readings of one quantity in [start, end), oldest first."""
+    """A device's readings of one quantity in [start, end), oldest first, raw or rolled up."""
     try:
         q = lookup_quantity(quantity)
     except UnknownQuantity as exc:
         raise invalid("quantity", quantity, str(exc)) from None
     start, end = window(start, end, default_span=timedelta(days=1))
     device = await _device(conn, name)
-    rows = await crud.readings(
-        conn=conn, device_id=device["id"], quantity=q.obis, start=start, end=end, limit=limit
+    rows = await crud.series(
+        conn=conn,
+        device_id=device["id"],
+        quantity=q.obis,
+        start=start,
+        end=end,
+        resolution=resolution,
+        limit=limit,
+    )
+    item = (
+        ReadingPublic
+        if resolution is Resolution.RAW
+        else RegisterBucketPublic
+        if q.kind is QuantityKind.REGISTER
+        else InstantBucketPublic
     )
     return ReadingsPublic(
         device=name,
         quantity=q.obis,
         unit=q.unit,
-        data=[ReadingPublic(**r) for r in rows],
+        kind=q.kind,
+        resolution=resolution,
+        data=[item.model_validate(r) for r in rows],  # extra keys (device_id …) ignored
         count=len(rows),
     )
 
