@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     dead_letter_raw_max: int = Field(
         default=65536, ge=0, description="bytes of a dead letter's raw payload kept"
     )
+    nominal_voltage: float = Field(
+        default=220.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="V phase-to-neutral, for the plausibility screen; a device may set its own",
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

@@ -43,7 +43,7 @@ from psycopg import errors as pgerr
 from ingest import metrics
 from ingest.deadletters import sanitise
 from ingest.model import Reading
-from ingest.plausibility import flag_implausible
+from ingest.plausibility import Screen, shipped_rules
 from ingest.retry import Backoff
 from ingest.schema import ensure_partitions, is_missing_partition
 
@@ -93,12 +93,16 @@ class ReadingWriter:
         max_delay: float = 1.0,
         max_queued: int = 200_000,
         backoff: Backoff | None = None,
+        screen: Screen | None = None,
     ) -> None:
+        """`screen`: the plausibility screen (default: the shipped rules, every device at
+        the default nominal voltage)."""
         self.conninfo = conninfo
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.max_queued = max_queued
         self.backoff = backoff or Backoff()
+        self.screen = screen or shipped_rules()
         self._buffer: list[Reading] = []
         self._cond = asyncio.Condition()
         self._accepted = 0  # readings taken into the queue, ever
@@ -117,7 +121,7 @@ class ReadingWriter:
         """Queue readings; return a ticket for `wait_stored` (their position in the stream)."""
         if not readings:
             return self._accepted
-        flag_implausible(readings)  # absurd values are stored, flagged SUSPECT
+        self.screen.flag(readings)  # absurd values are stored, flagged SUSPECT
         async with self._cond:
             await self._cond.wait_for(lambda: len(self._buffer) < self.max_queued)
             self._buffer.extend(readings)
