@@ -4,8 +4,9 @@ all the same, flag and all: a person or the validation (VEE) decides, nothing is
 
 The ranges are data, ``plausibility.toml`` beside this module (see its header): by quantity,
 absolute, as a multiple of the device's nominal voltage (a meter on 57.7/100 V PTs is not a
-220 V meter), or by kind (every register ≥ 0 …). `Screen.flag()` is the hot path: two dict
-look-ups and two comparisons per reading.
+220 V meter), or by kind (every register ≥ 0 …). `Screen.flag()` is the hot path: one dict
+look-up and two comparisons per reading, and one more look-up per run of one device's
+readings.
 """
 
 from __future__ import annotations
@@ -93,12 +94,16 @@ class Screen:
 
     def flag(self, readings: Iterable[Reading]) -> int:
         """Add SUSPECT to the quality of every implausible reading; return how many."""
-        default = self._ranges
+        ranges = default = self._ranges
         by_device = self._device_ranges
+        device: object = _MISS
         flagged = 0
         for r in readings:
             try:
-                rng = by_device.get(r.device_id, default).get(r.quantity, _MISS)
+                if by_device and r.device_id is not device:  # a poll's readings: one device
+                    ranges = by_device.get(r.device_id, default)
+                    device = r.device_id
+                rng = ranges.get(r.quantity, _MISS)
                 if rng is _MISS:
                     rng = self.range_for(r.quantity, r.device_id)
                 v = r.value

@@ -116,6 +116,14 @@ def test_a_device_is_screened_against_its_own_nominal_voltage(quantity, value, s
     assert screen.flag([other]) == load_rules().flag([Reading(8, quantity, TS, value)])
 
 
+def test_readings_of_devices_mixed_in_one_batch_each_get_their_own_range():
+    screen = load_rules().for_devices({7: 57.7, 9: 57.7})
+    values = [(7, 58.0), (8, 58.0), (8, 230.0), (7, 230.0), (9, 58.0), (7, 58.0), (8, 230.0)]
+    readings = [Reading(d, "32.7.0", TS, v) for d, v in values]
+    assert screen.flag(readings) == 2
+    assert [r.quality for r in readings] == [0, SUSPECT, 0, SUSPECT, 0, 0, 0]
+
+
 def test_the_default_nominal_is_the_sites():
     screen = load_rules().for_devices({}, default_nominal=57.7)
     readings = [Reading(1, "32.7.0", TS, 58.0), Reading(1, "32.7.0", TS, 230.0)]
