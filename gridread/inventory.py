@@ -18,6 +18,9 @@
     poll_interval = 15              # seconds
     commissioned = 2024-03-01       # optional, any device table: readings dated earlier are
                                     # implausible (midnight in the device's zone; not future)
+    nominal_voltage = 57.7          # optional, any device table, V phase-to-neutral: the
+                                    # plausibility screen's nominal (default: the setting);
+                                    # on [[bus]] / [[concentrator]]: for their meters
 
     [[bus]]                         # an RS-485 bus of DL/T 645-2007 meters
     name = "area-0412-485-1"
@@ -95,6 +98,18 @@ class Commissioned(BaseModel):
         }
 
 
+class Nominal(BaseModel):
+    """``nominal_voltage = 57.7``: the phase-to-neutral nominal voltage the readings are
+    screened against (optional; default: the site's setting)."""
+
+    nominal_voltage: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    def nominal(self, inherited: float | None = None) -> dict[str, float]:
+        """The ``nominal_voltage`` attribute: its own, else the bus's/concentrator's, if any."""
+        v = self.nominal_voltage if self.nominal_voltage is not None else inherited
+        return {} if v is None else {"nominal_voltage": v}
+
+
 class QuantitySpec(BaseModel):
     """``[[quantity]]``: a quantity the site adds to the built-in list."""
 
@@ -109,7 +124,7 @@ class QuantitySpec(BaseModel):
         return Quantity(self.code, self.name, self.unit, QuantityKind(self.kind))
 
 
-class DeviceSpec(Commissioned):
+class DeviceSpec(Commissioned, Nominal):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
@@ -130,18 +145,18 @@ class DeviceSpec(Commissioned):
             "unit_id": self.unit_id,
             "register_map": self.register_map,
             "poll_interval": self.poll_interval,
-            "attributes": self.since(tz),
+            "attributes": {**self.since(tz), **self.nominal()},
         }
 
 
-class BusMeterSpec(Commissioned):
+class BusMeterSpec(Commissioned, Nominal):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
     address: str = Field(pattern=r"^[0-9]{12}$")
 
 
-class BusSpec(BaseModel):
+class BusSpec(Nominal):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME)
@@ -181,13 +196,14 @@ class BusSpec(BaseModel):
                     "bus": self.name,
                     "address": m.address,
                     **m.since(self.timezone or DEFAULT_TIMEZONE),
+                    **m.nominal(self.nominal_voltage),
                 },
             }
             for m in self.meter
         ]
 
 
-class VoltageMonitorSpec(Commissioned):
+class VoltageMonitorSpec(Commissioned, Nominal):
     """``[[voltage_monitor]]``: a Modbus RTU voltage monitor on a serial line."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -208,11 +224,11 @@ class VoltageMonitorSpec(Commissioned):
             "unit_id": self.unit_id,
             "register_map": None,
             "poll_interval": self.poll_interval,
-            "attributes": self.since(tz),
+            "attributes": {**self.since(tz), **self.nominal()},
         }
 
 
-class ConcentratorSpec(Commissioned):
+class ConcentratorSpec(Commissioned, Nominal):
     """``[[concentrator]]``: a data concentrator (集中器) uploading its area's meters by MQTT."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -242,7 +258,12 @@ class ConcentratorSpec(Commissioned):
                 **base,
                 "name": self.name,
                 "kind": "concentrator",
-                "attributes": {"area": self.area, "timezone": zone, **self.since(zone)},
+                "attributes": {
+                    "area": self.area,
+                    "timezone": zone,
+                    **self.since(zone),
+                    **self.nominal(),
+                },
             },
             *(
                 {
@@ -250,7 +271,12 @@ class ConcentratorSpec(Commissioned):
                     "name": m,
                     "kind": "meter",
                     # its local days (frozen values, re-read windows) are the concentrator's
-                    "attributes": {"concentrator": self.name, "area": self.area, "timezone": zone},
+                    "attributes": {
+                        "concentrator": self.name,
+                        "area": self.area,
+                        "timezone": zone,
+                        **self.nominal(),
+                    },
                 }
                 for m in self.meters
             ),
@@ -283,6 +309,15 @@ class Inventory:
             + [m.row(self.timezone) for m in self.monitors]
             + [r for c in self.concentrators for r in c.rows()]
         )
+
+    def nominals(self, ids: dict[str, int]) -> dict[int, float]:
+        """Device id → nominal voltage, for the devices that set one (or inherit a bus's or
+        concentrator's); `ids` as `store_inventory` returns them."""
+        return {
+            ids[row["name"]]: row["attributes"]["nominal_voltage"]
+            for row in self.rows()
+            if "nominal_voltage" in row["attributes"]
+        }
 
 
 Z = TypeVar("Z", BusSpec, ConcentratorSpec)
@@ -410,6 +445,16 @@ def store_inventory(
                 )
                 _audit(conn, actor, "update", new["name"], before, new)
     return ids
+
+
+def stored_nominals(conn: psycopg.Connection) -> dict[int, float]:
+    """`Inventory.nominals` as stored: device id → nominal voltage of those that have one."""
+    return dict(
+        conn.execute(
+            "SELECT id, (attributes->>'nominal_voltage')::float8 FROM devices"
+            " WHERE attributes ? 'nominal_voltage'"
+        ).fetchall()
+    )
 
 
 def _audit(

@@ -27,7 +27,7 @@ from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.database import check_connection, start_embedded
-from gridread.inventory import Inventory, store_inventory
+from gridread.inventory import Inventory, store_inventory, stored_nominals
 from gridread.services import (
     Service,
     ServiceError,
@@ -38,6 +38,7 @@ from gridread.services import (
     run_process,
 )
 from gridread.settings import Settings
+from ingest.plausibility import Screen, shipped_rules
 from ingest.retry import Backoff
 from ingest.rollups_retention import apply_retention
 from ingest.schema import StorageMode, ensure_partitions, migrate
@@ -90,7 +91,7 @@ def build_collectors(
             baud=monitor.baud,
             parity=monitor.parity,
             store=store,
-            timeout=settings.poll_timeout / 3,  # three requests a poll
+            timeout=settings.modbus_request_timeout,  # one request; poll_timeout: the poll
         )
         out.append((vm, monitor.poll_interval))
     return out
@@ -155,7 +156,7 @@ async def serve(
     ``shutdown_timeout`` (the embedded database is stopped first)."""
     supervisor = Supervisor(supervisor_policy(settings))
     supervisor.handle_signals()
-    writer = _writer(settings, url)
+    writer = _writer(settings, url, plausibility_screen(settings, inventory.nominals(ids)))
     api = _ApiServer(
         uvicorn.Config(
             create_app(url, timezone=settings.timezone, service_states=supervisor.snapshot),
@@ -265,12 +266,19 @@ async def _run_bus(
     await bus.run()
 
 
-def _writer(settings: Settings, url: str) -> ReadingWriter:
+def plausibility_screen(settings: Settings, nominals: dict[int, float]) -> Screen:
+    """The shipped rules with the devices' nominal voltages (device id → V; the others: the
+    ``nominal_voltage`` setting)."""
+    return shipped_rules().for_devices(nominals, settings.nominal_voltage)
+
+
+def _writer(settings: Settings, url: str, screen: Screen) -> ReadingWriter:
     return ReadingWriter(
         url,
         batch_size=settings.writer_batch_size,
         max_delay=settings.writer_max_delay,
         max_queued=settings.writer_max_queued,
+        screen=screen,
     )
 
 
@@ -330,7 +338,9 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
     Stops on SIGINT/SIGTERM after committing and acknowledging what it has taken."""
     supervisor = Supervisor(supervisor_policy(settings))
     supervisor.handle_signals()
-    writer = _writer(settings, url)
+    with psycopg.connect(url) as conn:  # the nominal voltages of the devices stored
+        nominals = stored_nominals(conn)
+    writer = _writer(settings, url, plausibility_screen(settings, nominals))
     workers: list[MqttIngestWorker] = []
     store = await PgCollectorStore.open(url)  # the worker's pool, closed after the stop
 

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     retention_register_days: int = Field(
         default=0, ge=0, description="days registers and curves are kept; 0: for ever"
     )
+    nominal_voltage: float = Field(
+        default=220.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="V phase-to-neutral, for the plausibility screen; a device may set its own",
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

@@ -24,7 +24,7 @@ INSERT_SQL = (
 class DeadLetter:
     source: str  # e.g. "mqtt"
     reason: str
-    payload: dict[str, str] = field(default_factory=dict)  # e.g. {"topic": …}
+    payload: dict[str, object] = field(default_factory=dict)  # e.g. {"topic": …}; JSON
     raw: bytes | None = None  # as received; capped when stored
 
 
@@ -37,12 +37,15 @@ def sanitise(text: str, limit: int = REASON_MAX) -> str:
 
 
 def dead_letter_row(letter: DeadLetter, raw_max: int = DEFAULT_RAW_MAX) -> tuple:
-    """INSERT_SQL's parameters: reason and payload sanitised, raw capped, its size kept."""
+    """INSERT_SQL's parameters: reason and payload's text sanitised, raw capped, its size
+    kept."""
     raw = letter.raw
     return (
         letter.source,
         sanitise(letter.reason),
-        json.dumps({k: sanitise(v) for k, v in letter.payload.items()}),
+        json.dumps(
+            {k: sanitise(v) if isinstance(v, str) else v for k, v in letter.payload.items()}
+        ),
         None if raw is None else raw[:raw_max],
         None if raw is None else len(raw),
     )

@@ -3,8 +3,8 @@
 How one batch is written (all in one transaction):
 
 1. Sort the rows into primary-key order (stable: among rows of one key, arrival order) and
-   screen them for values binary COPY would store
-   wrongly instead of refusing (see `_screen`); those go to dead letters. Sorted rows touch
+   screen them for values binary COPY would store wrongly instead of refusing
+   (`ingest.rows.screen_rows`); those go to dead letters. Sorted rows touch
    the index page by page rather than all over it: raw COPY of batch-sorted rows measured
    ~1.2× arrival order on a 1M-row table (bench/ingest.py), the writer ~5 % net of the sort.
 2. COPY the rest straight into ``readings`` inside a savepoint. Conflicts are rare (re-reads,
@@ -29,22 +29,21 @@ Errors:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from operator import attrgetter, itemgetter
+from datetime import UTC
 
 import psycopg
 from psycopg import errors as pgerr
 
 from ingest import metrics
-from ingest.deadletters import sanitise
+from ingest.deadletters import INSERT_SQL, DeadLetter, dead_letter_row
 from ingest.model import Reading
-from ingest.plausibility import flag_implausible
+from ingest.plausibility import Screen, shipped_rules
 from ingest.retry import Backoff
+from ingest.rows import Row, as_row, row_payload, screen_rows
 from ingest.schema import ensure_partitions, is_missing_partition
 
 log = logging.getLogger(__name__)
@@ -55,8 +54,6 @@ _TYPES = ["int4", "text", "timestamptz", "float8", "int2"]
 # resources, operator intervention (admin shutdown, crash recovery), system error.
 _TEMPORARY_CLASSES = {"08", "40", "53", "57", "58"}
 _TEMPORARY_STATES = {"55P03"}  # lock not available
-
-Row = tuple[int, str, datetime, float, int]
 
 
 @dataclass
@@ -93,12 +90,16 @@ class ReadingWriter:
         max_delay: float = 1.0,
         max_queued: int = 200_000,
         backoff: Backoff | None = None,
+        screen: Screen | None = None,
     ) -> None:
+        """`screen`: the plausibility screen (default: the shipped rules, every device at
+        the default nominal voltage)."""
         self.conninfo = conninfo
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.max_queued = max_queued
         self.backoff = backoff or Backoff()
+        self.screen = screen or shipped_rules()
         self._buffer: list[Reading] = []
         self._cond = asyncio.Condition()
         self._accepted = 0  # readings taken into the queue, ever
@@ -117,7 +118,7 @@ class ReadingWriter:
         """Queue readings; return a ticket for `wait_stored` (their position in the stream)."""
         if not readings:
             return self._accepted
-        flag_implausible(readings)  # absurd values are stored, flagged SUSPECT
+        self.screen.flag(readings)  # absurd values are stored, flagged SUSPECT
         async with self._cond:
             await self._cond.wait_for(lambda: len(self._buffer) < self.max_queued)
             self._buffer.extend(readings)
@@ -202,7 +203,7 @@ class ReadingWriter:
         The database work runs in a worker thread on a blocking connection: psycopg's
         synchronous COPY is cheaper per row than its asyncio one, and the event loop (the
         collectors) keeps running while the server works."""
-        rows, invalid = _screen(list(map(_ROW, batch)))
+        rows, invalid = screen_rows(list(map(as_row, batch)))
         delays = iter(self.backoff.delays())
         while True:
             started = time.perf_counter()
@@ -286,10 +287,7 @@ def _dead_letter(
     conn: psycopg.Connection, row: Row, kind: str, reason: str, result: WriteResult
 ) -> None:
     log.error("dead-lettered reading %r: %s", row, reason)
-    conn.execute(
-        "INSERT INTO dead_letters (source, reason, payload) VALUES (%s, %s, %s)",
-        ("writer", reason, json.dumps(_row_payload(row))),
-    )
+    conn.execute(INSERT_SQL, dead_letter_row(DeadLetter("writer", reason, row_payload(row))))
     metrics.ROWS_DEAD.labels(kind).inc()
     result.dead += 1
 
@@ -342,64 +340,6 @@ def _first_of_each_key(rows: list[Row]) -> tuple[list[Row], list[tuple[Row, Row]
     return kept, losers
 
 
-_INT4 = 2**31
-_INT2 = 2**15
-_ROW = attrgetter("device_id", "quantity", "ts", "value", "quality")
-_DEVICE, _TS, _QUALITY = itemgetter(0), itemgetter(2), itemgetter(4)
-_KEY = itemgetter(0, 1, 2)  # the primary key; sorting by it alone keeps arrival order
-_TZINFO = attrgetter("tzinfo")
-
-
-def _screen(rows: list[Row]) -> tuple[list[Row], list[tuple[Row, str]]]:
-    """Sort rows into primary-key order and split off those that binary COPY would corrupt
-    rather than reject: psycopg's binary int2/int4 dumpers wrap out-of-range integers
-    silently (70000 → 4464), and a naive timestamp would be stored at the wrong instant.
-
-    The fast path checks whole columns with C-level iteration; only a batch that fails it
-    (or cannot be sorted) is checked row by row."""
-    try:
-        rows.sort(key=_KEY)
-        if not rows or (
-            -_INT4 <= min(map(_DEVICE, rows))
-            and max(map(_DEVICE, rows)) < _INT4
-            and 0 <= min(map(_QUALITY, rows))
-            and max(map(_QUALITY, rows)) < _INT2
-            and None not in map(_TZINFO, map(_TS, rows))
-        ):
-            return rows, []
-    except (TypeError, AttributeError, ValueError):
-        pass
-    good: list[Row] = []
-    bad: list[tuple[Row, str]] = []
-    for row in rows:
-        problem = _problem(row)
-        if problem:
-            bad.append((row, problem))
-        else:
-            good.append(row)
-    try:
-        good.sort(key=_KEY)
-    except TypeError:  # e.g. a float device id: COPY rejects it and bisection isolates it
-        pass
-    return good, bad
-
-
-def _problem(row: Row) -> str | None:
-    try:
-        device_id, quantity, ts, value, quality = row
-    except (TypeError, ValueError):
-        return "InvalidReading: not a (device_id, quantity, ts, value, quality) row"
-    if not isinstance(device_id, int) or not -_INT4 <= device_id < _INT4:
-        return f"InvalidReading: device_id {device_id!r} is not a 32-bit integer"
-    if not isinstance(quality, int) or not 0 <= quality < _INT2:
-        return f"InvalidReading: quality {quality!r} is not a flag set in 0..32767"
-    if not isinstance(ts, datetime) or ts.utcoffset() is None:
-        return f"InvalidReading: ts {ts!r} is not a timezone-aware datetime"
-    if not isinstance(quantity, str) or not isinstance(value, int | float):
-        return f"InvalidReading: quantity {quantity!r} / value {value!r} of the wrong type"
-    return None
-
-
 def _create_partitions(conninfo: str, days: set) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         ensure_partitions(conn, days)
@@ -409,25 +349,3 @@ def _reason(exc: BaseException) -> str:
     state = getattr(exc, "sqlstate", None)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}{f' [{state}]' if state else ''}: {text}"
-
-
-def _row_payload(row: Row) -> dict[str, object]:
-    """The row as JSON that PostgreSQL's jsonb accepts whatever the row holds."""
-    device_id, quantity, ts, value, quality = row
-
-    def safe(x: object) -> object:
-        if isinstance(x, bool) or x is None:
-            return x
-        if isinstance(x, int):
-            return x
-        text = x.isoformat() if isinstance(x, datetime) else x if isinstance(x, str) else repr(x)
-        # jsonb cannot hold NUL or a lone surrogate: shown as their escapes
-        return sanitise(text).replace("\\x00", "\\u0000")
-
-    return {
-        "device_id": safe(device_id),
-        "quantity": safe(quantity),
-        "ts": safe(ts),
-        "value": safe(value),
-        "quality": safe(quality),
-    }

@@ -5,14 +5,24 @@ at ingest (the writer, real PostgreSQL) and from a Modbus meter read with the wr
 import asyncio
 import math
 import random
+import tomllib
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
+from collectors.exceptions import ConfigError
 from collectors.modbus.collector import ModbusTcpCollector
 from collectors.modbus.registermap import parse_register_map
-from gridread.inventory import DeviceSpec, Inventory, store_inventory
+from gridread.inventory import (
+    DeviceSpec,
+    Inventory,
+    parse_inventory,
+    store_inventory,
+    stored_nominals,
+)
+from gridread.runtime import plausibility_screen
+from gridread.settings import load_settings
 from ingest.model import Quality, Reading
 from ingest.plausibility import load_rules
 from ingest.writer import ReadingWriter
@@ -72,6 +82,10 @@ def test_unknown_quantity_and_bad_values_pass_through():
         ('[[rule]]\nkind = "counter"\nmin = 0\nmax = 1\n', "rule 1: kind = 'counter'"),
         ('[[rule]]\nquantities = ["14.7.0"]\nmin = 45\nmax = 65\nmaks = 1\n', "unknown key(s)"),
         ('[[rule]]\nquantities = ["32.7.0"]\nnominal = 220\nlow = 0.5\n', "nominal with low"),
+        (
+            '[[rule]]\nquantities = ["32.7.0"]\nnominal = "neutral"\nlow = 0.5\nhigh = 1.5\n',
+            "rule 1: nominal = 'neutral'",
+        ),
     ],
 )
 def test_bad_rules_are_a_one_line_error(tmp_path, rules, message):
@@ -80,6 +94,148 @@ def test_bad_rules_are_a_one_line_error(tmp_path, rules, message):
     with pytest.raises(ValueError) as err:
         load_rules(path)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value", "suspect"),
+    [
+        ("32.7.0", 58.0, False),  # a meter on 3×57.7/100 V PTs
+        ("32.7.0", 230.0, True),
+        ("32.7.0", 0.0, False),
+        ("132.7.0", 100.0, False),  # its line voltage: √3 × 57.7
+        ("132.7.0", 400.0, True),
+        ("14.7.0", 50.0, False),  # not a voltage: no nominal
+    ],
+)
+def test_a_device_is_screened_against_its_own_nominal_voltage(quantity, value, suspect):
+    screen = load_rules().for_devices({7: 57.7})
+    own, other = Reading(7, quantity, TS, value), Reading(8, quantity, TS, value)
+    assert screen.flag([own]) == int(suspect)
+    assert own.quality == (SUSPECT if suspect else 0)
+    # the other device is at the default nominal, 220 V, the shipped screen's
+    assert screen.flag([other]) == load_rules().flag([Reading(8, quantity, TS, value)])
+
+
+def test_readings_of_devices_mixed_in_one_batch_each_get_their_own_range():
+    screen = load_rules().for_devices({7: 57.7, 9: 57.7})
+    values = [(7, 58.0), (8, 58.0), (8, 230.0), (7, 230.0), (9, 58.0), (7, 58.0), (8, 230.0)]
+    readings = [Reading(d, "32.7.0", TS, v) for d, v in values]
+    assert screen.flag(readings) == 2
+    assert [r.quality for r in readings] == [0, SUSPECT, 0, SUSPECT, 0, 0, 0]
+
+
+def test_the_default_nominal_is_the_sites():
+    screen = load_rules().for_devices({}, default_nominal=57.7)
+    readings = [Reading(1, "32.7.0", TS, 58.0), Reading(1, "32.7.0", TS, 230.0)]
+    assert screen.flag(readings) == 1 and [r.quality for r in readings] == [0, SUSPECT]
+
+
+@pytest.mark.parametrize(
+    ("table", "where"),
+    [
+        (
+            '[[device]]\nname = "d"\nprotocol = "modbus_tcp"\nhost = "h"\n'
+            'register_map = "three_phase_meter"\n',
+            "device 1 (d)",
+        ),
+        ('[[bus]]\nname = "b"\nport = "/dev/null"\n', "bus 1 (b)"),
+        (
+            '[[bus]]\nname = "b"\nport = "/dev/null"\n[[bus.meter]]\nname = "m"\n'
+            'address = "000000000001"\n',
+            "bus 1 (b)",
+        ),
+        ('[[voltage_monitor]]\nname = "v"\nport = "/dev/null"\n', "voltage_monitor 1 (v)"),
+        ('[[concentrator]]\nname = "c"\narea = "a"\n', "concentrator 1 (c)"),
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "-57.7", "inf", '"high"'])
+def test_a_bad_nominal_voltage_is_a_one_line_error(tmp_path, table, where, value):
+    config = tomllib.loads(f"{table}nominal_voltage = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        parse_inventory(config, source="site.toml", base_dir=tmp_path)
+    assert f"site.toml: {where}" in str(err.value) and "nominal_voltage" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_settings(tomllib.loads(f"nominal_voltage = {value}\n"), source="site.toml")
+    assert "site.toml: nominal_voltage" in str(err.value) and "\n" not in str(err.value)
+
+
+SITE = """
+nominal_voltage = 230.0
+
+[[device]]                    # on 3×57.7/100 V PTs
+name = "pt-meter"
+protocol = "modbus_tcp"
+host = "192.0.2.10"
+register_map = "three_phase_meter"
+nominal_voltage = 57.7
+
+[[device]]                    # the site's 230 V
+name = "lv-meter"
+protocol = "modbus_tcp"
+host = "192.0.2.11"
+register_map = "three_phase_meter"
+
+[[bus]]
+name = "bus-1"
+port = "/dev/ttyUSB0"
+nominal_voltage = 57.7
+[[bus.meter]]                 # the bus's
+name = "bus-pt"
+address = "000000000001"
+[[bus.meter]]                 # its own
+name = "bus-lv"
+address = "000000000002"
+nominal_voltage = 220.0
+
+[[voltage_monitor]]
+name = "vm"
+port = "/dev/ttyUSB1"
+nominal_voltage = 57.7
+
+[[concentrator]]              # a 10 kV feeder's meters reporting primary values
+name = "jzq"
+area = "feeder-7"
+meters = ["feeder-7-m1"]
+nominal_voltage = 5773.5
+"""
+
+
+async def test_nominal_voltages_from_the_config_to_the_stored_quality(tmp_path, migrated_url):
+    config = tomllib.loads(SITE)
+    settings = load_settings(config)
+    inventory = parse_inventory(config, source="site.toml", base_dir=tmp_path)
+    with psycopg.connect(migrated_url) as conn:
+        ids = store_inventory(conn, inventory, actor="test")
+        stored = stored_nominals(conn)
+    # serve() builds its screen from the inventory, mqtt-ingest from the devices table
+    assert stored == inventory.nominals(ids)
+    screen = plausibility_screen(settings, stored)
+    values = {"a": 58.0, "b": 230.0, "c": 5800.0}
+    writer = ReadingWriter(migrated_url, max_delay=0.05, screen=screen)
+    task = asyncio.create_task(writer.run())
+    for device_id in ids.values():
+        for minute, value in enumerate(values.values()):
+            ts = TS.replace(minute=minute)
+            await writer.add_many([Reading(device_id, "32.7.0", ts, value)])
+    await writer.flush()
+    await writer.close()
+    await task
+    with psycopg.connect(migrated_url) as conn:
+        rows = conn.execute(
+            "SELECT d.name, r.value, r.quality FROM readings r JOIN devices d ON d.id = r.device_id"
+        ).fetchall()
+    plausible = {(name, value) for name, value, quality in rows if quality == 0}
+    assert len(rows) == 3 * len(ids)
+    assert plausible == {
+        ("pt-meter", 58.0),
+        ("bus-pt", 58.0),
+        ("vm", 58.0),
+        ("lv-meter", 230.0),
+        ("bus-lv", 230.0),
+        ("jzq", 5800.0),
+        ("feeder-7-m1", 5800.0),
+    }
 
 
 async def test_the_writer_stores_absurd_values_flagged(migrated_url):

@@ -1,12 +1,17 @@
 """A voltage monitor on a Modbus RTU serial line (two ptys wired as a null modem)."""
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from collectors.modbus.voltage_monitor import VoltageMonitorCollector
+from collectors.scheduler import PollPolicy, PollScheduler
+from gridread.inventory import Inventory, VoltageMonitorSpec, store_inventory
+from gridread.runtime import build_collectors
+from gridread.settings import Settings
 from ingest.writer import ReadingWriter
 from simulators.modbus_meter import ManualClock
 from simulators.nullmodem import NullModem
@@ -67,3 +72,25 @@ async def test_one_minute_series_and_the_monitors_own_statistics(migrated_url, c
         await writer_task
         await sim.stop()
         await line.stop()
+
+
+async def test_the_request_timeout_is_the_modbus_setting(migrated_url, collector_store):
+    """A monitor that does not answer (nothing on the line): its first request gives up after
+    `modbus_request_timeout`, not after poll_timeout ÷ 3."""
+    line = NullModem()
+    await line.start()
+    monitor = VoltageMonitorSpec(name="vm-silent", port=line.b, unit_id=3)
+    inventory = Inventory([], {}, monitors=[monitor])
+    with psycopg.connect(migrated_url) as conn:
+        ids = store_inventory(conn, inventory, actor="test")
+    settings = Settings(poll_timeout=9.0, modbus_request_timeout=0.2)
+    [(collector, _interval)] = build_collectors(inventory, ids, settings, collector_store)
+    scheduler = PollScheduler(ReadingWriter(migrated_url), PollPolicy(timeout=9.0, retries=0))
+    try:
+        started = time.monotonic()
+        assert not await scheduler.poll(collector)
+        elapsed = time.monotonic() - started
+    finally:
+        await collector.close()
+        await line.stop()
+    assert elapsed < 1.5, elapsed  # one request's 0.2 s, not 9 s ÷ 3
