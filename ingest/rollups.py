@@ -26,6 +26,7 @@ first/last (not only the delta). A register rollover inside a bucket shows as a 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+
+from ingest.retry import Backoff
 
 if TYPE_CHECKING:  # ingest.schema imports this module for `ensure_rollups`
     from ingest.schema import StorageMode
@@ -128,6 +131,34 @@ def ensure_rollups(conn: psycopg.Connection, mode: StorageMode) -> None:
         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
         (ROLLUP_MIGRATION, f"rollups: hourly and daily ({mode})"),
     )
+
+
+def refresh_rollup(
+    conn: psycopg.Connection,
+    view: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    patience: float = 60.0,
+) -> None:
+    """Materialise `view` over [start, end) now (None: unbounded), outside a transaction.
+
+    A refresh policy's background job may be refreshing the same window: Timescale then
+    refuses at once (55P03, "concurrent refresh"), so wait for it and try again, within
+    `patience` seconds."""
+    delays = Backoff(initial=0.1, maximum=2.0).delays()
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+                (view, start, end),
+            )
+            return
+        except psycopg.errors.LockNotAvailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(next(delays))
 
 
 def series_query(

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.quantities import QuantityKind, registry
-from ingest.rollups import CAGGS, STEP, ceil_to
+from ingest.rollups import CAGGS, STEP, ceil_to, refresh_rollup
 from ingest.schema import StorageMode, storage_mode
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,7 @@ def _refresh(conn: psycopg.Connection, since: datetime | None, cutoff: datetime)
         # widened to whole buckets: a window narrower than one is refused
         lo = None if since is None else ceil_to(since, STEP[res]) - STEP[res]
         hi = ceil_to(cutoff, STEP[res])
-        conn.execute(
-            "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
-            (view, lo, hi),
-        )
+        refresh_rollup(conn, view, lo, hi)
 
 
 def _drop_whole(conn: psycopg.Connection, mode: StorageMode, cutoff: datetime) -> list[str]:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from gridread import runtime
 from gridread.settings import Settings
-from ingest.rollups import CAGGS, ensure_rollups, load_series
+from ingest.rollups import CAGGS, ensure_rollups, load_series, refresh_rollup
 from ingest.rollups_retention import apply_retention
 from ingest.schema import StorageMode, ensure_partitions, migrate, storage_mode
 
@@ -62,7 +62,7 @@ def refresh(conn: psycopg.Connection) -> None:
     """Materialise the continuous aggregates (TimescaleDB), as their policies would."""
     if storage_mode(conn) is StorageMode.TIMESCALEDB:
         for view, *_ in CAGGS.values():
-            conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (view,))
+            refresh_rollup(conn, view)
 
 
 @pytest.mark.parametrize("materialised", [False, True], ids=["realtime", "refreshed"])
