@@ -38,6 +38,7 @@ from gridread.services import (
     run_process,
 )
 from gridread.settings import Settings
+from ingest.compression import ensure_compression_policy
 from ingest.retry import Backoff
 from ingest.schema import StorageMode, ensure_partitions, migrate
 from ingest.store import CollectorStore, PgCollectorStore
@@ -54,6 +55,7 @@ def database_url(settings: Settings) -> str:
     check_connection(url)
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn)
+        ensure_compression_policy(conn, settings.compress_after_days)
     return url
 
 

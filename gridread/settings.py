@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
+from ingest.compression import COMPRESS_AFTER_DAYS
 from ingest.localtime import DEFAULT_TIMEZONE
 
 INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator", "quantity")
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
     )
     dead_letter_raw_max: int = Field(
         default=65536, ge=0, description="bytes of a dead letter's raw payload kept"
+    )
+    compress_after_days: int = Field(
+        default=COMPRESS_AFTER_DAYS,
+        ge=1,
+        description="TimescaleDB: readings' chunks are compressed once this many days old",
     )
 
     @classmethod

@@ -23,6 +23,7 @@ from enum import StrEnum
 import psycopg
 from psycopg import sql
 
+from ingest.compression import ensure_compression_policy
 from ingest.exceptions import SchemaError
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def migrate(conn: psycopg.Connection) -> StorageMode:
                     )
         if mode is StorageMode.NATIVE:
             ensure_partitions(conn)
+        ensure_compression_policy(conn)
     except psycopg.Error as exc:
         raise SchemaError(f"migration failed: {exc.diag.sqlstate or ''} {exc}".strip()) from exc
     log.info("storage: readings are %s", _describe(mode))
