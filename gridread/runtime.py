@@ -38,6 +38,7 @@ from gridread.services import (
     run_process,
 )
 from gridread.settings import Settings
+from ingest.compression import ensure_compression_policy
 from ingest.plausibility import Screen, shipped_rules
 from ingest.retry import Backoff
 from ingest.rollups_retention import apply_retention
@@ -56,6 +57,7 @@ def database_url(settings: Settings) -> str:
     check_connection(url)
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn, storage=settings.storage)
+        ensure_compression_policy(conn, settings.compress_after_days)
     return url
 
 

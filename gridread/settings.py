@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
+from ingest.compression import COMPRESS_AFTER_DAYS
 from ingest.localtime import DEFAULT_TIMEZONE
 
 INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator", "quantity")
@@ -90,6 +91,11 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="V phase-to-neutral, for the plausibility screen; a device may set its own",
+    )
+    compress_after_days: int = Field(
+        default=COMPRESS_AFTER_DAYS,
+        ge=1,
+        description="TimescaleDB: readings' chunks are compressed once this many days old",
     )
 
     @classmethod

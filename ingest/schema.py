@@ -26,6 +26,7 @@ from enum import StrEnum
 import psycopg
 from psycopg import sql
 
+from ingest.compression import ensure_compression_policy
 from ingest.exceptions import SchemaError
 from ingest.rollups import ensure_rollups
 
@@ -193,6 +194,7 @@ def migrate(conn: psycopg.Connection, storage: Storage | str = Storage.AUTO) -> 
             ensure_rollups(conn, mode)  # migration 5 (ingest/rollups.py)
         if mode is StorageMode.NATIVE:
             ensure_partitions(conn)
+        ensure_compression_policy(conn)
     except psycopg.Error as exc:
         raise SchemaError(f"migration failed: {exc.diag.sqlstate or ''} {exc}".strip()) from exc
     log.info("storage: readings are %s", _describe(mode))
@@ -272,7 +274,7 @@ def _create_readings(conn: psycopg.Connection, mode: StorageMode) -> None:
             " timescaledb.compress_segmentby = 'device_id, quantity',"
             " timescaledb.compress_orderby = 'ts')"
         )
-        conn.execute("SELECT add_compression_policy('readings', INTERVAL '7 days')")
+        # the compression policy itself: ingest/compression.py (its age is a setting)
     else:
         conn.execute(f"CREATE TABLE readings ({_READINGS_COLUMNS}) PARTITION BY RANGE (ts)")
 
@@ -345,5 +347,5 @@ def ensure_partitions(
 
 def _describe(mode: StorageMode) -> str:
     if mode is StorageMode.TIMESCALEDB:
-        return "a TimescaleDB hypertable (1-day chunks, compression after 7 days)"
+        return "a TimescaleDB hypertable (1-day chunks, compressed by a policy)"
     return "natively range-partitioned by UTC day"
