@@ -29,6 +29,7 @@ Errors:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -149,19 +150,16 @@ class ReadingWriter:
         try:
             while True:
                 async with self._cond:
-                    try:
-                        await asyncio.wait_for(
-                            self._cond.wait_for(
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.max_delay):
+                            await self._cond.wait_for(
                                 lambda: (
                                     len(self._buffer) >= self.batch_size
                                     or self._flush_wanted
                                     or self._closing
                                 )
-                            ),
-                            self.max_delay,
-                        )
-                    except TimeoutError:
-                        pass
+                            )
                     batch = self._buffer[: self.batch_size]
                     del self._buffer[: self.batch_size]
                     if not self._buffer:

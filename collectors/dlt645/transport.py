@@ -73,8 +73,11 @@ class SerialTransport:
         fd = port.fileno()
         loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
         try:
+            # asyncio.timeout, not wait_for: on 3.11 a cancel arriving as the port becomes
+            # readable is swallowed by wait_for, and the bus task would go on polling
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready, timeout)
+                async with asyncio.timeout(timeout):
+                    await ready
         finally:
             loop.remove_reader(fd)
         return await self._read_now(port)
@@ -148,9 +151,8 @@ class TcpTransport:
             return
         loop = asyncio.get_running_loop()
         try:
-            _, inbox = await asyncio.wait_for(
-                loop.create_connection(_Inbox, self.host, self.port), 5
-            )
+            async with asyncio.timeout(5):
+                _, inbox = await loop.create_connection(_Inbox, self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise DeviceUnreachable(f"cannot connect to {self.name}: {exc}") from exc
         self._inbox = inbox
@@ -167,7 +169,8 @@ class TcpTransport:
         if not inbox.buf and inbox.lost is None:
             inbox.more.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(inbox.more.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await inbox.more.wait()
         data = bytes(inbox.buf)
         inbox.buf.clear()
         if not data and inbox.lost is not None:

@@ -113,7 +113,8 @@ class ConcentratorRereader:
             properties=props,
         )
         try:
-            reply = await asyncio.wait_for(future, self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: it may swallow a cancel
+                reply = await future
             REQUESTS.labels(reply.get("status", "unknown")).inc()
             return reply
         except TimeoutError:
