@@ -344,6 +344,20 @@ def test_retention_deletes_old_instantaneous_rows_and_keeps_registers(conn):
     assert _count(conn, "1.8.0") == N
 
 
+@pytest.mark.parametrize("zone", ["Asia/Shanghai"])
+def test_retention_refreshes_the_local_days_it_deleted_from(conn):
+    refresh(conn)
+    day25 = T0 - timedelta(hours=8)  # Shanghai's 25 Nov: starts before T0's UTC day
+    now = T0 + timedelta(days=1, hours=12)
+    apply_retention(conn, instant_days=1, register_days=0, now=now)  # rows before 12:00Z
+    apply_retention(conn, instant_days=1, register_days=0, now=now + timedelta(hours=3))
+    days = load_series(conn, [1], "32.7.0", day25, day25 + timedelta(days=2), "1d")
+    assert [(r["bucket"], r["min"], r["avg"], r["max"], r["count"]) for r in days] == [
+        (day25, 235.0, 238.0, 241.0, 4),  # 15:00–15:45Z left of its 64 rows
+        (day25 + timedelta(days=1), 236.0, 242.5, 249.0, 32),
+    ]
+
+
 def test_retention_drops_whole_days_when_every_kind_has_expired(conn):
     mode = storage_mode(conn)
     conn.execute(
@@ -430,3 +444,11 @@ def test_api_serves_daily_buckets_on_local_days(api):
         ("2026-11-24T16:00:00Z", 31.5, 64),
         ("2026-11-25T16:00:00Z", 15.5, 32),
     ]
+
+
+def test_the_site_timezone_setting_reaches_the_migration(db_url, storage):
+    url = runtime.database_url(
+        Settings(database_url=db_url, storage=storage.value, timezone="Asia/Kolkata")
+    )
+    with psycopg.connect(url) as c:
+        assert rollup_timezone(c) == "Asia/Kolkata"
