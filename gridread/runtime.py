@@ -56,7 +56,7 @@ def database_url(settings: Settings) -> str:
     url = settings.database_url or start_embedded(Path(settings.data_dir))
     check_connection(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn, storage=settings.storage)
+        migrate(conn, storage=settings.storage, timezone=settings.timezone)
         ensure_compression_policy(conn, settings.compress_after_days)
     return url
 

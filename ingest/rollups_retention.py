@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.quantities import QuantityKind, registry
-from ingest.rollups import CAGGS, STEP, ceil_to, refresh_rollup
+from ingest.rollups import CAGGS, STEP, Resolution, ceil_to, refresh_rollup
 from ingest.schema import StorageMode, storage_mode
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,12 @@ def _refresh(conn: psycopg.Connection, since: datetime | None, cutoff: datetime)
     """Recompute the aggregates' buckets over [since, cutoff) now, as natively (where rollups
     are queries) they follow the raw rows at once. Outside a transaction, as Timescale needs."""
     for res, (view, *_) in CAGGS.items():
-        # widened to whole buckets: a window narrower than one is refused
-        lo = None if since is None else ceil_to(since, STEP[res]) - STEP[res]
-        hi = ceil_to(cutoff, STEP[res])
+        # widened to whole buckets: a window narrower than one is refused. Daily buckets are
+        # local days (any zone within ±14 h of UTC): a UTC day more on each side covers them
+        step = STEP[res]
+        pad = step if res is Resolution.DAY else timedelta(0)
+        lo = None if since is None else ceil_to(since, step) - step - pad
+        hi = ceil_to(cutoff, step) + pad
         refresh_rollup(conn, view, lo, hi)
 
 

@@ -1,7 +1,7 @@
 """Schema migrations and partition maintenance.
 
-One entry point, `migrate(conn, storage=...)`, brings any database to the current schema and
-decides once, for the life of that database, how the readings table is partitioned:
+One entry point, `migrate(conn, storage=..., timezone=...)`, brings any database to the current
+schema and decides once, for the life of that database, how the readings table is partitioned:
 
 * ``timescaledb`` when the extension is installed and preloaded on the server: a hypertable on
   ``ts`` with 1-day chunks, compression segmented by device and quantity, a compression policy;
@@ -13,8 +13,9 @@ The setting ``storage`` (`Storage`) picks: ``auto`` the best the server offers (
 not preloaded: a warning, native), ``timescaledb`` or an error, ``native`` (never creates the
 extension). The choice is stored in ``gridread_meta`` and logged; a later `migrate` that asks
 for the other mode is refused. Both branches expose the same table.
-Migrations are numbered, applied once each under an advisory lock, so running `migrate`
-twice, or from two processes at once, is harmless.
+`timezone` (the site's) is the zone of the daily rollups' local days, recorded by the first
+`migrate` (see `ingest.rollups`). Migrations are numbered, applied once each under an advisory
+lock, so running `migrate` twice, or from two processes at once, is harmless.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg import sql
 
 from ingest.compression import ensure_compression_policy
 from ingest.exceptions import SchemaError
+from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
 
 log = logging.getLogger(__name__)
@@ -168,9 +171,17 @@ _READINGS_COLUMNS = """
 """
 
 
-def migrate(conn: psycopg.Connection, storage: Storage | str = Storage.AUTO) -> StorageMode:
+def migrate(
+    conn: psycopg.Connection,
+    storage: Storage | str = Storage.AUTO,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> StorageMode:
     """Bring the database to the current schema; return the storage mode in use."""
     storage = Storage(storage)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SchemaError(f"unknown time zone {timezone!r} for the daily rollups") from exc
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -191,7 +202,7 @@ def migrate(conn: psycopg.Connection, storage: Storage | str = Storage.AUTO) -> 
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (version, name),
                     )
-            ensure_rollups(conn, mode)  # migration 5 (ingest/rollups.py)
+            ensure_rollups(conn, mode, timezone)  # migrations 5, 6 (ingest/rollups.py)
         if mode is StorageMode.NATIVE:
             ensure_partitions(conn)
         ensure_compression_policy(conn)

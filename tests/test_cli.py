@@ -110,8 +110,9 @@ def test_migrate_is_a_command(db_url):
     for _ in range(2):
         result = run_cli("migrate", env={"GRIDREAD_DATABASE_URL": db_url})
         assert result.returncode == 0, result.stderr
-    # each once: readings (0), MIGRATIONS, the rollups (ingest.rollups.ensure_rollups)
-    assert table_count(db_url, "schema_migrations") == len(MIGRATIONS) + 2
+    # each once: readings (0), MIGRATIONS, the rollups and their local days (5, 6:
+    # ingest.rollups.ensure_rollups)
+    assert table_count(db_url, "schema_migrations") == len(MIGRATIONS) + 3
 
 
 def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):

@@ -1,13 +1,16 @@
 """Rollups (ingest.rollups) and retention (ingest.rollups_retention) against a real server, in
 the storage mode it offers: continuous aggregates on TimescaleDB, plain SQL natively. The
-figures are worked out by hand from a day of 15-min data."""
+figures are worked out by hand from a day of 15-min data, on UTC days unless a test names the
+site zone (daily buckets are its local days)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -16,7 +19,14 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from gridread import runtime
 from gridread.settings import Settings
-from ingest.rollups import CAGGS, ensure_rollups, load_series, refresh_rollup
+from ingest.rollups import (
+    CAGGS,
+    LOCAL_DAY_MIGRATION,
+    ensure_rollups,
+    load_series,
+    refresh_rollup,
+    rollup_timezone,
+)
 from ingest.rollups_retention import apply_retention
 from ingest.schema import StorageMode, ensure_partitions, migrate, storage_mode
 
@@ -33,6 +43,19 @@ def voltage(i: int) -> float:
 def register(i: int) -> float:
     """0.5 kWh per 15 min from 1000: hourly first 1000+2h, last 1001.5+2h, delta 1.5."""
     return 1000.0 + 0.5 * i
+
+
+@pytest.fixture
+def zone() -> str:
+    """The site zone the database is migrated with (a test parametrizes another)."""
+    return "UTC"
+
+
+@pytest.fixture
+def migrated_url(db_url: str, storage: StorageMode, zone: str) -> str:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn, storage=storage, timezone=zone)
+    return db_url
 
 
 @pytest.fixture
@@ -143,7 +166,7 @@ def test_migration_creates_the_rollups_of_its_mode_once(conn):
     assert conn.execute("SELECT version FROM schema_migrations WHERE version = 5").fetchone()
     migrate(conn)  # again: a no-op
     with conn.transaction():
-        ensure_rollups(conn, mode)
+        ensure_rollups(conn, mode, "UTC")
     views = conn.execute(
         "SELECT relname FROM pg_class WHERE relname IN ('readings_1h', 'readings_1d') ORDER BY 1"
     ).fetchall()
@@ -171,6 +194,123 @@ def test_migration_creates_the_rollups_of_its_mode_once(conn):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
     else:
         assert views == []  # native rollups are queries over the partitions
+
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai"])
+@pytest.mark.parametrize("materialised", [False, True], ids=["realtime", "refreshed"])
+def test_daily_buckets_are_local_days_of_the_site_zone(conn, materialised):
+    if materialised:
+        refresh(conn)
+    # T0's readings 00:00–15:45 UTC are on Shanghai's 25 Nov (UTC+8), 16:00–23:45 on 26 Nov
+    day25 = datetime(2026, 11, 25, tzinfo=SHANGHAI)
+    day26 = day25 + timedelta(days=1)
+    assert (day25, day26) == (T0 - timedelta(hours=8), T0 + timedelta(hours=16))
+    days = load_series(conn, [1], "32.7.0", day25, day26 + timedelta(days=1), "1d")
+    assert [(r["bucket"], r["min"], r["avg"], r["max"], r["count"]) for r in days] == [
+        (day25, 220.0, 230.5, 241.0, 64),  # hours 0–15: hourly means 223…238
+        (day26, 236.0, 242.5, 249.0, 32),  # hours 16–23: hourly means 239…246
+    ]
+    regs = load_series(conn, [1], "1.8.0", day25, day26 + timedelta(days=1), "1d")
+    assert [
+        (r["bucket"], r["first"], r["last"], r["delta"], r["first_ts"], r["last_ts"]) for r in regs
+    ] == [
+        (day25, 1000.0, 1031.5, 31.5, T0, T0 + timedelta(hours=15, minutes=45)),
+        (
+            day26,
+            1032.0,
+            1047.5,
+            15.5,
+            T0 + timedelta(hours=16),
+            T0 + timedelta(hours=23, minutes=45),
+        ),
+    ]
+    # the UTC day's window holds one local day's start: 26 Nov's, whole
+    (only,) = load_series(conn, [1], "1.8.0", T0, T0 + timedelta(days=1), "1d")
+    assert (only["bucket"], only["count"], only["delta"]) == (day26, 32, 15.5)
+    # hours stay UTC-aligned, which in a whole-hour zone are the local hours
+    hours = load_series(conn, [1], "32.7.0", day25, day26, "1h")
+    assert [r["bucket"] for r in hours] == [T0 + timedelta(hours=h) for h in range(16)]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin"])
+def test_daily_buckets_follow_a_dst_change(conn):
+    berlin = ZoneInfo("Europe/Berlin")
+    first = datetime(2026, 3, 28, tzinfo=berlin).astimezone(UTC)  # UTC: exact arithmetic
+    midnights = [first, datetime(2026, 3, 29, tzinfo=berlin), datetime(2026, 3, 30, tzinfo=berlin)]
+    end = datetime(2026, 3, 31, tzinfo=berlin).astimezone(UTC)
+    ensure_partitions(conn, {DAY.replace(month=3, day=d) for d in range(27, 32)})
+    n = int((end - first) / timedelta(minutes=15))  # 96 + 92 + 96: 29 Mar has 23 hours
+    assert n == 284
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO readings (device_id, quantity, ts, value) VALUES (1, '1.8.0', %s, %s)",
+            [(first + timedelta(minutes=15 * i), 0.25 * i) for i in range(n)],
+        )
+    refresh(conn)
+    days = load_series(conn, [1], "1.8.0", first, end, "1d")
+    assert [(r["bucket"], r["count"], r["first"], r["last"]) for r in days] == [
+        (midnights[0], 96, 0.0, 23.75),
+        (midnights[1], 92, 24.0, 46.75),
+        (midnights[2], 96, 47.0, 70.75),
+    ]
+    assert [r["bucket"] for r in days] == [
+        datetime(2026, 3, 27, 23, tzinfo=UTC),
+        datetime(2026, 3, 28, 23, tzinfo=UTC),
+        datetime(2026, 3, 29, 22, tzinfo=UTC),  # summer time: local midnight an hour earlier
+    ]
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai"])
+def test_migration_6_moves_utc_daily_rollups_onto_local_days(conn, caplog):
+    """A database migrated before local days (5 done, 6 not, no zone recorded): on
+    TimescaleDB its daily aggregate had UTC buckets and is rebuilt; natively there is only the
+    zone to record."""
+    mode = storage_mode(conn)
+    conn.execute("DELETE FROM schema_migrations WHERE version = %s", (LOCAL_DAY_MIGRATION,))
+    conn.execute("DELETE FROM gridread_meta WHERE key = 'rollup_timezone'")
+    if mode is StorageMode.TIMESCALEDB:  # migration 5's daily aggregate, as it was made
+        conn.execute("DROP MATERIALIZED VIEW readings_1d")
+        conn.execute(
+            "CREATE MATERIALIZED VIEW readings_1d WITH (timescaledb.continuous,"
+            " timescaledb.materialized_only = false) AS"
+            " SELECT device_id, quantity, time_bucket('1 day', ts) AS bucket,"
+            " min(value) AS min, avg(value) AS avg, max(value) AS max, count(*) AS count,"
+            " first(value, ts) AS first, last(value, ts) AS last,"
+            " min(ts) AS first_ts, max(ts) AS last_ts"
+            " FROM readings GROUP BY device_id, quantity, bucket WITH NO DATA"
+        )
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy('readings_1d', start_offset => NULL,"
+            " end_offset => '1 day', schedule_interval => '1 hour')"
+        )
+        (utc,) = load_series(conn, [1], "1.8.0", T0, T0 + timedelta(days=1), "1d")
+        assert (utc["bucket"], utc["count"]) == (T0, 96)  # the defect: a UTC day
+    migrate(conn, storage=mode, timezone="Asia/Shanghai")
+    assert rollup_timezone(conn) == "Asia/Shanghai"
+    assert conn.execute(
+        "SELECT 1 FROM schema_migrations WHERE version = %s", (LOCAL_DAY_MIGRATION,)
+    ).fetchone()
+    refresh(conn)
+    days = load_series(conn, [1], "1.8.0", T0 - timedelta(hours=8), T0 + timedelta(days=1), "1d")
+    assert [(r["bucket"], r["count"]) for r in days] == [
+        (T0 - timedelta(hours=8), 64),
+        (T0 + timedelta(hours=16), 32),
+    ]
+    if mode is StorageMode.TIMESCALEDB:  # one refresh policy each, the rebuilt one included
+        assert conn.execute(
+            "SELECT hypertable_name IS NOT NULL, count(*) FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_refresh_continuous_aggregate' GROUP BY 1"
+        ).fetchall() == [(True, 2)]
+    # a later different zone: the recorded one is kept, with a warning, in both modes
+    with caplog.at_level(logging.WARNING, logger="ingest.rollups"):
+        migrate(conn, storage=mode, timezone="Europe/Berlin")
+    assert rollup_timezone(conn) == "Asia/Shanghai"
+    assert "daily rollups are on local days of 'Asia/Shanghai'" in caplog.text
+    again = load_series(conn, [1], "1.8.0", T0 - timedelta(hours=8), T0 + timedelta(days=1), "1d")
+    assert again == days
 
 
 def _count(conn, quantity: str, before: datetime | None = None) -> int:
@@ -202,6 +342,20 @@ def test_retention_deletes_old_instantaneous_rows_and_keeps_registers(conn):
     again = apply_retention(conn, instant_days=1, register_days=0, now=now + timedelta(hours=3))
     assert again.deleted["instantaneous"] == 2 * 12
     assert _count(conn, "1.8.0") == N
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai"])
+def test_retention_refreshes_the_local_days_it_deleted_from(conn):
+    refresh(conn)
+    day25 = T0 - timedelta(hours=8)  # Shanghai's 25 Nov: starts before T0's UTC day
+    now = T0 + timedelta(days=1, hours=12)
+    apply_retention(conn, instant_days=1, register_days=0, now=now)  # rows before 12:00Z
+    apply_retention(conn, instant_days=1, register_days=0, now=now + timedelta(hours=3))
+    days = load_series(conn, [1], "32.7.0", day25, day25 + timedelta(days=2), "1d")
+    assert [(r["bucket"], r["min"], r["avg"], r["max"], r["count"]) for r in days] == [
+        (day25, 235.0, 238.0, 241.0, 4),  # 15:00–15:45Z left of its 64 rows
+        (day25 + timedelta(days=1), 236.0, 242.5, 249.0, 32),
+    ]
 
 
 def test_retention_drops_whole_days_when_every_kind_has_expired(conn):
@@ -279,3 +433,22 @@ def test_api_serves_rollups_by_resolution(api):
     assert r.json()["resolution"] == "raw" and r.json()["data"][1]["value"] == 1000.5
     r = api.get("/devices/m1/readings", params={"quantity": "1.8.0", "resolution": "5min"})
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai"])
+def test_api_serves_daily_buckets_on_local_days(api):
+    window = {"start": "2026-11-25T00:00:00+08:00", "end": "2026-11-27T00:00:00+08:00"}
+    r = api.get("/devices/m1/readings", params={"quantity": "1.8.0", "resolution": "1d", **window})
+    assert r.status_code == 200, r.text
+    assert [(b["bucket"], b["delta"], b["count"]) for b in r.json()["data"]] == [
+        ("2026-11-24T16:00:00Z", 31.5, 64),
+        ("2026-11-25T16:00:00Z", 15.5, 32),
+    ]
+
+
+def test_the_site_timezone_setting_reaches_the_migration(db_url, storage):
+    url = runtime.database_url(
+        Settings(database_url=db_url, storage=storage.value, timezone="Asia/Kolkata")
+    )
+    with psycopg.connect(url) as c:
+        assert rollup_timezone(c) == "Asia/Kolkata"

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
-from ingest.rollups import ROLLUP_MIGRATION
+from ingest.rollups import LOCAL_DAY_MIGRATION, ROLLUP_MIGRATION
 from ingest.schema import (
     MIGRATIONS,
     PARTITION_DAYS_AHEAD,
@@ -75,9 +75,11 @@ def test_concurrent_migrations_are_harmless(db_url, storage):
         t.join()
     assert errors == []
     with psycopg.connect(db_url) as conn:
-        # each once: readings (0), MIGRATIONS, the rollups (5, ingest.rollups.ensure_rollups)
+        # each once: readings (0), MIGRATIONS, the rollups (5, 6: ingest.rollups.ensure_rollups)
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
-        assert sorted(versions) == sorted({0, ROLLUP_MIGRATION, *(v for v, *_ in MIGRATIONS)})
+        assert sorted(versions) == sorted(
+            {0, ROLLUP_MIGRATION, LOCAL_DAY_MIGRATION, *(v for v, *_ in MIGRATIONS)}
+        )
 
 
 def _children(conn) -> set[str]:

@@ -59,9 +59,10 @@ async def readings(
     resolution: Annotated[
         Resolution,
         Query(
-            description="raw: the stored readings; 15min, 1h, 1d: UTC buckets starting in"
-            " [start, end) — min/avg/max/count for instantaneous quantities, first/last/delta"
-            " for registers (1h and 1d from the rollups)"
+            description="raw: the stored readings; 15min, 1h: UTC-aligned buckets; 1d: the"
+            " site's local days (its timezone, recorded at migration; 23 or 25 h across DST);"
+            " buckets starting in [start, end) — min/avg/max/count for instantaneous"
+            " quantities, first/last/delta for registers (1h and 1d from the rollups)"
         ),
     ] = Resolution.RAW,
 ):
