@@ -325,7 +325,11 @@ def test_retention_deletes_old_instantaneous_rows_and_keeps_registers(conn):
     mode = storage_mode(conn)
     refresh(conn)
     if mode is StorageMode.TIMESCALEDB:  # the old day compressed, as its policy would
-        conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') c")
+        for (chunk,) in conn.execute("SELECT show_chunks('readings')").fetchall():
+            try:
+                conn.execute("SELECT compress_chunk(%s, if_not_compressed => true)", (chunk,))
+            except psycopg.errors.DuplicateObject:
+                pass  # its compression policy's job got there first
     now = T0 + timedelta(days=1, hours=12)  # T0's day is 1.5 days old
     result = apply_retention(conn, instant_days=1, register_days=0, now=now)
     cutoff = now - timedelta(days=1)
