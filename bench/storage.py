@@ -28,18 +28,14 @@ import random
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import bench_database
+from bench._common import bench_database, database_on
 from bench.ingest import QUANTITIES, raw_copy, through_writer
 from ingest.model import Reading
 from ingest.rollups import CAGGS, Resolution, refresh_rollup
@@ -88,20 +84,6 @@ def day_rows(meters: int, day: date) -> list[tuple]:
             )
             out.extend((m, q, ts, v, 0) for q, v in zip(QUANTITIES, values, strict=True))
     return out
-
-
-@contextmanager
-def database_on(admin: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    params = conninfo_to_dict(admin)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def run_mode(url: str, days: list[date], meters: int, area: int) -> dict[str, float]:

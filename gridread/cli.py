@@ -101,21 +101,13 @@ def demo(
     over MQTT) → collectors → PostgreSQL (embedded unless configured) → API."""
     from gridread import runtime
     from gridread.demo import DemoOptions, DemoWorld
-    from simulators.modbus_meter import Fault
 
     try:
         settings = load_settings(source="environment")
     except CollectorError as exc:
         raise _fail(str(exc)) from None
     _setup_logging(settings.log_level)
-    faults: dict[int, Fault] = {}
-    for item in fault or []:
-        unit, _, kind = item.partition("=")
-        try:
-            faults[int(unit)] = Fault(kind)
-        except ValueError:
-            kinds = ", ".join(f.value for f in Fault)
-            raise _fail(f"--fault {item!r}: expected UNIT=KIND, KIND one of {kinds}") from None
+    faults = _faults(fault)
     options = DemoOptions(
         meters=meters,
         sim_port=sim_port,
@@ -202,16 +194,9 @@ def simulate(
     It answers only its map's function (03 or 04); the other gets exception 1."""
     from collectors.modbus.registermap import load_register_map
     from simulators.meter_model import MeterModel
-    from simulators.modbus_meter import Fault, ModbusMeterSimulator
+    from simulators.modbus_meter import ModbusMeterSimulator
 
-    faults: dict[int, Fault] = {}
-    for item in fault or []:
-        unit, _, kind = item.partition("=")
-        try:
-            faults[int(unit)] = Fault(kind)
-        except ValueError:
-            kinds = ", ".join(f.value for f in Fault)
-            raise _fail(f"--fault {item!r}: expected UNIT=KIND, KIND one of {kinds}") from None
+    faults = _faults(fault)
     try:
         regmap = load_register_map(register_map)
     except CollectorError as exc:
@@ -325,6 +310,21 @@ def _print_banner(
         lines.append(f"  try        curl {base}/devices/{devices[0]}/latest")
     lines += ["  Ctrl-C stops; the data stays for the next run", ""]
     print("\n".join(lines), flush=True)
+
+
+def _faults(items: list[str] | None) -> dict:
+    """``--fault UNIT=KIND`` options → unit → simulator fault; a bad one is a one-line error."""
+    from simulators.modbus_meter import Fault
+
+    faults: dict[int, Fault] = {}
+    for item in items or []:
+        unit, _, kind = item.partition("=")
+        try:
+            faults[int(unit)] = Fault(kind)
+        except ValueError:
+            kinds = ", ".join(f.value for f in Fault)
+            raise _fail(f"--fault {item!r}: expected UNIT=KIND, KIND one of {kinds}") from None
+    return faults
 
 
 if __name__ == "__main__":
