@@ -32,6 +32,7 @@ from ingest.compression import ensure_compression_policy
 from ingest.exceptions import SchemaError
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
+from ingest.schema_topology import TOPOLOGY_MIGRATION
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE dead_letters SET raw_size = octet_length(raw) WHERE raw IS NOT NULL;
         """,
     ),
+    TOPOLOGY_MIGRATION,  # 7 (5 and 6 are the rollups': ingest.rollups)
 ]
 
 _READINGS_COLUMNS = """
