@@ -47,8 +47,11 @@
     meters = ["area-0412-c0001", "area-0412-c0002"]   # their topics: gridread/v1/<meter>/…
     timezone = "Asia/Shanghai"      # its local days; default: the site's `timezone`
 
+The grid's topology ([[substation]], [[feeder]], [[area]], [[metering_point]], [[meter_asset]],
+[[replacement]]) is `gridread.topology`'s (format: the README's "Grid topology").
+
 The whole file is validated before anything is written; the load is one transaction and
-each added or changed device leaves a row in ``audit_log``.
+each added or changed device or topology entry leaves a row in ``audit_log``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ from gridread.specs import (
     QuantitySpec,
     VoltageMonitorSpec,
 )
+from gridread.topology import Topology, parse_topology, validate_topology
+from gridread.topology_store import check_topology, write_topology
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.quantities import Quantity, builtin, use_extra
 
@@ -88,6 +93,7 @@ class Inventory:
         concentrators: list[ConcentratorSpec] | None = None,
         *,
         timezone: str = DEFAULT_TIMEZONE,
+        topology: Topology | None = None,
     ) -> None:
         self.devices = devices
         self.maps = maps  # register_map entry → loaded map
@@ -96,6 +102,7 @@ class Inventory:
         self.timezone = timezone
         self.buses = [_zoned(b, timezone) for b in buses or []]
         self.concentrators = [_zoned(c, timezone) for c in concentrators or []]
+        self.topology = topology or Topology()  # [[substation]] … [[replacement]]
 
     def rows(self) -> list[dict[str, Any]]:
         return (
@@ -185,7 +192,13 @@ def parse_inventory(
         for meter in conc.meters:
             claim(meter, f"{where}: meter {meter}")
         concentrators.append(conc)
-    return Inventory(devices, maps, buses, monitors, concentrators, timezone=timezone)
+    inventory = Inventory(devices, maps, buses, monitors, concentrators, timezone=timezone)
+    # the file's topology is checked on its own here, and with what is stored when stored
+    topology = parse_topology(config, source=source, timezone=timezone)
+    if topology:
+        validate_topology(topology, {r["name"] for r in inventory.rows() if r["kind"] == "meter"})
+    inventory.topology = topology
+    return inventory
 
 
 def _tables(config: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:
@@ -215,7 +228,11 @@ def store_inventory(
     Devices that are in the database but no longer in the file are left as they are (their
     readings stay meaningful); removing a device is an explicit act, not a side effect."""
     ids: dict[str, int] = {}
+    topology = inventory.topology
     with conn.transaction():
+        if topology:  # before anything is written
+            meters = {r["name"] for r in inventory.rows() if r["kind"] == "meter"}
+            check_topology(conn, topology, source=topology.source, meters=meters)
         for new in inventory.rows():
             params = {**new, "attributes": json.dumps(new["attributes"])}
             old = conn.execute(
@@ -239,6 +256,8 @@ def store_inventory(
                     params,
                 )
                 _audit(conn, actor, "update", new["name"], before, new)
+        if topology:
+            write_topology(conn, topology, actor=actor)
     return ids
 
 
