@@ -284,6 +284,74 @@ def simulate_rs485(
     asyncio.run(main())
 
 
+topology_app = typer.Typer(
+    help="The grid's topology: CSV export and import of one table (a utility's ledgers).",
+    no_args_is_help=True,
+)
+app.add_typer(topology_app, name="topology")
+
+TableOption = Annotated[
+    str,
+    typer.Option(
+        "--table",
+        help="substations, feeders, areas, metering_points, meter_assets or replacements",
+    ),
+]
+
+
+def _topology_db(config: Path | None, table: str) -> tuple[str, Settings]:
+    from gridread import runtime
+    from gridread.topology_csv import TABLES
+
+    if table not in TABLES:
+        raise _fail(f"--table {table!r}: expected one of {', '.join(TABLES)}")
+    try:
+        data, source, _ = _config(config)
+        settings = load_settings(data, source=source)
+        _setup_logging("WARNING")  # a one-shot command: the migration's notes are noise
+        return runtime.database_url(settings), settings
+    except (CollectorError, IngestError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@topology_app.command("export")
+def topology_export(table: TableOption, config: ConfigOption = None) -> None:
+    """Write one stored table as CSV to standard output (instants in the site's zone)."""
+    import psycopg
+
+    from gridread.topology_csv import export_csv
+
+    url, settings = _topology_db(config, table)
+    with psycopg.connect(url) as conn:
+        export_csv(conn, table, sys.stdout, timezone=settings.timezone)
+
+
+@topology_app.command("import")
+def topology_import(
+    path: Annotated[Path, typer.Argument(help="CSV file, header = the table's keys")],
+    table: TableOption,
+    config: ConfigOption = None,
+) -> None:
+    """Validate a CSV table with what is stored, then store it in one audited transaction."""
+    import psycopg
+
+    from gridread.topology_csv import import_csv
+
+    url, settings = _topology_db(config, table)
+    try:
+        text = path.read_text("utf-8-sig")  # a spreadsheet's byte-order mark is not a column
+    except OSError as exc:
+        raise _fail(f"{path}: {exc.strerror}") from None
+    try:
+        with psycopg.connect(url) as conn:
+            n = import_csv(
+                conn, text, table, source=str(path), actor="csv-import", timezone=settings.timezone
+            )
+    except CollectorError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{table}: {n} entries created or changed")
+
+
 def _print_banner(
     settings: Settings, devices: list[str], *, sim: str | None = None, faults=None
 ) -> None:

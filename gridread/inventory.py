@@ -196,7 +196,8 @@ def parse_inventory(
     # the file's topology is checked on its own here, and with what is stored when stored
     topology = parse_topology(config, source=source, timezone=timezone)
     if topology:
-        validate_topology(topology, {r["name"] for r in inventory.rows() if r["kind"] == "meter"})
+        meters = {r["name"] for r in inventory.rows() if r["kind"] == "meter"}
+        validate_topology(topology, meters, totals="metering_point" in topology.provided)
     inventory.topology = topology
     return inventory
 

@@ -216,9 +216,11 @@ def _day(t: datetime | None) -> str:
     return "the beginning" if t is None else t.isoformat()
 
 
-def validate_topology(topo: Topology, meters: set[str]) -> None:
+def validate_topology(topo: Topology, meters: set[str], *, totals: bool = True) -> None:
     """Check the tables together; the first problem is a one-line ConfigError. `meters`: the
-    names of the devices that exist (any protocol)."""
+    names of the meters that exist (any protocol); `totals`: check that every area has an
+    area_total point (a source without metering points, e.g. an areas CSV imported before
+    the points, is not held to it)."""
 
     def unique(key: str) -> dict[Any, tuple[str, Any]]:
         seen: dict[Any, tuple[str, Any]] = {}
@@ -266,7 +268,7 @@ def validate_topology(topo: Topology, meters: set[str]) -> None:
     for points in totals.values():
         _no_overlap(points, lambda p: p.meter, f"{points[0][1].role} point")
     with_total = {p.area for p in topo["metering_point"] if p.role == "area_total"}
-    for where, a in topo.entries["area"]:
+    for where, a in topo.entries["area"] if totals else []:
         if a.name not in with_total:
             raise ConfigError(f"{where}: area {a.name} has no area_total metering point")
 

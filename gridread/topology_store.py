@@ -180,7 +180,8 @@ def check_topology(
     device names besides the stored ones (the file's, about to be stored)."""
     stored = load_topology(conn)
     merged = merged_topology(stored, incoming, source=source)
-    validate_topology(merged, meters | device_names(conn))
+    totals = "metering_point" in incoming.provided
+    validate_topology(merged, meters | device_names(conn), totals=totals)
     return merged
 
 
