@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import concentrators, devices, health, quantities, reads
+from api.routes import concentrators, devices, health, quantities, reads, topology
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -49,6 +49,8 @@ def create_app(
     app.include_router(quantities.router)
     app.include_router(reads.router)
     app.include_router(concentrators.router)
+    app.include_router(topology.router)
+    app.include_router(topology.meters_router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -159,3 +159,69 @@ class AreaReadStats(BaseModel):
     read: int
     rate: float | None
     failing: list[FailingMeter]
+
+
+# ---- the grid's topology (issue 9) -----------------------------------------------------
+
+
+class SubstationPublic(BaseModel):
+    name: str
+    voltage_kv: float
+    feeders: int
+
+
+class FeederPublic(BaseModel):
+    name: str
+    substation: str
+    voltage_kv: float
+    head_meter: str | None  # the feeder_head point in force now
+    areas: int
+
+
+class AreaPublic(BaseModel):
+    name: str
+    feeder: str
+    kind: str  # public (公变) | dedicated (专变)
+    transformer_kva: float
+    total_meter: str | None  # the area_total point in force now
+
+
+class MeteringPointPublic(BaseModel):
+    """A meter placed in the grid for [valid_from, valid_to) (None: −infinity; open)."""
+
+    meter: str
+    role: str  # feeder_head | area_total | customer
+    area: str | None
+    feeder: str  # the area's feeder for area points
+    phase: str
+    ct_ratio: float
+    pt_ratio: float
+    multiplier: float  # 倍率 = ct_ratio × pt_ratio
+    customer_class: str | None
+    tariff: str | None
+    location: str | None
+    valid_from: datetime | None
+    valid_to: datetime | None
+
+
+class AreaMembersPublic(BaseModel):
+    area: str
+    at: datetime
+    data: list[MeteringPointPublic]
+    count: int
+
+
+class MeterHistoryPublic(BaseModel):
+    meter: str
+    data: list[MeteringPointPublic]  # oldest first
+    count: int
+
+
+class VerificationDuePublic(BaseModel):
+    meter: str
+    model: str | None
+    accuracy_class: str | None
+    last_verified: date | None
+    next_verification: date
+    overdue: bool  # next_verification before today (the site's local day)
+    rotation_plan: str | None
