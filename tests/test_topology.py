@@ -10,7 +10,7 @@ import pytest
 
 from collectors.exceptions import ConfigError
 from gridread.inventory import store_inventory
-from gridread.topology import placements_between, replacements_between
+from gridread.topology import areas, feeders, placements_between, replacements_between
 from tests.topology_site import TOPOLOGY, inventory
 
 CST = "+08:00"
@@ -175,6 +175,17 @@ def test_stored_in_the_device_load_and_reloading_is_a_no_op(migrated_url):
         reps = replacements_between(
             conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
         )
+        # `at` is in [start, end): none from the instant after it
+        assert not replacements_between(
+            conn, datetime(2026, 11, 10, 2, 30, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+        )
+        [feeder] = feeders(conn)
+        assert (feeder.name, feeder.substation, feeder.voltage_kv) == ("f-01", "sub-01", 10.0)
+        assert [(a.name, a.feeder_id, a.kind, a.transformer_kva) for a in areas(conn)] == [
+            ("a-01", feeder.id, "public", 400.0),
+            ("a-02", feeder.id, "public", 200.0),
+            ("d-01", feeder.id, "dedicated", 630.0),
+        ]
     c1 = [(p.area, p.phase, p.valid_from, p.valid_to) for p in placed if p.device == "a-01-c0001"]
     march = datetime(2026, 2, 28, 16, 0, tzinfo=UTC)  # 2026-03-01 local midnight in Shanghai
     assert c1 == [
