@@ -273,3 +273,35 @@ def test_a_file_without_metering_points_leaves_the_stored_ones(migrated_url):
         assert _audit(migrated_url) == before
         (n,) = conn.execute("SELECT count(*) FROM metering_points").fetchone()
     assert n == 9
+
+
+def test_a_moved_meter_and_a_changed_area_are_audited_updates(migrated_url):
+    # first load: c0001 open-ended in a-01 (its move to a-02 not yet known)
+    moved = (
+        '[[metering_point]]\nmeter = "a-01-c0001"\nrole = "customer"\narea = "a-02"\n'
+        'phase = "A"\ncustomer_class = "residential"\nvalid_from = 2026-03-01\n'
+    )
+    first = edited(moved, "").replace(
+        'tariff = "residential-tou"\nvalid_to = 2026-03-01', 'tariff = "residential-tou"'
+    )
+    with psycopg.connect(migrated_url) as conn:
+        store_inventory(conn, inventory(first), actor="test")
+    n = len(_audit(migrated_url))
+    bigger = TOPOLOGY.replace("transformer_kva = 200", "transformer_kva = 315")
+    with psycopg.connect(migrated_url) as conn:
+        store_inventory(conn, inventory(bigger), actor="ops")
+        changes = conn.execute(
+            "SELECT action, entity, entity_id, before, after FROM audit_log"
+            " WHERE entity <> 'device' ORDER BY id OFFSET %s",
+            (n,),
+        ).fetchall()
+    assert [c[:3] for c in changes] == [
+        ("update", "area", "a-02"),
+        ("update", "metering_point", "a-01-c0001@-infinity"),
+        ("create", "metering_point", "a-01-c0001@2026-02-28T16:00:00+00:00"),
+    ]
+    area_before, area_after = changes[0][3:]
+    assert (area_before["transformer_kva"], area_after["transformer_kva"]) == (200.0, 315.0)
+    point_before, point_after = changes[1][3:]
+    assert point_before["valid_to"] is None
+    assert point_after["valid_to"] == "2026-03-01T00:00:00+08:00"
