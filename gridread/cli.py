@@ -347,8 +347,8 @@ def topology_import(
             n = import_csv(
                 conn, text, table, source=str(path), actor="csv-import", timezone=settings.timezone
             )
-    except CollectorError as exc:
-        raise _fail(str(exc)) from None
+    except (CollectorError, psycopg.Error) as exc:
+        raise _fail(str(exc).splitlines()[0]) from None
     typer.echo(f"{table}: {n} entries created or changed")
 
 

@@ -21,6 +21,8 @@ from ingest.compression import COMPRESS_AFTER_DAYS
 from ingest.localtime import DEFAULT_TIMEZONE
 
 INVENTORY_TABLES = ("device", "bus", "voltage_monitor", "concentrator", "quantity")
+# the grid's topology (gridread.topology): inventory too, not settings
+INVENTORY_TABLES += ("substation", "feeder", "area", "metering_point", "meter_asset", "replacement")
 
 
 class Settings(BaseSettings):

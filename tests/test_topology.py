@@ -305,3 +305,27 @@ def test_a_moved_meter_and_a_changed_area_are_audited_updates(migrated_url):
     point_before, point_after = changes[1][3:]
     assert point_before["valid_to"] is None
     assert point_after["valid_to"] == "2026-03-01T00:00:00+08:00"
+
+
+def test_the_cli_refuses_a_bad_topology_on_one_line(tmp_path, db_url):
+    from tests.test_cli import one_error_line, run_cli
+    from tests.topology_site import DEVICES
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(DEVICES + edited("ct_ratio = 40", "ct_ratio = 0"))
+    line = one_error_line(run_cli("migrate", "-c", str(cfg), env={"GRIDREAD_DATABASE_URL": db_url}))
+    assert line == (
+        f"gridread: error: {cfg}: metering_point 4 (a-02-total): ct_ratio: 0 must be > 0"
+        " (multiplier 0)"
+    )
+
+
+def test_the_cli_accepts_the_topology_tables_in_the_config_file(tmp_path, db_url):
+    # they are inventory, not settings: the settings' check of unknown keys leaves them
+    from tests.test_cli import run_cli
+    from tests.topology_site import DEVICES
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(DEVICES + TOPOLOGY)
+    result = run_cli("migrate", "-c", str(cfg), env={"GRIDREAD_DATABASE_URL": db_url})
+    assert result.returncode == 0 and "schema is up to date" in result.stdout, result.stderr
