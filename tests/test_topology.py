@@ -127,7 +127,7 @@ def test_a_bad_topology_is_a_one_line_error_naming_table_entry_and_field(topolog
     assert "\n" not in str(exc.value)
 
 
-def test_a_dedicated_area_in_a_new_place_of_the_replacement_is_refused():
+def test_a_replacement_whose_new_meter_is_placed_elsewhere_is_refused():
     # the new meter goes to another area: the replacement does not continue the point
     topo = edited(
         'meter = "a-01-c0002r"\nrole = "customer"\narea = "a-01"',
