@@ -10,6 +10,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
+from api.query import refuse_repeated_query_parameters
 from api.routes import concentrators, devices, health, quantities, reads, topology
 from ingest.localtime import DEFAULT_TIMEZONE
 
@@ -44,6 +45,7 @@ def create_app(
     )
     app.state.tz = ZoneInfo(timezone)
     app.state.service_states = service_states
+    refuse_repeated_query_parameters(app)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)

@@ -160,3 +160,17 @@ def test_an_unreachable_database_is_a_declared_503():
         assert "503" in paths["/concentrators/read-stats"]["get"]["responses"]
         r = c.get("/devices")
         assert r.status_code == 503 and r.json() == {"detail": "database unavailable"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/meters/verification-due?within_days=30&within_days=5",
+        "/devices/x/readings?quantity=1.8.0&quantity=32.7.0",
+    ],
+)
+def test_a_repeated_query_parameter_is_a_422_not_its_last_value(client, url):
+    # FastAPI alone answers with the last value, so the client's ambiguity went unnoticed.
+    r = client.get(url)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["query", url.split("?")[1].split("=")[0]]
