@@ -272,7 +272,7 @@ def _sum_sorted(
         dtype = np.float64
     edge = np.flatnonzero(np.diff(sizes)) + 1
     run_start = np.concatenate([[0], edge])
-    if run_start.size * 8 > sizes.size:
+    if run_start.size * 64 > m.shape[0]:  # a reshape per run costs about 64 rows' calls
         x = m if where is None else np.where(where, m, 0)
         return np.add.reduceat(x, starts, axis=0, dtype=dtype)
     run_end = np.concatenate([edge, [sizes.size]])

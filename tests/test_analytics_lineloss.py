@@ -178,14 +178,19 @@ def reference(supply, members, group_of, expected, min_coverage):
     return rate, cov
 
 
-@pytest.mark.parametrize("moving", [False, True])
-def test_agrees_with_reference(moving):
+@pytest.mark.parametrize("mapping", ["fixed", "moving", "equal-size"])
+def test_agrees_with_reference(mapping):
     rng = np.random.default_rng(7)
     g_n, n, t = 12, 150, 24
     members = rng.gamma(2.0, 0.4, (n, t))
     members[rng.random((n, t)) < 0.02] = NAN
+    moving = mapping == "moving"
     if moving:
         group_of = rng.integers(-1, g_n, (n, t))
+    elif mapping == "equal-size":  # 12 areas of 12 (the reshape path), 6 meters in none
+        group_of = np.repeat(
+            rng.permutation(np.r_[np.repeat(np.arange(g_n), 12), [-1] * 6])[:, None], t, axis=1
+        )
     else:
         group_of = np.repeat(rng.integers(-1, g_n, n)[:, None], t, axis=1)
     expected = rng.random((n, t)) < 0.97
