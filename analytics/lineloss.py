@@ -86,7 +86,8 @@ def group_loss(
     ``supply`` (G, T); ``members`` (n, T); ``group_of`` (n,) or (n, T) int, the group of each
     member (per interval when it moves; −1: in none); ``expected`` (n, T) bool, whether each
     member-interval should have data (None: all); ``supply_expected`` (G, T) (None: all).
-    A fixed ``group_of`` takes a sorted ``np.add.reduceat`` path, a varying one ``bincount``.
+    Members with a fixed group are summed per block of consecutive rows (see
+    :func:`member_order`); those whose group varies, by ``np.bincount``.
     """
     s = np.asarray(supply, dtype=np.float64)
     m = np.asarray(members, dtype=np.float64)
@@ -104,12 +105,19 @@ def group_loss(
     exp = None if expected is None else np.asarray(expected, dtype=bool)
     if exp is not None and exp.shape != (n, t):
         raise ValueError(f"group_loss: expected must be ({n}, {t}), got {exp.shape}")
-    if g.ndim == 2 and n and (g == g[:, :1]).all():
-        g = g[:, 0]  # a mapping that does not move takes the fast path
-    if g.ndim == 1:
-        sales, mp, me = _sum_static(m, g, exp, n_groups)
+    if g.ndim == 2:  # members that never move take the fast path, the others bincount
+        fixed = (g == g[:, :1]).all(axis=1)
+        moved = np.flatnonzero(~fixed)
+        g = np.where(fixed, g[:, 0], -1) if n else np.zeros(0, dtype=np.int64)
     else:
-        sales, mp, me = _sum_moving(m, g, exp, n_groups)
+        moved = np.empty(0, dtype=np.int64)
+    sales, mp, me = _sum_static(m, g, exp, n_groups)
+    if moved.size:
+        group_of_moved = np.asarray(group_of)[moved]
+        s2, p2, e2 = _sum_moving(
+            m[moved], group_of_moved, None if exp is None else exp[moved], n_groups
+        )
+        sales, mp, me = sales + s2, mp + p2, me + e2
     s_present = ~np.isnan(s)
     if supply_expected is None:
         s_expected = np.ones_like(s_present)
@@ -217,7 +225,8 @@ def _sum_static(
     t = m.shape[1]
     change = np.flatnonzero(g[1:] != g[:-1]) + 1
     block_g = g[np.concatenate([[0], change])] if g.size else g
-    if np.unique(block_g).size != block_g.size:  # a group in pieces: sort (a gather)
+    placed = block_g[block_g >= 0]
+    if np.unique(placed).size != placed.size:  # a group in pieces: sort (a gather)
         order = np.argsort(g, kind="stable")
         g, m = g[order], m[order]
         exp = None if exp is None else exp[order]
