@@ -49,6 +49,7 @@ def estimate_meter_errors(
     confidence: float = 0.95,
     max_ci_pct: float = 2.0,
     quantum: ArrayLike | None = None,
+    service_loss: bool = False,
     rank_rtol: float = 1e-12,
 ) -> MeterErrors:
     """Least squares over the intervals of one area; rows with any NaN are dropped.
@@ -57,7 +58,9 @@ def estimate_meter_errors(
     class-2 meter). ``max_ci_pct``: a meter whose CI half-width exceeds it is not
     identifiable. ``quantum`` (n,) or scalar: each meter's register resolution × its
     multiplier (primary kWh), to correct the bias from register rounding (None: none).
-    ``flagged``: identifiable and the whole CI beyond ±accuracy_pct.
+    ``service_loss``: add a term κ_i·E_i² per meter for the I²R of its own service line
+    (upstream of the meter, so in the supply) — unbiased where those lines are long, at the
+    price of wider CIs. ``flagged``: identifiable and the whole CI beyond ±accuracy_pct.
     """
     s = np.asarray(supply, dtype=np.float64)
     e = np.asarray(energy, dtype=np.float64)
@@ -72,7 +75,10 @@ def estimate_meter_errors(
     n = e.shape[0]
     keep = ~np.isnan(s) & ~np.isnan(e).any(axis=0)
     y = s[keep]
-    x = np.column_stack([e[:, keep].T, np.ones(y.size), y**2])  # (m, n + 2)
+    cols = [e[:, keep].T, np.ones(y.size), y**2]  # (m, n + 2)
+    if service_loss:  # each meter's own service line: κ_i·E_i² (a loss it does not see)
+        cols.append(e[:, keep].T ** 2)
+    x = np.column_stack(cols)
     m = x.shape[0]
     norms = np.linalg.norm(x, axis=0)
     norms[norms == 0] = 1.0  # a zero column lands in the null space: not identifiable

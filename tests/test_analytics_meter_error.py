@@ -10,13 +10,23 @@ from analytics.meter_error import estimate_meter_errors
 CLASS = 2.0  # every meter class 2: ±2 %
 
 
-def area(n: int, seed: int, days: int = 14, quantum: float = 0.0, scale=(0.4, 1.0), twins=0.0):
+def area(
+    n: int,
+    seed: int,
+    days: int = 14,
+    quantum: float = 0.0,
+    scale=(0.4, 1.0),
+    twins=0.0,
+    service=0.0,
+):
     """An area of n residential-like meters: a daily shape per meter (evening, daytime or
     flat), times independent gamma noise per interval; errors of ±1…5 % injected on a tenth
     of the meters; supply S = ΣL + c + k·S² (fixed plus load-dependent loss) measured with
     0.01 kWh noise, or (quantum > 0) every meter read through registers rounded to quantum.
     twins > 0: meter 1's load is meter 0's times (1 + twins·noise), no injected error on
-    either (twins = 1e-9 or so: the same shape up to rounding)."""
+    either (twins = 1e-9 or so: the same shape up to rounding). service > 0: each meter has
+    its own service line losing r_i·L_i² (about `service` of its energy at its mean load),
+    upstream of the meter, so in the supply."""
     rng = np.random.default_rng(seed)
     t = days * 96
     h = (np.arange(t) % 96) / 4.0
@@ -40,7 +50,12 @@ def area(n: int, seed: int, days: int = 14, quantum: float = 0.0, scale=(0.4, 1.
     measured = load * (1 + err[:, None] / 100)
     total = load.sum(axis=0)
     c, k = 0.001 * n, 0.03 / total.mean()  # ≈ 3 % load loss at the mean
-    supply = (1 - np.sqrt(1 - 4 * k * (total + c))) / (2 * k)  # solves S = ΣL + c + k·S²
+    lines = 0.0
+    if service:
+        r = rng.uniform(0.2, 1.0, n)[:, None] * service / load.mean(axis=1, keepdims=True)
+        lines = (r * load**2).sum(axis=0)
+    a = total + c + lines
+    supply = (1 - np.sqrt(1 - 4 * k * a)) / (2 * k)  # solves S = ΣL + lines + c + k·S²
     if quantum:
         measured = through_registers(measured, quantum, rng)
         supply = through_registers(supply[None], quantum, rng)[0]
@@ -89,6 +104,24 @@ def test_collinear_meters_not_identifiable():
         # the others are still estimated, within the same precision
         assert r.identifiable[2:].all()
         assert np.abs(r.error_pct[2:] - err[2:]).max() <= 0.75
+
+
+def test_service_line_losses_need_their_own_terms():
+    # every customer on its own service line losing ≈ 2 % of its energy as r_i·L_i²: the
+    # plain model mistakes that load-dependent loss for meter errors; with service_loss=True
+    # (a κ_i·E_i² column per meter) the errors come back unbiased
+    n = 50
+    supply, energy, err, _, _ = area(n, seed=8, service=0.02)
+    plain = estimate_meter_errors(supply, energy, np.full(n, CLASS))
+    lines = estimate_meter_errors(supply, energy, np.full(n, CLASS), service_loss=True)
+    assert lines.identifiable.all()
+    injected = err != 0
+    assert np.abs(lines.error_pct - err)[injected].max() <= 0.5
+    covered = (lines.ci_low <= err) & (err <= lines.ci_high)
+    assert covered.sum() >= n * 0.95 - 3 * np.sqrt(n * 0.95 * 0.05)
+    assert not lines.flagged[np.abs(err) <= 1].any()
+    plain_covered = (plain.ci_low <= err) & (err <= plain.ci_high)
+    assert plain_covered.mean() < 0.6  # the plain model is visibly wrong here
 
 
 def test_rows_with_gaps_dropped_and_bad_input():
