@@ -46,6 +46,7 @@ bench: $(VENV)/.installed mosquitto
 	$(BIN)/python bench/dlt645_bus.py
 	$(BIN)/python bench/mqtt_ingest.py
 	$(BIN)/python bench/modbus_poll.py
+	$(BIN)/python bench/lineloss.py
 
 clean:
 	rm -rf $(VENV) .gridread .pytest_cache .ruff_cache
