@@ -1,0 +1,218 @@
+"""The simulated world: deterministic, energy conserved exactly, faults as recorded."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gridread.inventory import parse_inventory
+from simulators.world import Fault, WorldSpec, build_world
+from simulators.world.faults import MODULUS
+
+START = datetime(2026, 10, 31, 16, tzinfo=UTC)  # local (UTC+8) midnight of 1 November
+DAY1 = START + timedelta(days=1)
+
+
+def small(**kw) -> WorldSpec:
+    base = {"seed": 5, "start": START, "days": 3, "feeders": 2, "areas_per_feeder": 2,
+            "meters_per_area": 30}  # fmt: skip
+    return WorldSpec(**{**base, **kw})
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a, b, c = build_world(small()), build_world(small()), build_world(small(seed=6))
+    assert np.array_equal(a.truth.register, b.truth.register)
+    assert np.array_equal(a.truth.voltage, b.truth.voltage)
+    assert a.inventory() == b.inventory()
+    assert not np.array_equal(a.truth.energy, c.truth.energy)
+
+
+def test_energy_is_conserved_exactly_in_the_ground_truth():
+    w = build_world(small())
+    g, t = w.grid, w.truth
+    customers, totals, heads = (g.role == r for r in ("customer", "area_total", "feeder_head"))
+    # area: total meter = Σ customers' consumption + line I²R + fixed part
+    sums = np.zeros_like(t.lv_loss)
+    np.add.at(sums, g.meter_area[customers], t.energy[customers])
+    supply = np.zeros_like(sums)
+    supply[g.meter_area[totals]] = t.energy[totals]
+    public = ~g.area_dedicated
+    np.testing.assert_allclose(
+        supply[public], (sums + t.lv_loss + t.fixed_loss)[public], rtol=1e-12
+    )
+    assert (t.lv_loss[public] > 0).all() and (t.lv_loss[~public] == 0).all()
+    # feeder: head = Σ area totals (public and dedicated) + transformer losses + MV I²R
+    head = t.energy[heads]
+    per_feeder = np.zeros_like(head)
+    np.add.at(per_feeder, g.area_feeder, supply + t.trafo_loss)
+    np.testing.assert_allclose(head, per_feeder + t.mv_loss, rtol=1e-12)
+    # registers: an ideal register advances by the energy ÷ multiplier
+    np.testing.assert_allclose(
+        np.diff(t.register_true, axis=1) * g.multiplier[:, None], t.energy, rtol=1e-9, atol=1e-9
+    )
+    # shown registers are floored to 0.01: never ahead of the ideal, less than 0.01 behind
+    lag = t.register_true - t.register
+    assert (lag > -1e-6).all() and (lag < 0.01 + 1e-6).all()
+    assert np.array_equal(t.register, np.round(t.register, 2))
+
+
+def test_loads_are_not_collinear_and_voltages_follow_the_area():
+    w = build_world(small(days=7, meters_per_area=40, feeders=1))
+    g, t = w.grid, w.truth
+    customers = np.flatnonzero((g.role == "customer") & (g.meter_area == 0))
+    corr = np.corrcoef(t.energy[customers])
+    off = corr[~np.eye(len(customers), dtype=bool)]
+    assert off.max() < 0.9  # no two customers' loads explain each other
+    # de-trended voltage changes correlate within an area more than across areas
+    dv = np.diff(t.voltage, axis=1)
+    a0 = np.flatnonzero((g.role == "customer") & (g.meter_area == 0))[:10]
+    a1 = np.flatnonzero((g.role == "customer") & (g.meter_area == 1))[:10]
+    c = np.corrcoef(dv[np.r_[a0, a1]])
+    within = c[:10, :10][~np.eye(10, dtype=bool)].mean()
+    across = c[:10, 10:].mean()
+    assert within > across + 0.2
+    # the transformer's drop with load: the area's voltage is lower when its load is higher
+    total = np.flatnonzero(g.role == "area_total")[0]
+    assert np.corrcoef(t.energy[total], t.voltage[total])[0, 1] < 0
+
+
+def faulted(*faults: Fault) -> tuple:
+    w = build_world(small(faults=faults))
+    return w, [w.grid.index(f.meter) for f in faults]
+
+
+def test_energy_faults_change_what_the_meter_shows_from_their_start():
+    k = 96  # DAY1 is boundary 96
+    faults = (
+        Fault("theft", "f01-a01-c003", DAY1, {"share": 0.3}),
+        Fault("meter_error", "f01-a01-c004", DAY1, {"pct": 3.0}),
+        Fault("stopped", "f01-a01-c005", DAY1),
+        Fault("reverse_wiring", "f01-a01-c006", DAY1),
+    )
+    w, (theft, fast, stopped, rev) = faulted(*faults)
+    t, m = w.truth, w.grid.multiplier
+    # theft: the meter sees 70 % of the load after the start, all of it before
+    np.testing.assert_allclose(t.seen[theft, k:], 0.7 * t.energy[theft, k:])
+    np.testing.assert_allclose(t.seen[theft, :k], t.energy[theft, :k])
+    # meter error +3 %: the register advances 1.03 × the energy (÷ multiplier, floored)
+    adv = t.register[fast, -1] - t.register[fast, k]
+    expected = 1.03 * t.energy[fast, k:].sum() / m[fast]
+    assert abs(adv - expected) < 0.01 + 1e-9
+    # stopped: the register stands still; reverse wiring: import frozen, export counts
+    assert (t.register[stopped, k:] == t.register[stopped, k]).all()
+    assert (t.register[rev, k:] == t.register[rev, k]).all()
+    assert t.export[rev, k] == 0.0
+    assert abs(t.export[rev, -1] - t.energy[rev, k:].sum() / m[rev]) < 0.01 + 1e-9
+    # the ground truth says when and what, and the loss change it causes in the area
+    records = {r["meter"]: r for r in t.fault_records()}
+    r = records["f01-a01-c003"]
+    assert (r["kind"], r["start"], r["params"], r["area"]) == ("theft", DAY1, {"share": 0.3},
+                                                                "f01-a01")  # fmt: skip
+    [sig] = r["signature"]
+    assert sig["group"] == "f01-a01" and sig["level"] == "area"
+    # the area's loss rises by the stolen 30 % (± the register's 0.01 kWh per interval)
+    assert sig["mean_delta_kwh"] == pytest.approx(0.3 * t.energy[theft, k:].mean(), abs=0.01)
+    [sig] = records["f01-a01-c005"]["signature"]
+    assert sig["mean_delta_kwh"] == pytest.approx(t.energy[stopped, k:].mean(), abs=0.01)
+    assert np.all(np.abs(sig["delta_loss"][:k]) <= 0.01 * m[stopped] + 1e-9)
+
+
+def test_register_faults_rollover_reset_clock_drift():
+    faults = (
+        Fault("rollover", "f01-a02-c001", DAY1),
+        Fault("reset", "f01-a02-c002", DAY1),
+        Fault("clock_drift", "f01-a02-c003", DAY1, {"seconds_per_day": 900.0}),
+    )
+    w, (roll, reset, drift) = faulted(*faults)
+    t, k = w.truth, 96
+    # rollover: below 999999.99 up to boundary 95, wrapped past 0 at 96
+    assert t.register[roll, k - 1] > MODULUS - 1 and t.register[roll, k] < 1
+    assert t.modulus[roll] == MODULUS
+    e = t.measured[roll]
+    np.testing.assert_allclose(e, t.energy[roll], atol=0.01 * w.grid.multiplier[roll] + 1e-9)
+    # reset: 0 at the start, the interval before it lost (NaN), counting on from 0 after
+    assert t.register[reset, k] == 0.0 and np.isnan(t.measured[reset, k - 1])
+    assert np.isfinite(t.measured[reset, k:]).all()
+    # clock drift 900 s/day: a day after the start the meter is one interval ahead, so its
+    # point labelled boundary 192 holds the true register of boundary 191
+    assert t.register[drift, k + 96] == np.round(np.floor(t.register_true[drift, k + 95] * 100
+                                                          + 1e-6) / 100, 2)  # fmt: skip
+    assert t.register[drift, k] == np.round(np.floor(t.register_true[drift, k] * 100 + 1e-6)
+                                            / 100, 2)  # fmt: skip
+
+
+def test_inventory_faults_and_their_signatures():
+    faults = (
+        Fault("wrong_multiplier", "f01-a01-total", DAY1, {"ct_ratio": 60}),
+        Fault("wrong_area", "f01-a01-c010", None, {"area": "f01-a02"}),
+    )
+    w, (total, moved) = faulted(*faults)
+    g, t = w.grid, w.truth
+    inv = w.inventory()
+    rows = [r for r in inv["metering_point"] if r["meter"] == "f01-a01-total"]
+    assert [r["ct_ratio"] for r in rows] == [g.ct[total], 60]
+    assert rows[0]["valid_to"] == DAY1 == rows[1]["valid_from"]
+    [row] = [r for r in inv["metering_point"] if r["meter"] == "f01-a01-c010"]
+    assert row["area"] == "f01-a02" and t.real_area("f01-a01-c010") == "f01-a01"
+    records = {r["meter"]: r for r in t.fault_records()}
+    area_sig, feeder_sig = records["f01-a01-total"]["signature"]
+    # supply read with CT 60 instead of the true one: the area's loss jumps by
+    # E_secondary × (60 − ct) per interval, and the feeder's by the opposite
+    e_sec = t.measured[total] / g.multiplier[total]
+    jump = e_sec[96:] * (60 - g.ct[total])
+    np.testing.assert_allclose(area_sig["delta_loss"][96:], jump)
+    np.testing.assert_allclose(feeder_sig["delta_loss"][96:], -jump)
+    assert (area_sig["delta_loss"][:96] == 0).all()
+    own, other = records["f01-a01-c010"]["signature"]
+    assert (own["group"], other["group"]) == ("f01-a01", "f01-a02")
+    np.testing.assert_allclose(own["delta_loss"], t.measured[moved])
+    np.testing.assert_allclose(other["delta_loss"], -t.measured[moved])
+
+
+def test_ground_truth_balance_is_what_the_meters_measured():
+    w = build_world(small(faults=(Fault("theft", "f02-a01-c007", DAY1, {"share": 0.5}),)))
+    t, g = w.truth, w.grid
+    area = t.area_balance()
+    j = g.areas.index("f02-a01")
+    total = g.index("f02-a01-total")
+    members = np.flatnonzero((g.meter_area == j) & (g.role == "customer"))
+    supply = np.diff(t.register[total]) * g.multiplier[total]
+    sales = (np.diff(t.register[members], axis=1) * g.multiplier[members, None]).sum(axis=0)
+    np.testing.assert_allclose(area["supply"][j], supply)
+    np.testing.assert_allclose(area["loss"][j], supply - sales)
+    # measured loss = technical loss + the theft, within the registers' 0.01 kWh steps
+    theft = t.fault_records()[0]["signature"][0]["delta_loss"]
+    slack = 0.01 * (g.multiplier[total] + g.multiplier[members].sum())
+    assert np.all(np.abs(area["loss"][j] - area["technical"][j] - theft) <= slack + 1e-9)
+    feeder = t.feeder_balance()
+    assert np.all(np.abs(feeder["loss"] - feeder["technical"]) <= 0.01 * 6000 + 1e-9)
+
+
+def test_world_inventory_is_a_valid_device_inventory():
+    w = build_world(small())
+    inv = w.inventory(modbus_port=5021, bus_ports={"f02-a02": "/dev/pts/9"})
+    parsed = parse_inventory(inv, source="world", base_dir=Path("."))
+    names = {r["name"] for r in parsed.rows()}
+    assert names >= set(w.grid.meters)
+    assert {d["unit_id"] for d in inv["device"]} == set(range(1, len(inv["device"]) + 1))
+    [bus] = inv["bus"]
+    assert bus["port"] == "/dev/pts/9" and len(bus["meter"]) == 30
+    assert len(inv["concentrator"]) == 3
+    # every meter has one metering point and one asset; dedicated areas have no customers
+    assert sorted(r["meter"] for r in inv["metering_point"]) == sorted(w.grid.meters)
+    kinds = {a["name"]: a["kind"] for a in inv["area"]}
+    assert kinds["f01-d01"] == "dedicated"
+    assert not [r for r in inv["metering_point"]
+                if r.get("area") == "f01-d01" and r["role"] == "customer"]  # fmt: skip
+
+
+def test_bad_specs_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="theft on m: missing"):
+        Fault("theft", "m")
+    with pytest.raises(ValueError, match="expected one of"):
+        Fault("gremlins", "m")
+    with pytest.raises(ValueError, match="15-minute boundary"):
+        WorldSpec(start=START + timedelta(minutes=7))
+    with pytest.raises(KeyError, match="no meter 'nope'"):
+        build_world(small(faults=(Fault("stopped", "nope"),)))
