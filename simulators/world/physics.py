@@ -54,16 +54,26 @@ def equivalent_line(r: np.ndarray, x: np.ndarray, single: np.ndarray) -> tuple:
     return r * k, x * k
 
 
+def receiving_voltage(v_send, p, q, r, x):
+    """Exact receiving-end voltage of a series impedance r + jx carrying the load p + jq
+    (consistent units: per phase V, W, var, Ω; or pu). From
+    V_s² = (V + (rp + xq)/V)² + ((xp − rq)/V)², a quadratic in V²."""
+    a = r * p + x * q
+    b = x * p - r * q
+    c = v_send**2 - 2.0 * a
+    return np.sqrt((c + np.sqrt(c**2 - 4.0 * (a**2 + b**2))) / 2.0)
+
+
 def service_line(
     p: np.ndarray, q: np.ndarray, r_eq: np.ndarray, x_eq: np.ndarray, v_bus: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each customer's own line from the transformer's LV bus: (voltage at the meter, loss kW).
 
-    p, q, v_bus: (n, T); r_eq, x_eq: (n,). Drop ΔV = (R·P + X·Q)/V per phase; the current is
-    taken at the meter's voltage (one refinement), I = S/(3·V_meter)."""
+    p, q (kW, kvar), v_bus (V): (n, T); r_eq, x_eq: (n,). Per phase p/3, q/3; the loss is
+    3·r·I² with I = S/(3·V_meter)."""
     r = r_eq[:, None]
     x = x_eq[:, None]
-    v = v_bus - (r * p + x * q) * 1000.0 / (3.0 * v_bus)
+    v = receiving_voltage(v_bus, p * 1000.0 / 3.0, q * 1000.0 / 3.0, r, x)
     current = np.hypot(p, q) * 1000.0 / (3.0 * v)
     return v, 3.0 * r * current**2 / 1000.0
 
@@ -79,12 +89,12 @@ def transformer(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(secondary voltage pu, loss kW) for the load p, q (A, T) drawn at the LV bus.
 
-    Loss = P0·v_hv² (iron, ∝ V²) + Pk·(S / (Sn·v_lv))² (copper, ∝ I²); the drop is
-    (vkr·P + vkx·Q)/(Sn·v_hv) with vkr = Pk/Sn."""
+    The series impedance vkr + j·vkx (pu on Sn, vkr = Pk/Sn) carries the load; loss =
+    P0·v_hv² (iron, ∝ V²) + Pk·(S / (Sn·v_lv))² (copper, ∝ I²)."""
     sn = sn_kva[:, None]
     vkr = pk_kw[:, None] / sn
     vkx = np.sqrt((vk_percent / 100.0) ** 2 - vkr**2)
-    v_lv = v_hv_pu - (vkr * p + vkx * q) / (sn * v_hv_pu)
+    v_lv = receiving_voltage(v_hv_pu, p / sn, q / sn, vkr, vkx)
     loss = p0_kw[:, None] * v_hv_pu**2 + pk_kw[:, None] * (np.hypot(p, q) / (sn * v_lv)) ** 2
     return v_lv, loss
 

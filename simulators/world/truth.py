@@ -31,6 +31,8 @@ class Truth:
     export: np.ndarray  # (n, T+1) what it shows on 2.8.0 (reverse wiring), secondary
     modulus: np.ndarray  # (n,) register modulus, inf: never wraps in this world
     voltage: np.ndarray  # (n, T) V at the meter (own phase; phase A of three-phase meters)
+    voltage_flow: np.ndarray  # (n, T) the power flow's voltage (before noise and rounding)
+    mv_voltage: np.ndarray  # (F, T) pu at the feeders' transformers
     power_factor: np.ndarray  # (n,)
     lv_loss: np.ndarray  # (A, T) service-line I²R, kWh
     fixed_loss: np.ndarray  # (A, T) meters' and concentrator's own consumption, kWh

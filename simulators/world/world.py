@@ -212,6 +212,7 @@ def build_world(spec: WorldSpec) -> World:
     volts[totals] = v_lv[meter_area[totals]] * physics.LV_NOMINAL
     volts[heads] = v_mv * physics.MV_KV * 1000.0 / np.sqrt(3.0) / pt[heads][:, None]
     # per area a small background (other loads on the LV network), per meter its own noise
+    flow = volts.copy()  # the power flow's voltages, before noise and the display's 0.1 V
     area_noise = rng.normal(0.0, 0.4, (A, T))
     volts[~heads] += area_noise[meter_area[~heads]]
     volts = np.round(volts + rng.normal(0.0, 0.05, (n, T)), 1)
@@ -253,6 +254,8 @@ def build_world(spec: WorldSpec) -> World:
         export=export,
         modulus=modulus,
         voltage=volts,
+        voltage_flow=flow,
+        mv_voltage=v_mv,
         power_factor=1.0 / np.sqrt(1.0 + tan_phi**2),
         lv_loss=lv_loss * 0.25,
         fixed_loss=np.broadcast_to(fixed[:, None] * 0.25, (A, T)).copy(),
