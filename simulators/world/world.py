@@ -142,6 +142,11 @@ def build_world(spec: WorldSpec) -> World:
     length_km = rng.uniform(0.03, 0.3, n)
     r_ohm = np.where(customer, length_km * np.where(single, 1.83, 0.44), 0.0)
     x_ohm = np.where(customer, length_km * 0.08, 0.0)
+    # a customer's cable is sized to its peak: at most a 5 % drop (larger loads, thicker cable)
+    r_eq, _ = physics.equivalent_line(r_ohm, x_ohm, single)
+    limit = 0.05 * 3.0 * physics.LV_NOMINAL**2 / (np.maximum(p.max(axis=1), 1e-3) * 1000.0)
+    sized = np.minimum(1.0, limit / np.maximum(r_eq, 1e-12))
+    r_ohm, x_ohm = r_ohm * sized, x_ohm * sized
     r_eq, x_eq = physics.equivalent_line(r_ohm, x_ohm, single)
 
     # transformers sized to their area's peak; CTs on area totals and large customers
@@ -212,6 +217,8 @@ def build_world(spec: WorldSpec) -> World:
     volts[totals] = v_lv[meter_area[totals]] * physics.LV_NOMINAL
     volts[heads] = v_mv * physics.MV_KV * 1000.0 / np.sqrt(3.0) / pt[heads][:, None]
     # per area a small background (other loads on the LV network), per meter its own noise
+    if not np.isfinite(volts).all():  # a load beyond what its line or transformer can carry
+        raise ValueError(f"world seed {spec.seed}: the power flow has no solution")
     flow = volts.copy()  # the power flow's voltages, before noise and the display's 0.1 V
     area_noise = rng.normal(0.0, 0.4, (A, T))
     volts[~heads] += area_noise[meter_area[~heads]]
