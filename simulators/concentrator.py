@@ -66,11 +66,14 @@ class SimConcentrator:
         model = self.meters[meter]
         points = [day_start + STEP * k for k in range(96)]
         end = day_start + timedelta(days=1)
-        readings = [["1.8.0", _iso(t), round(model.energy_kwh(t.timestamp()), 2)] for t in points]
+        digits = getattr(model, "register_decimals", 2)  # a model may keep finer registers
+        readings = [
+            ["1.8.0", _iso(t), round(model.energy_kwh(t.timestamp()), digits)] for t in points
+        ]
         curves = getattr(model, "curve_values", None)  # a model that offers more 15-min curves
         if curves is not None:
             readings += [[q, _iso(t), v] for t in points for q, v in curves(t.timestamp()).items()]
-        readings.append(["1.8.0*d", _iso(end), round(model.energy_kwh(end.timestamp()), 2)])
+        readings.append(["1.8.0*d", _iso(end), round(model.energy_kwh(end.timestamp()), digits)])
         return {"readings": readings, "quality": quality}
 
     def upload_day(self, day_start: datetime) -> int:

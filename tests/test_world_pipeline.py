@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+import pytest
 
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
@@ -31,7 +32,7 @@ START = datetime(2026, 11, 25, 16, tzinfo=UTC)  # local midnight of 26 November
 AT_NOON = datetime(2026, 11, 26, 4, tzinfo=UTC)
 
 
-def world():
+def world(decimals: int = 2):
     faults = (
         Fault("meter_error", "f01-a01-c002", AT_NOON, {"pct": -4.0}),
         Fault("rollover", "f01-a01-c003", AT_NOON),
@@ -39,7 +40,7 @@ def world():
         Fault("theft", "f01-a01-c005", AT_NOON, {"share": 0.4}),
     )
     spec = WorldSpec(seed=21, start=START, days=1, feeders=1, areas_per_feeder=1,
-                     meters_per_area=12, faults=faults)  # fmt: skip
+                     meters_per_area=12, faults=faults, register_decimals=decimals)  # fmt: skip
     return build_world(spec)
 
 
@@ -59,10 +60,11 @@ def stored(url, quantity) -> dict[tuple[str, int], float]:
     return {(name, ts): value for name, ts, value in rows}
 
 
+@pytest.mark.parametrize("decimals", [2, 4])  # 4: meters keeping 0.0001 kWh registers
 async def test_concentrator_of_the_world_through_mosquitto_into_postgres(
-    migrated_url, mqtt_broker, collector_store
+    migrated_url, mqtt_broker, collector_store, decimals
 ):
-    w = world()
+    w = world(decimals)
     inv = w.inventory()
     store(migrated_url, inv)
     [conc] = inv["concentrator"]

@@ -26,7 +26,7 @@ CLASS_NAMES = ("residential", "commercial", "industrial")
 class WorldMeter:
     """One world meter with `simulators.meter_model.MeterModel`'s interface.
 
-    Registers are the world's *shown* registers (secondary kWh, 0.01 kWh), exact at the
+    Registers are the world's *shown* registers (secondary kWh, `register_decimals`), exact at the
     15-min boundaries and advancing linearly inside an interval; before the world's start and
     after its end they stand still. Power, currents and voltages are the interval's (secondary
     units: what the meter's display shows behind its CT/PT)."""
@@ -40,6 +40,7 @@ class WorldMeter:
         self.power_factor = float(t.power_factor[index])
         self.multiplier = float(g.multiplier[index])
         self.export_kwh = float(t.export[index, -1])  # DL/T 645 bus: a constant export register
+        self.register_decimals = world.spec.register_decimals
 
     def _at(self, t: float) -> tuple[int, float]:
         b = self.world.truth.boundaries
@@ -53,7 +54,8 @@ class WorldMeter:
         if d < 0:  # a wrap advances by d + modulus; a reset shows at its boundary only
             d = d + modulus if np.isfinite(modulus) else 0.0
         value = reg[k] + frac * d
-        return float(quantize(np.mod(value, modulus) if np.isfinite(modulus) else value))
+        value = np.mod(value, modulus) if np.isfinite(modulus) else value
+        return float(quantize(value, self.register_decimals))
 
     def energy_kwh(self, t: float) -> float:
         return self._register(self.world.truth.register[self.index], t)

@@ -1,7 +1,8 @@
 """From the true energy through each metering point to what each meter's registers show.
 
 A loop runs over the (few) faults, never over meters or intervals. Registers are in the
-meter's secondary units (primary ÷ multiplier), floored to 0.01 kWh like a register display.
+meter's secondary units (primary ÷ multiplier), floored to the register's last digit (0.01 kWh
+by default, `WorldSpec.register_decimals`).
 
 What is modelled:
 - theft s: the meter sees (1 − s) of the load; meter_error x %: it registers (1 + x/100);
@@ -59,11 +60,12 @@ def registers(
     r0: np.ndarray,
     boundaries: np.ndarray,
     faults: list[Resolved],
+    decimals: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true register, shown register, modulus) in secondary kWh; registers (n, T+1).
 
     The true register is the ideal meter's (r0 + Σ seen / multiplier, no rollover, no
-    clock error); the shown one applies the register faults and the 0.01 kWh floor."""
+    clock error); the shown one applies the register faults and the floor to `decimals`."""
     n = seen.shape[0]
     cum = np.zeros((n, seen.shape[1] + 1))
     np.cumsum(seen / multiplier[:, None], axis=1, out=cum[:, 1:])
@@ -87,12 +89,13 @@ def registers(
             shown[f.meter, f.k :] -= shown[f.meter, f.k]
     finite = np.isfinite(modulus)
     shown[finite] = np.mod(shown[finite], modulus[finite, None])
-    return true, quantize(shown), modulus
+    return true, quantize(shown, decimals), modulus
 
 
-def quantize(register: np.ndarray) -> np.ndarray:
-    """Floor to 0.01 kWh (the register's last digit), as clean two-decimal floats."""
-    return np.round(np.floor(register * 100.0 + 1e-6) / 100.0, 2)
+def quantize(register: np.ndarray, decimals: int = 2) -> np.ndarray:
+    """Floor to the register's last digit (0.01 kWh by default), as clean decimal floats."""
+    scale = 10.0**decimals
+    return np.round(np.floor(register * scale + 1e-6) / scale, decimals)
 
 
 def measured_energy(

@@ -60,6 +60,8 @@ class WorldSpec:
     faults: tuple[Fault, ...] = ()
     utc_offset_hours: float = 8.0  # local time of the load shapes (Asia/Shanghai)
     dedicated_per_feeder: int = 1
+    service_length_km: tuple[float, float] = (0.03, 0.3)  # customers' service lines, uniform
+    register_decimals: int = 2  # the registers' last digit: 2 = 0.01 kWh
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or int(self.start.timestamp()) % STEP:
@@ -69,6 +71,13 @@ class WorldSpec:
                 raise ValueError(f"WorldSpec.{name} must be ≥ 1, got {v}")
         if self.areas_per_feeder < 1 or self.meters_per_area < 1:
             raise ValueError("WorldSpec needs ≥ 1 area per feeder and ≥ 1 meter per area")
+        lo, hi = self.service_length_km
+        if not 0.0 <= lo <= hi:
+            raise ValueError(
+                f"WorldSpec.service_length_km {self.service_length_km}: need 0 ≤ low ≤ high"
+            )
+        if not 0 <= self.register_decimals <= 4:
+            raise ValueError(f"WorldSpec.register_decimals {self.register_decimals} not in 0…4")
         if not 0.0 <= self.share_single_phase <= 1.0:
             raise ValueError(f"share_single_phase {self.share_single_phase} not in [0, 1]")
         unknown = set(self.classes) - {"residential", "commercial", "industrial"}

@@ -139,7 +139,7 @@ def build_world(spec: WorldSpec) -> World:
     single = phase < 3
 
     # service lines: single-phase 10 mm² Cu (1.83 Ω/km), three-phase 70 mm² Al (0.44 Ω/km)
-    length_km = rng.uniform(0.03, 0.3, n)
+    length_km = rng.uniform(*spec.service_length_km, n)
     r_ohm = np.where(customer, length_km * np.where(single, 1.83, 0.44), 0.0)
     x_ohm = np.where(customer, length_km * 0.08, 0.0)
     # a customer's cable is sized to its peak: at most a 5 % drop (larger loads, thicker cable)
@@ -249,8 +249,9 @@ def build_world(spec: WorldSpec) -> World:
     faults = [_resolve(f, grid, spec) for f in spec.faults]
     seen_imp, seen_exp = seen_energy(energy, faults)
     r0 = np.round(rng.uniform(100.0, 20_000.0, n), 2)
-    true_reg, shown, modulus = registers(seen_imp, grid.multiplier, r0, boundaries, faults)
-    _, export, _ = registers(seen_exp, grid.multiplier, np.zeros(n), boundaries, [])
+    d = spec.register_decimals
+    true_reg, shown, modulus = registers(seen_imp, grid.multiplier, r0, boundaries, faults, d)
+    _, export, _ = registers(seen_exp, grid.multiplier, np.zeros(n), boundaries, [], d)
     truth = Truth(
         grid=grid,
         boundaries=boundaries,
