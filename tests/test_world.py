@@ -216,3 +216,64 @@ def test_bad_specs_are_refused_in_one_line():
         WorldSpec(start=START + timedelta(minutes=7))
     with pytest.raises(KeyError, match="no meter 'nope'"):
         build_world(small(faults=(Fault("stopped", "nope"),)))
+
+
+def test_signatures_explain_the_loss_an_inventory_based_analysis_sees():
+    """Loss computed as an analysis would (inventory multipliers and areas, per interval)
+    = the measured loss + the inventory faults' signatures; the measured loss = technical
+    loss + the energy faults' signatures, within the registers' steps."""
+    faults = (
+        Fault("wrong_multiplier", "f01-a01-total", DAY1, {"ct_ratio": 200}),
+        Fault("wrong_multiplier", "f01-a02-c001", DAY1 + timedelta(hours=5), {"ct_ratio": 10}),
+        Fault("wrong_area", "f01-a01-c011", DAY1, {"area": "f01-a02"}),
+        Fault("theft", "f01-a02-c004", None, {"share": 0.25}),
+        Fault("stopped", "f01-a01-c012", DAY1),
+    )
+    w = build_world(small(faults=faults))
+    g, t = w.grid, w.truth
+    n, T = t.energy.shape
+    mult = np.empty((n, T))
+    area = np.full((n, T), -1)
+    mid = t.boundaries[:-1]  # an interval belongs to the row in force at its start
+    for row in w.inventory()["metering_point"]:
+        i = g.index(row["meter"])
+        lo = row["valid_from"].timestamp() if "valid_from" in row else -np.inf
+        hi = row["valid_to"].timestamp() if "valid_to" in row else np.inf
+        on = (mid >= lo) & (mid < hi)
+        mult[i, on] = row["ct_ratio"] * row["pt_ratio"]
+        area[i, on] = g.areas.index(row["area"]) if "area" in row else -1
+    e = np.diff(t.register, axis=1) * mult  # no rollover or reset in this world
+    A = len(g.areas)
+    supply = np.zeros((A, T))
+    sales = np.zeros((A, T))
+    for role, out in (("area_total", supply), ("customer", sales)):
+        rows, cols = np.nonzero((g.role == role)[:, None] & (area >= 0))
+        np.add.at(out, (area[rows, cols], cols), e[rows, cols])
+    seen_by_inventory = supply - sales
+    balance = t.area_balance()
+    inventory_delta = np.zeros((A, T))
+    energy_delta = np.zeros((A, T))
+    for r in t.fault_records():
+        target = (
+            inventory_delta if r["kind"] in ("wrong_multiplier", "wrong_area") else energy_delta
+        )
+        for s in r["signature"]:
+            if s["level"] == "area":
+                target[g.areas.index(s["group"])] += s["delta_loss"]
+    public = ~g.area_dedicated
+    np.testing.assert_allclose(
+        seen_by_inventory[public], (balance["loss"] + inventory_delta)[public], atol=1e-9
+    )
+    # from DAY1 f01-a01's loss jumps by E_sec × (200 − true CT) of its total meter (wrong CT)
+    j = g.areas.index("f01-a01")
+    jump = seen_by_inventory[j, 96:].mean() - balance["loss"][j, 96:].mean()
+    i = g.index("f01-a01-total")
+    assert jump == pytest.approx(
+        (np.diff(t.register[i])[96:] * (200 - g.multiplier[i])).mean()
+        + t.measured[g.index("f01-a01-c011"), 96:].mean()  # and the misassigned customer's
+    )  # energy leaves f01-a01's sales (the inventory counts it in f01-a02)
+    # measured loss = technical + energy faults, each interval within the register steps
+    members = (g.role == "customer")[None, :] & (g.meter_area[None, :] == np.arange(A)[:, None])
+    steps = 0.01 * (g.multiplier[g.role == "area_total"] + members @ g.multiplier)
+    gap = np.abs(balance["loss"] - balance["technical"] - energy_delta)[public]
+    assert (gap <= steps[public, None] + 1e-9).all()
