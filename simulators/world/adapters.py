@@ -1,9 +1,11 @@
 """The world as gridread sees it: its inventory (what the utility's ledger *says*, inventory
 faults included) and `WorldMeter`, a `MeterModel` look-alike the device simulators serve.
 
-Protocols: feeder heads and area total meters (and the dedicated customers' meters) are
-Modbus TCP units behind one gateway; each public area's customers sit behind a concentrator
-uploading over MQTT, or — for the areas given in `bus_ports` — on a DL/T 645 RS-485 bus.
+Protocols: feeder heads and the dedicated customers' meters are Modbus TCP units behind one
+gateway; each public area's customers sit behind a concentrator uploading over MQTT, or — for
+the areas given in `bus_ports` — on a DL/T 645 RS-485 bus. The area total meter is a Modbus
+unit too (`area_totals="modbus"`), or read by its area's concentrator / bus with the
+customers (`area_totals="local"`, as many concentrators do), which gives it a 15-min curve.
 """
 
 from __future__ import annotations
@@ -102,9 +104,13 @@ class WorldMeter:
         return {"32.7.0": va, "52.7.0": vb, "72.7.0": vc} if self.three_phase else {"32.7.0": va}
 
 
-def modbus_units(world: World) -> dict[int, str]:
-    """Unit id → meter for the Modbus gateway: feeder heads and area totals, in order."""
-    names = [m for m, r in zip(world.grid.meters, world.grid.role, strict=True) if r != "customer"]
+def modbus_units(world: World, area_totals: str = "modbus") -> dict[int, str]:
+    """Unit id → meter for the Modbus gateway: feeder heads, dedicated customers' meters and
+    (area_totals="modbus") the public areas' total meters, in order."""
+    g = world.grid
+    public_total = (g.role == "area_total") & ~g.area_dedicated[np.maximum(g.meter_area, 0)]
+    on_modbus = (g.role != "customer") & ~(public_total & (area_totals != "modbus"))
+    names = [g.meters[i] for i in np.flatnonzero(on_modbus)]
     if len(names) > 247:
         raise ValueError(f"{len(names)} Modbus meters do not fit behind one gateway (max 247)")
     return {u: m for u, m in enumerate(names, 1)}
@@ -122,8 +128,11 @@ def inventory(
     register_map: str = "three_phase_meter",
     poll_interval: float = 60.0,
     bus_ports: dict[str, str] | None = None,
+    area_totals: str = "modbus",
 ) -> dict[str, Any]:
     """The config-file tables (contract §2 plus [[device]], [[bus]], [[concentrator]])."""
+    if area_totals not in ("modbus", "local"):
+        raise ValueError(f"area_totals {area_totals!r}: expected 'modbus' or 'local'")
     g = world.grid
     bus_ports = bus_ports or {}
     unknown = set(bus_ports) - set(g.areas)
@@ -153,7 +162,7 @@ def inventory(
                 "register_map": register_map,
                 "poll_interval": poll_interval,
             }
-            for u, m in modbus_units(world).items()
+            for u, m in modbus_units(world, area_totals).items()
         ],
         "concentrator": [],
         "bus": [],
@@ -164,6 +173,8 @@ def inventory(
         ]
         if not members:
             continue
+        if area_totals == "local":
+            members.insert(0, f"{area}-total")
         if area in bus_ports:
             out["bus"].append(
                 {
