@@ -5,10 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridread.inventory import parse_inventory
 from simulators.world import Fault, WorldSpec, build_world
 from simulators.world.faults import MODULUS
+from simulators.world.spec import FAULT_KINDS
 
 START = datetime(2026, 10, 31, 16, tzinfo=UTC)  # local (UTC+8) midnight of 1 November
 DAY1 = START + timedelta(days=1)
@@ -218,18 +221,10 @@ def test_bad_specs_are_refused_in_one_line():
         build_world(small(faults=(Fault("stopped", "nope"),)))
 
 
-def test_signatures_explain_the_loss_an_inventory_based_analysis_sees():
-    """Loss computed as an analysis would (inventory multipliers and areas, per interval)
-    = the measured loss + the inventory faults' signatures; the measured loss = technical
-    loss + the energy faults' signatures, within the registers' steps."""
-    faults = (
-        Fault("wrong_multiplier", "f01-a01-total", DAY1, {"ct_ratio": 200}),
-        Fault("wrong_multiplier", "f01-a02-c001", DAY1 + timedelta(hours=5), {"ct_ratio": 10}),
-        Fault("wrong_area", "f01-a01-c011", DAY1, {"area": "f01-a02"}),
-        Fault("theft", "f01-a02-c004", None, {"share": 0.25}),
-        Fault("stopped", "f01-a01-c012", DAY1),
-    )
-    w = build_world(small(faults=faults))
+def check_loss_identities(w):
+    """Loss as an analysis would compute it (inventory multipliers and areas in force per
+    interval) = the measured loss + the inventory faults' signatures; the measured loss =
+    the technical loss + the energy faults' signatures within the registers' 0.01 steps."""
     g, t = w.grid, w.truth
     n, T = t.energy.shape
     mult = np.empty((n, T))
@@ -242,7 +237,7 @@ def test_signatures_explain_the_loss_an_inventory_based_analysis_sees():
         on = (mid >= lo) & (mid < hi)
         mult[i, on] = row["ct_ratio"] * row["pt_ratio"]
         area[i, on] = g.areas.index(row["area"]) if "area" in row else -1
-    e = np.diff(t.register, axis=1) * mult  # no rollover or reset in this world
+    e = t.measured / g.multiplier[:, None] * mult  # registers' advance × inventory multiplier
     A = len(g.areas)
     supply = np.zeros((A, T))
     sales = np.zeros((A, T))
@@ -257,23 +252,84 @@ def test_signatures_explain_the_loss_an_inventory_based_analysis_sees():
         target = (
             inventory_delta if r["kind"] in ("wrong_multiplier", "wrong_area") else energy_delta
         )
-        for s in r["signature"]:
-            if s["level"] == "area":
-                target[g.areas.index(s["group"])] += s["delta_loss"]
+        for sig in r["signature"]:
+            if sig["level"] == "area":
+                target[g.areas.index(sig["group"])] += sig["delta_loss"]
     public = ~g.area_dedicated
     np.testing.assert_allclose(
         seen_by_inventory[public], (balance["loss"] + inventory_delta)[public], atol=1e-9
     )
-    # from DAY1 f01-a01's loss jumps by E_sec × (200 − true CT) of its total meter (wrong CT)
+    members = (g.role == "customer")[None, :] & (g.meter_area[None, :] == np.arange(A)[:, None])
+    steps = 0.01 * (g.multiplier[g.role == "area_total"] + members @ g.multiplier)
+    gap = np.abs(balance["loss"] - balance["technical"] - energy_delta)[public]
+    assert (gap[np.isfinite(gap)] <= np.broadcast_to(steps[public, None], gap.shape)[
+        np.isfinite(gap)] + 1e-9).all()  # fmt: skip
+    return seen_by_inventory, balance
+
+
+def test_signatures_explain_the_loss_an_inventory_based_analysis_sees():
+    """Loss computed as an analysis would (inventory multipliers and areas, per interval)
+    = the measured loss + the inventory faults' signatures; the measured loss = technical
+    loss + the energy faults' signatures, within the registers' steps."""
+    faults = (
+        Fault("wrong_multiplier", "f01-a01-total", DAY1, {"ct_ratio": 200}),
+        Fault("wrong_multiplier", "f01-a02-c001", DAY1 + timedelta(hours=5), {"ct_ratio": 10}),
+        Fault("wrong_area", "f01-a01-c011", DAY1, {"area": "f01-a02"}),
+        Fault("theft", "f01-a02-c004", None, {"share": 0.25}),
+        Fault("stopped", "f01-a01-c012", DAY1),
+    )
+    w = build_world(small(faults=faults))
+    g, t = w.grid, w.truth
+    seen_by_inventory, balance = check_loss_identities(w)
     j = g.areas.index("f01-a01")
+    # from DAY1 f01-a01's loss jumps by E_sec × (200 − true CT) of its total meter (wrong CT)
     jump = seen_by_inventory[j, 96:].mean() - balance["loss"][j, 96:].mean()
     i = g.index("f01-a01-total")
     assert jump == pytest.approx(
         (np.diff(t.register[i])[96:] * (200 - g.multiplier[i])).mean()
         + t.measured[g.index("f01-a01-c011"), 96:].mean()  # and the misassigned customer's
     )  # energy leaves f01-a01's sales (the inventory counts it in f01-a02)
-    # measured loss = technical + energy faults, each interval within the register steps
-    members = (g.role == "customer")[None, :] & (g.meter_area[None, :] == np.arange(A)[:, None])
-    steps = 0.01 * (g.multiplier[g.role == "area_total"] + members @ g.multiplier)
-    gap = np.abs(balance["loss"] - balance["technical"] - energy_delta)[public]
-    assert (gap <= steps[public, None] + 1e-9).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    areas=st.integers(1, 3),
+    meters=st.integers(1, 12),
+    picks=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(FAULT_KINDS)),
+            st.integers(0, 10_000),  # which meter
+            st.integers(0, 2 * 96),  # start boundary (0 … the end)
+        ),
+        max_size=4,
+        unique_by=lambda p: p[1],
+    ),
+)
+def test_any_world_conserves_energy_and_explains_its_faults(seed, areas, meters, picks):
+    spec = small(seed=seed, days=2, feeders=1, areas_per_feeder=areas, meters_per_area=meters)
+    names = build_world(spec).grid.meters
+    params = {"theft": {"share": 0.2}, "meter_error": {"pct": -3.0},
+              "clock_drift": {"seconds_per_day": 120.0}, "wrong_multiplier": {"ct_ratio": 7},
+              "wrong_area": {"area": "f01-a01"}}  # fmt: skip
+    faults, used = [], set()
+    for kind, which, k in picks:
+        meter = names[which % len(names)]
+        if meter in used or (kind == "wrong_area" and "-c" not in meter):
+            continue
+        used.add(meter)
+        faults.append(Fault(kind, meter, START + timedelta(minutes=15 * k), params.get(kind, {})))
+    w = build_world(small(seed=seed, days=2, feeders=1, areas_per_feeder=areas,
+                          meters_per_area=meters, faults=tuple(faults)))  # fmt: skip
+    g, t = w.grid, w.truth
+    totals, heads = g.role == "area_total", g.role == "feeder_head"
+    head = np.zeros_like(t.mv_loss)
+    np.add.at(head, g.area_feeder, t.energy[totals] + t.trafo_loss)
+    np.testing.assert_allclose(t.energy[heads], head + t.mv_loss, rtol=1e-12)
+    assert np.isfinite(t.register).all() and (t.register >= 0).all()
+    for r in t.fault_records():  # every fault is recorded where it was put, with a signature
+        assert r["meter"] in used and r["signature"]
+        assert r["start"] >= START and r["start"] <= START + timedelta(days=2)
+    inv = w.inventory()
+    assert sorted({r["meter"] for r in inv["metering_point"]}) == sorted(names)
+    check_loss_identities(w)
