@@ -10,7 +10,7 @@ customers (`area_totals="local"`, as many concentrators do), which gives it a 15
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,7 +151,7 @@ def inventory(
             for j, a in enumerate(g.areas)
         ],
         "metering_point": [row for i in range(len(g.meters)) for row in _points(world, i)],
-        "meter_asset": [_asset(world, i) for i in range(len(g.meters))],
+        "meter_asset": _assets(world),
         "device": [
             {
                 "name": m,
@@ -222,6 +222,32 @@ def _points(world: World, i: int) -> list[dict[str, Any]]:
             rows[-1]["valid_to"] = at
             wrong["valid_from"] = at
             rows.append(wrong)
+    return rows
+
+
+def _assets(world: World) -> list[dict[str, Any]]:
+    """Model and classes by role; installed 0–9 years before the world's start, verified a
+    fortnight before, next verification 8 years after (the rotation of smart meters): some
+    are due within the world's span."""
+    g = world.grid
+    n = len(g.meters)
+    rng = np.random.default_rng(world.spec.seed + 1)  # its own stream: the world is unchanged
+    start = world.spec.start.date()
+    installed = [start - timedelta(days=int(d)) for d in rng.integers(30, 9 * 365, n)]
+    rows = []
+    for i in range(n):
+        verified = installed[i] - timedelta(days=14)
+        due = verified.replace(year=verified.year + 8) if (verified.month, verified.day) != (
+            2, 29) else verified + timedelta(days=8 * 365)  # fmt: skip
+        rows.append(
+            {
+                **_asset(world, i),
+                "installed": installed[i],
+                "last_verified": verified,
+                "next_verification": due,
+                "rotation_plan": str(due.year),
+            }
+        )
     return rows
 
 
