@@ -260,7 +260,8 @@ def check_loss_identities(w):
         seen_by_inventory[public], (balance["loss"] + inventory_delta)[public], atol=1e-9
     )
     members = (g.role == "customer")[None, :] & (g.meter_area[None, :] == np.arange(A)[:, None])
-    steps = 0.01 * (g.multiplier[g.role == "area_total"] + members @ g.multiplier)
+    totals = (g.role == "area_total")[None, :] & (g.meter_area[None, :] == np.arange(A)[:, None])
+    steps = 0.01 * ((members | totals) @ g.multiplier)
     gap = np.abs(balance["loss"] - balance["technical"] - energy_delta)[public]
     assert (gap[np.isfinite(gap)] <= np.broadcast_to(steps[public, None], gap.shape)[
         np.isfinite(gap)] + 1e-9).all()  # fmt: skip
@@ -323,13 +324,46 @@ def test_any_world_conserves_energy_and_explains_its_faults(seed, areas, meters,
                           meters_per_area=meters, faults=tuple(faults)))  # fmt: skip
     g, t = w.grid, w.truth
     totals, heads = g.role == "area_total", g.role == "feeder_head"
-    head = np.zeros_like(t.mv_loss)
-    np.add.at(head, g.area_feeder, t.energy[totals] + t.trafo_loss)
-    np.testing.assert_allclose(t.energy[heads], head + t.mv_loss, rtol=1e-12)
+    expected = t.mv_loss.copy()  # per feeder: Σ its area totals + transformer losses + MV I²R
+    np.add.at(expected, g.meter_feeder[totals], t.energy[totals])
+    np.add.at(expected, g.area_feeder, t.trafo_loss)
+    head = np.zeros_like(expected)  # a replaced head meter and its successor: both count
+    np.add.at(head, g.meter_feeder[heads], t.energy[heads])
+    np.testing.assert_allclose(head, expected, rtol=1e-12)
     assert np.isfinite(t.register).all() and (t.register >= 0).all()
     for r in t.fault_records():  # every fault is recorded where it was put, with a signature
         assert r["meter"] in used and r["signature"]
         assert r["start"] >= START and r["start"] <= START + timedelta(days=2)
     inv = w.inventory()
-    assert sorted({r["meter"] for r in inv["metering_point"]}) == sorted(names)
+    assert sorted({r["meter"] for r in inv["metering_point"]}) == sorted(g.meters)
+    check_loss_identities(w)
+
+
+def test_a_replaced_meter_hands_its_point_to_the_new_one():
+    w = build_world(
+        small(faults=(Fault("replacement", "f01-a01-c006", DAY1 + timedelta(hours=3)),))
+    )
+    g, t = w.grid, w.truth
+    old, new, k = g.index("f01-a01-c006"), g.index("f01-a01-c006-r"), 96 + 12
+    assert g.meter_area[new] == g.meter_area[old] and g.multiplier[new] == g.multiplier[old]
+    # the old register stops at the swap, the new one starts from 0 there
+    assert (t.register[old, k:] == t.register[old, k]).all()
+    assert (t.register[new, : k + 1] == 0.0).all()
+    # together they measured the point's energy: the area balance is untouched
+    both = t.measured[old] + t.measured[new]
+    whole = t.energy[old] + t.energy[new]
+    assert np.all(np.abs(both - whole) <= 0.01 * g.multiplier[old] + 1e-9)
+    inv = w.inventory()
+    [rep] = inv["replacement"]
+    at = DAY1 + timedelta(hours=3)
+    assert rep == {"old_meter": "f01-a01-c006", "new_meter": "f01-a01-c006-r", "at": at,
+                   "quantity": "1.8.0", "old_final": t.register[old, k],
+                   "new_first": 0.0}  # fmt: skip
+    rows = {r["meter"]: r for r in inv["metering_point"]}
+    assert rows["f01-a01-c006"]["valid_to"] == at == rows["f01-a01-c006-r"]["valid_from"]
+    [conc] = [c for c in inv["concentrator"] if c["area"] == "f01-a01"]
+    assert "f01-a01-c006-r" in conc["meters"]
+    [record] = t.fault_records()
+    assert record["params"] == {"new_meter": "f01-a01-c006-r", "old_final": t.register[old, k],
+                                "new_first": 0.0}  # fmt: skip
     check_loss_identities(w)

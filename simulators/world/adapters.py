@@ -164,6 +164,18 @@ def inventory(
             }
             for u, m in modbus_units(world, area_totals).items()
         ],
+        "replacement": [
+            {
+                "old_meter": g.meters[f.meter],
+                "new_meter": f.params["new_meter"],
+                "at": datetime.fromtimestamp(int(world.truth.boundaries[f.k]), UTC),
+                "quantity": "1.8.0",
+                "old_final": float(world.truth.register[f.meter, f.k]),
+                "new_first": float(world.truth.register[g.index(f.params["new_meter"]), f.k]),
+            }
+            for f in world.truth.faults
+            if f.kind == "replacement"
+        ],
         "concentrator": [],
         "bus": [],
     }
@@ -208,6 +220,11 @@ def _points(world: World, i: int) -> list[dict[str, Any]]:
         row["customer_class"] = CLASS_NAMES[g.cls[i]]
     rows = [row]
     for f in world.truth.faults:
+        at = datetime.fromtimestamp(int(world.truth.boundaries[f.k]), UTC)
+        if f.kind == "replacement" and f.params["new_meter"] == g.meters[i]:
+            rows[-1]["valid_from"] = at  # the new meter's point from its fitting
+        elif f.kind == "replacement" and f.meter == i:
+            rows[-1]["valid_to"] = at  # the old one's until its removal
         if f.meter != i or f.kind not in ("wrong_multiplier", "wrong_area"):
             continue
         wrong = dict(rows[-1])
@@ -215,7 +232,6 @@ def _points(world: World, i: int) -> list[dict[str, Any]]:
             wrong["ct_ratio"] = f.params["ct_ratio"]
         else:
             wrong["area"] = f.params["area"]
-        at = datetime.fromtimestamp(int(world.truth.boundaries[f.k]), UTC)
         if f.k == 0 and len(rows) == 1:
             rows = [wrong]
         else:

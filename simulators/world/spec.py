@@ -24,6 +24,7 @@ FAULT_KINDS = {
     "clock_drift": {"seconds_per_day"},  # the meter's clock gains this much per day
     "rollover": set(),  # the register wraps past 999999.99 in the interval at `start`
     "reset": set(),  # the register is set to 0 at `start`
+    "replacement": set(),  # 换表: `<meter>-r` takes over the point at `start`, from 0
 }
 INVENTORY_FAULTS = {"wrong_multiplier", "wrong_area"}
 

@@ -51,9 +51,9 @@ class Truth:
         areas, which have no customers), technical = line I²R + fixed part (physics)."""
         g = self.grid
         A = len(g.areas)
-        supply = np.full((A, self.measured.shape[1]), np.nan)
-        totals = g.role == "area_total"
-        supply[g.meter_area[totals]] = self.measured[totals]
+        supply = np.zeros((A, self.measured.shape[1]))
+        totals = g.role == "area_total"  # a replaced total meter and its successor: both count
+        np.add.at(supply, g.meter_area[totals], self.measured[totals])
         sales = np.zeros_like(supply)
         customers = g.role == "customer"
         np.add.at(sales, g.meter_area[customers], self.measured[customers])
@@ -71,8 +71,8 @@ class Truth:
         g = self.grid
         F = len(g.feeders)
         heads = g.role == "feeder_head"
-        supply = np.empty((F, self.measured.shape[1]))
-        supply[g.meter_feeder[heads]] = self.measured[heads]
+        supply = np.zeros((F, self.measured.shape[1]))
+        np.add.at(supply, g.meter_feeder[heads], self.measured[heads])
         sales = np.zeros_like(supply)
         totals = g.role == "area_total"
         np.add.at(sales, g.meter_feeder[totals], self.measured[totals])
@@ -116,11 +116,15 @@ class Truth:
                     deltas = deltas[1:]
             else:
                 deltas = [("feeder", feeder, dm)]
+        params = dict(f.params)
+        if f.kind == "replacement":  # what the 换表 record says: both registers at the swap
+            new = g.index(params["new_meter"])
+            params.update(old_final=self.register[i, k], new_first=self.register[new, k])
         return {
             "kind": f.kind,
             "meter": g.meters[i],
             "start": datetime.fromtimestamp(int(self.boundaries[k]), UTC),
-            "params": dict(f.params),
+            "params": params,
             "area": None if area < 0 else g.areas[area],
             "signature": [
                 {

@@ -11,7 +11,7 @@ each customer's own line drop, so the meters of one area have correlated voltage
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from simulators.world import physics
 from simulators.world.faults import Resolved, registers, seen_energy
 from simulators.world.loads import CLASSES, customer_loads
-from simulators.world.spec import STEP, WorldSpec
+from simulators.world.spec import INVENTORY_FAULTS, STEP, WorldSpec
 from simulators.world.truth import Truth
 
 OWN_USE_KW = {True: 0.0010, False: 0.0020}  # a single- / three-phase meter's own consumption
@@ -216,10 +216,10 @@ def build_world(spec: WorldSpec) -> World:
     volts[customer] = v_c
     volts[totals] = v_lv[meter_area[totals]] * physics.LV_NOMINAL
     volts[heads] = v_mv * physics.MV_KV * 1000.0 / np.sqrt(3.0) / pt[heads][:, None]
-    # per area a small background (other loads on the LV network), per meter its own noise
     if not np.isfinite(volts).all():  # a load beyond what its line or transformer can carry
         raise ValueError(f"world seed {spec.seed}: the power flow has no solution")
     flow = volts.copy()  # the power flow's voltages, before noise and the display's 0.1 V
+    # per area a small background (other loads on the LV network), per meter its own noise
     area_noise = rng.normal(0.0, 0.4, (A, T))
     volts[~heads] += area_noise[meter_area[~heads]]
     volts = np.round(volts + rng.normal(0.0, 0.05, (n, T)), 1)
@@ -245,10 +245,15 @@ def build_world(spec: WorldSpec) -> World:
         x_ohm=x_ohm,
         tan_phi=tan_phi,
     )
+    for f in spec.faults:  # a replaced meter: a new device takes over its point (换表)
+        if f.kind == "replacement":
+            grid, energy, volts, flow = _replace(grid, energy, volts, flow, f, spec)
+    n = len(grid.meters)
     boundaries = spec.t0 + np.arange(T + 1, dtype=np.int64) * STEP
     faults = [_resolve(f, grid, spec) for f in spec.faults]
     seen_imp, seen_exp = seen_energy(energy, faults)
     r0 = np.round(rng.uniform(100.0, 20_000.0, n), 2)
+    r0[[grid.index(f.params["new_meter"]) for f in faults if f.kind == "replacement"]] = 0.0
     d = spec.register_decimals
     true_reg, shown, modulus = registers(seen_imp, grid.multiplier, r0, boundaries, faults, d)
     _, export, _ = registers(seen_exp, grid.multiplier, np.zeros(n), boundaries, [], d)
@@ -264,7 +269,7 @@ def build_world(spec: WorldSpec) -> World:
         voltage=volts,
         voltage_flow=flow,
         mv_voltage=v_mv,
-        power_factor=1.0 / np.sqrt(1.0 + tan_phi**2),
+        power_factor=1.0 / np.sqrt(1.0 + grid.tan_phi**2),
         lv_loss=lv_loss * 0.25,
         fixed_loss=np.broadcast_to(fixed[:, None] * 0.25, (A, T)).copy(),
         trafo_loss=trafo_loss * 0.25,
@@ -274,10 +279,38 @@ def build_world(spec: WorldSpec) -> World:
     return World(spec, grid, truth)
 
 
+PER_METER = ("role", "meter_feeder", "meter_area", "phase", "cls", "ct", "pt", "r_ohm", "x_ohm",
+             "tan_phi")  # fmt: skip
+
+
+def _boundary(fault, spec: WorldSpec) -> int:
+    start = spec.t0 if fault.start is None else fault.start.timestamp()
+    return int(np.clip(np.ceil((start - spec.t0) / STEP), 0, spec.intervals))
+
+
+def _replace(grid: Grid, energy, volts, flow, fault, spec: WorldSpec) -> tuple:
+    """Meter `fault.meter` is replaced at the fault's start by `<meter>-r` on the same point
+    (same role, place, phase, CT/PT): the old one measures before, the new one from then on
+    (its register starts at 0)."""
+    i, k = grid.index(fault.meter), _boundary(fault, spec)
+    new = f"{fault.meter}-r"
+    if new in grid.meters:
+        raise ValueError(f"fault replacement on {fault.meter}: {new} exists already")
+    if any(f.meter == fault.meter and f.kind in INVENTORY_FAULTS for f in spec.faults):
+        raise ValueError(f"fault replacement on {fault.meter}: not with an inventory fault")
+    fields = {f: np.append(getattr(grid, f), getattr(grid, f)[i]) for f in PER_METER}
+    grid = replace(grid, meters=[*grid.meters, new], **fields)
+    energy = np.vstack([energy, energy[i]])
+    energy[-1, :k] = 0.0
+    energy[i, k:] = 0.0
+    return grid, energy, np.vstack([volts, volts[i]]), np.vstack([flow, flow[i]])
+
+
 def _resolve(fault, grid: Grid, spec: WorldSpec) -> Resolved:
     i = grid.index(fault.meter)
-    start = spec.t0 if fault.start is None else fault.start.timestamp()
-    k = int(np.clip(np.ceil((start - spec.t0) / STEP), 0, spec.intervals))
+    k = _boundary(fault, spec)
+    if fault.kind == "replacement":
+        return Resolved(fault.kind, i, k, {**fault.params, "new_meter": f"{fault.meter}-r"})
     if fault.kind == "wrong_area" and fault.params["area"] not in grid.areas:
         raise ValueError(f"fault wrong_area on {fault.meter}: no area {fault.params['area']!r}")
     if fault.kind == "wrong_multiplier" and fault.params["ct_ratio"] <= 0:
