@@ -183,7 +183,8 @@ def build_world(spec: WorldSpec) -> World:
 
     # LV networks: two passes (the transformer drop depends on the line losses and back)
     fixed = np.zeros(A)
-    np.add.at(fixed, meter_area[customer], np.where(single, 0.001, 0.002)[customer])
+    own_use = np.where(single, OWN_USE_KW[True], OWN_USE_KW[False])
+    np.add.at(fixed, meter_area[customer], own_use[customer])
     fixed[~dedicated] += OWN_USE_KW[False] + CONCENTRATOR_KW
     v_hv = v_mv[area_feeder]
     v_lv = v_hv.copy()
