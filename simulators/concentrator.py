@@ -1,7 +1,8 @@
 """A simulated data concentrator (集中器) of one transformer area, talking MQTT 5.
 
 It reads its meters (ground truth from `MeterModel`), uploads each meter's day — the daily
-frozen register and the 96-point 15-minute curve — as one compact-JSON message per meter
+frozen register and the 96-point 15-minute curve, plus the curves of the quantities the
+model's `curve_values(t)` offers (e.g. voltage 32.7.0) — as one compact-JSON message per meter
 on ``gridread/v1/<meter>/readings``, and its own status on ``gridread/v1/<conc>/status``.
 Meters in `failing` are "not read" by the upload. A re-read request on
 ``gridread/ctl/v1/<conc>/reread`` (MQTT 5, with a response topic and correlation data) is answered
@@ -65,8 +66,14 @@ class SimConcentrator:
         model = self.meters[meter]
         points = [day_start + STEP * k for k in range(96)]
         end = day_start + timedelta(days=1)
-        readings = [["1.8.0", _iso(t), round(model.energy_kwh(t.timestamp()), 2)] for t in points]
-        readings.append(["1.8.0*d", _iso(end), round(model.energy_kwh(end.timestamp()), 2)])
+        digits = getattr(model, "register_decimals", 2)  # a model may keep finer registers
+        readings = [
+            ["1.8.0", _iso(t), round(model.energy_kwh(t.timestamp()), digits)] for t in points
+        ]
+        curves = getattr(model, "curve_values", None)  # a model that offers more 15-min curves
+        if curves is not None:
+            readings += [[q, _iso(t), v] for t in points for q, v in curves(t.timestamp()).items()]
+        readings.append(["1.8.0*d", _iso(end), round(model.energy_kwh(end.timestamp()), digits)])
         return {"readings": readings, "quality": quality}
 
     def upload_day(self, day_start: datetime) -> int:

@@ -84,6 +84,11 @@ class SimMeter:
         value = Decimal(str(round(self.model.energy_kwh(t), 2))) + self.register_offset
         return value % REGISTER_MODULUS
 
+    def _export(self, t: float) -> float:
+        """The export register: a model that has one over time (the world's) says it at t."""
+        at = getattr(self.model, "export_at", None)
+        return at(t) if at is not None else self.model.export_kwh
+
     def registers(self, t: float) -> dict[str, Decimal]:
         total = self.energy(t)
         tariffs = [(total * s).quantize(Decimal("0.01")) for s in TARIFF_SHARES[:-1]]
@@ -93,7 +98,7 @@ class SimMeter:
         return {
             "1.8.0": total,
             **{f"1.8.{i + 1}": v for i, v in enumerate(tariffs)},
-            "2.8.0": Decimal(str(self.model.export_kwh)),
+            "2.8.0": Decimal(str(round(self._export(t), 2))),
             "3.8.0": (total * reactive_ratio).quantize(Decimal("0.01")) % SIGNED_MODULUS,
             "4.8.0": Decimal("0.00"),
             **self.overrides,
