@@ -1,0 +1,319 @@
+"""The line-loss job: per area, feeder and voltage level; per 15 min, local day and month;
+incremental by watermark.
+
+Each run computes the intervals from `recompute_from` up to ``now − settle`` (whole
+intervals only) and upserts their results, with the days and months holding them:
+
+* new intervals: from the watermark (``analytics_watermarks.done_until``) on;
+* late data: 15-min results stored with coverage < 1 that start within the re-read window
+  are computed again, since a re-read (补抄) may since have filled them. A *complete*
+  interval never changes: readings are stored first-wins (``ON CONFLICT DO NOTHING``), so
+  the register at each of its boundaries is the one already used; only a boundary that was
+  interpolated could move, if a re-read later stored a reading nearer to it, and re-reads
+  fetch the meter's own boundary values, which were missing, i.e. incomplete intervals;
+* topology changes: per metering point, replacement, area and feeder a hash of its row is
+  kept with the watermark; any row added, changed or removed recomputes everything from its
+  ``valid_from`` (a replacement: its ``at``; an area or a feeder: from the first reading).
+
+One transaction per run (results and watermark together), under an advisory lock so that
+two runners never interleave. The day and month results are computed from the whole local
+day / month (its intervals loaded from its start), so they are always sums over complete
+periods of what is known.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from analytics.energy import interval_energy
+from analytics.lineloss import Bands, concat_results, group_loss, level_loss, period_loss
+from analytics.store import ROLES, AnalyticsStore, Grid, Topology
+
+log = logging.getLogger(__name__)
+
+STEP = 900  # the 15-min grid
+JOB = "lineloss"
+_LOCK_KEY = 0x6C6F7373  # "loss"
+FEEDER_HEAD, AREA_TOTAL, CUSTOMER = (ROLES.index(r) for r in ROLES)
+
+
+@dataclass(frozen=True)
+class LineLossPolicy:
+    """What the settings decide (gridread.settings: lineloss_*, analytics_*, register_*)."""
+
+    timezone: str
+    min_coverage: float = 1.0
+    bands: Bands = field(default_factory=Bands)
+    settle_s: int = 1800  # an interval is computed once this long past its end
+    reread_window_s: int = 3 * 86400  # incomplete results this recent are recomputed
+    align_tolerance_s: int = 300  # a register this near a boundary may be interpolated
+    register_modulus: float = 1_000_000.0  # DL/T 645 XXXXXX.XX kWh registers wrap here
+    register_max_step: float = 10_000.0  # secondary kWh per interval above: implausible
+
+
+@dataclass
+class RunSummary:
+    computed_from: datetime | None = None
+    computed_until: datetime | None = None
+    rows: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def run_lineloss(store: AnalyticsStore, policy: LineLossPolicy, now: datetime) -> RunSummary:
+    """One incremental run (see the module docstring); returns what it did."""
+    conn = store.conn
+    summary = RunSummary()
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
+        if not got or not got[0]:
+            summary.reasons.append("another runner holds the lock")
+            return summary
+        until = int(now.timestamp() - policy.settle_s) // STEP * STEP
+        row = conn.execute(
+            "SELECT extract(epoch FROM done_until)::int8, topology"
+            " FROM analytics_watermarks WHERE job = %s",
+            (JOB,),
+        ).fetchone()
+        done_until, seen = (int(row[0]), row[1]) if row else (None, {})
+        current = _topology_snapshot(conn)
+        start = _recompute_from(store, policy, until, done_until, seen, current, summary)
+        if start is not None and start < until:
+            summary.computed_from = _utc(start)
+            summary.computed_until = _utc(until)
+            for m_start, m_end in _months(start, until, ZoneInfo(policy.timezone)):
+                summary.rows += _compute(store, policy, m_start, min(m_end, until), start)
+        conn.execute(
+            "INSERT INTO analytics_watermarks (job, done_until, topology, updated_at)"
+            " VALUES (%s, to_timestamp(%s), %s, now())"
+            " ON CONFLICT (job) DO UPDATE SET done_until = EXCLUDED.done_until,"
+            "  topology = EXCLUDED.topology, updated_at = now()",
+            (JOB, max(until, done_until or until), Jsonb(current)),
+        )
+    return summary
+
+
+def _recompute_from(
+    store: AnalyticsStore,
+    policy: LineLossPolicy,
+    until: int,
+    done_until: int | None,
+    seen: dict,
+    current: dict,
+    summary: RunSummary,
+) -> int | None:
+    """The first interval to compute, or None when there is nothing (no readings yet)."""
+    first = store.first_reading_any()
+    if first is None:
+        return None
+    beginning = int(first.timestamp()) // STEP * STEP
+    candidates = []
+    if done_until is None:
+        candidates.append(beginning)
+        summary.reasons.append("first run")
+    else:
+        candidates.append(done_until)
+        late = store.conn.execute(
+            "SELECT extract(epoch FROM min(start))::int8 FROM lineloss"
+            " WHERE period = '15min' AND coverage < 1"
+            "   AND start >= to_timestamp(%s) AND start < to_timestamp(%s)",
+            (until - policy.reread_window_s, done_until),
+        ).fetchone()[0]
+        if late is not None:
+            candidates.append(int(late))
+            summary.reasons.append("incomplete intervals in the re-read window")
+        changed = {k for k in seen.keys() | current.keys() if seen.get(k) != current.get(k)}
+        for key in changed:
+            for entry in (seen.get(key), current.get(key)):
+                if entry is not None:
+                    since = entry[1]
+                    candidates.append(beginning if since is None else int(since) // STEP * STEP)
+        if changed:
+            summary.reasons.append(f"topology changed ({len(changed)} rows)")
+    return max(min(candidates), beginning)
+
+
+def _topology_snapshot(conn) -> dict[str, list]:
+    """Per topology row a [hash, since] pair: since = unix seconds from which it matters
+    (None: from the beginning)."""
+    rows = conn.execute(
+        "SELECT 'p' || id, md5(mp::text),"
+        " CASE WHEN isfinite(valid_from) THEN extract(epoch FROM valid_from)::float8 END"
+        " FROM metering_points mp"
+        " UNION ALL SELECT 'r' || id, md5(r::text), extract(epoch FROM at)::float8"
+        " FROM meter_replacements r"
+        " UNION ALL SELECT 'a' || id, md5(a::text), NULL FROM areas a"
+        " UNION ALL SELECT 'f' || id, md5(f::text), NULL FROM feeders f"
+        " UNION ALL SELECT 'd' || d.id, md5(coalesce(d.attributes->>'commissioned', '')), NULL"
+        " FROM devices d"
+    ).fetchall()
+    return {key: [digest, since] for key, digest, since in rows}
+
+
+def _months(start: int, until: int, tz: ZoneInfo) -> list[tuple[int, int]]:
+    """The local months (start, end) in unix seconds that hold [start, until)."""
+    out = []
+    local = datetime.fromtimestamp(start, tz)
+    month = datetime(local.year, local.month, 1, tzinfo=tz)
+    while int(month.timestamp()) < until:
+        nxt = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
+        out.append((int(month.timestamp()), int(nxt.timestamp())))
+        month = nxt
+    return out
+
+
+def _local_days(grid: Grid, tz: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:
+    """Each interval's local day (T,) index, and the days' starts (unix seconds)."""
+    first = datetime.fromtimestamp(grid.start, tz).date()
+    last = datetime.fromtimestamp(grid.end - 1, tz).date()
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    starts = np.array(
+        [int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()) for d in days],
+        dtype=np.int64,
+    )
+    return np.searchsorted(starts, grid.starts, side="right") - 1, starts
+
+
+@dataclass
+class _Groups:
+    """One level's inputs to group_loss."""
+
+    names: list[str]
+    supply: np.ndarray  # (G, T)
+    supply_expected: np.ndarray  # (G, T) bool
+    group_of: np.ndarray  # (n, T)
+    expected: np.ndarray  # (n, T)
+
+
+def _compute(store: AnalyticsStore, policy: LineLossPolicy, lo: int, hi: int, keep: int) -> int:
+    """Compute the month window [lo, hi) and write the 15-min results from `keep` on, the
+    local days ending after `keep`, and the month."""
+    tz = ZoneInfo(policy.timezone)
+    grid = Grid(lo, STEP, (hi - lo) // STEP)
+    topo = store.topology(grid)
+    n = len(topo.device_ids)
+    regs = store.registers(topo, policy.align_tolerance_s)
+    energy, _flags = interval_energy(
+        regs,
+        topo.multiplier,
+        np.full(n, policy.register_modulus),
+        np.full(n, policy.register_max_step),
+    )
+    levels = {"area": _area_groups(topo, energy), "feeder": _feeder_groups(topo, energy)}
+    day_of, day_starts = _local_days(grid, tz)
+    periods = {
+        "15min": (np.arange(grid.n), grid.starts),
+        "day": (day_of, day_starts),
+        "month": (np.zeros(grid.n, dtype=np.int64), np.array([lo], dtype=np.int64)),
+    }
+    kwargs = {"min_coverage": policy.min_coverage, "bands": policy.bands}
+    per_interval = {
+        level: group_loss(
+            g.supply, energy, g.group_of, g.expected, supply_expected=g.supply_expected, **kwargs
+        )
+        for level, g in levels.items()
+    }
+    volt_names, volt_level = _voltage_levels(topo)
+    group_names = {
+        "area": levels["area"].names,
+        "feeder": levels["feeder"].names,
+        "voltage": volt_names,
+    }
+    written = 0
+    for period, (period_of, starts) in periods.items():
+        if period == "15min":
+            results = dict(per_interval)
+        else:
+            results = {
+                level: period_loss(r, period_of, len(starts), **kwargs)
+                for level, r in per_interval.items()
+            }
+        both = concat_results(results["feeder"], results["area"])
+        results["voltage"] = level_loss(both, volt_level, len(volt_names), bands=policy.bands)
+        ends = np.append(starts[1:], hi)
+        wanted = ends > keep if period != "15min" else starts >= keep
+        for level, res in results.items():
+            written += store.write_lineloss(
+                level=level,
+                period=period,
+                names=group_names[level],
+                starts=starts[wanted],
+                supply=res.supply[:, wanted],
+                sales=res.sales[:, wanted],
+                loss=res.loss[:, wanted],
+                rate=res.rate[:, wanted],
+                coverage=res.coverage[:, wanted],
+                status=res.status[:, wanted],
+            )
+    return written
+
+
+def _group_sum(
+    energy: np.ndarray, group_of: np.ndarray, expected: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σ energy (G, T) of the expected meters per group and interval, NaN when any of them is
+    missing or none is expected; and whether any is expected (G, T)."""
+    T = energy.shape[1]
+    sel = (group_of >= 0) & expected
+    rows, cols = np.nonzero(sel)
+    idx = group_of[rows, cols].astype(np.int64) * T + cols
+    values = energy[rows, cols]
+    size = n_groups * T
+    total = np.bincount(idx, weights=np.nan_to_num(values), minlength=size)
+    missing = np.bincount(idx, weights=np.isnan(values), minlength=size)
+    count = np.bincount(idx, minlength=size)
+    total[(missing > 0) | (count == 0)] = np.nan
+    return total.reshape(n_groups, T), (count > 0).reshape(n_groups, T)
+
+
+def _area_groups(topo: Topology, energy: np.ndarray) -> _Groups:
+    A = len(topo.area_names)
+    total = np.where(topo.role == AREA_TOTAL, topo.area, -1)
+    supply, supply_expected = _group_sum(energy, total, topo.expected, A)
+    customer = topo.role == CUSTOMER
+    return _Groups(
+        topo.area_names,
+        supply,
+        supply_expected,
+        np.where(customer, topo.area, -1),
+        topo.expected & customer,
+    )
+
+
+def _feeder_groups(topo: Topology, energy: np.ndarray) -> _Groups:
+    F = len(topo.feeder_names)
+    head = np.where(topo.role == FEEDER_HEAD, topo.feeder, -1)
+    supply, supply_expected = _group_sum(energy, head, topo.expected, F)
+    is_total = topo.role == AREA_TOTAL
+    area = np.where(is_total, topo.area, 0)
+    feeder_of = topo.area_feeder[area] if len(topo.area_feeder) else np.zeros_like(area)
+    return _Groups(
+        topo.feeder_names,
+        supply,
+        supply_expected,
+        np.where(is_total, feeder_of, -1),
+        topo.expected & is_total,
+    )
+
+
+def _voltage_levels(topo: Topology) -> tuple[list[str], np.ndarray]:
+    """Voltage levels (分压) by name and each group's level for `concat_results(feeders,
+    areas)`: 10 kV: the feeders; 0.4 kV: the public areas (a dedicated area: in none, −1)."""
+    feeder_level = [f"{kv:g} kV" for kv in topo.feeder_kv]
+    area_level = [f"{kv:g} kV" for kv in topo.area_kv]
+    public = [lv for lv, pub in zip(area_level, topo.area_public, strict=True) if pub]
+    names = sorted(set(feeder_level) | set(public))
+    index = {name: i for i, name in enumerate(names)}
+    level = [index[lv] for lv in feeder_level] + [
+        index[lv] if pub else -1 for lv, pub in zip(area_level, topo.area_public, strict=True)
+    ]
+    return names, np.array(level, dtype=np.int64)
+
+
+def _utc(t: int) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
