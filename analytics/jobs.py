@@ -272,15 +272,19 @@ def _group_sum(
 
 
 def _area_groups(topo: Topology, energy: np.ndarray) -> _Groups:
-    A = len(topo.area_names)
-    total = np.where(topo.role == AREA_TOTAL, topo.area, -1)
-    supply, supply_expected = _group_sum(energy, total, topo.expected, A)
-    customer = topo.role == CUSTOMER
+    """The public areas (公变台区). A dedicated area (专变) has no line loss of its own: its
+    one meter is the customer's, counted in its feeder's sales."""
+    public = topo.area_public
+    group = np.append(np.where(public, np.cumsum(public) - 1, -1), -1)  # [NONE] → −1
+    area = group[topo.area]  # area index → public-area group
+    total = np.where(topo.role == AREA_TOTAL, area, -1)
+    supply, supply_expected = _group_sum(energy, total, topo.expected, int(public.sum()))
+    customer = (topo.role == CUSTOMER) & (area >= 0)
     return _Groups(
-        topo.area_names,
+        [name for name, pub in zip(topo.area_names, public, strict=True) if pub],
         supply,
         supply_expected,
-        np.where(customer, topo.area, -1),
+        np.where(customer, area, -1),
         topo.expected & customer,
     )
 
@@ -303,15 +307,12 @@ def _feeder_groups(topo: Topology, energy: np.ndarray) -> _Groups:
 
 def _voltage_levels(topo: Topology) -> tuple[list[str], np.ndarray]:
     """Voltage levels (分压) by name and each group's level for `concat_results(feeders,
-    areas)`: 10 kV: the feeders; 0.4 kV: the public areas (a dedicated area: in none, −1)."""
+    public areas)`: 10 kV: the feeders; 0.4 kV: the public areas."""
     feeder_level = [f"{kv:g} kV" for kv in topo.feeder_kv]
-    area_level = [f"{kv:g} kV" for kv in topo.area_kv]
-    public = [lv for lv, pub in zip(area_level, topo.area_public, strict=True) if pub]
+    public = [f"{kv:g} kV" for kv, pub in zip(topo.area_kv, topo.area_public, strict=True) if pub]
     names = sorted(set(feeder_level) | set(public))
     index = {name: i for i, name in enumerate(names)}
-    level = [index[lv] for lv in feeder_level] + [
-        index[lv] if pub else -1 for lv, pub in zip(area_level, topo.area_public, strict=True)
-    ]
+    level = [index[lv] for lv in feeder_level + public]
     return names, np.array(level, dtype=np.int64)
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import concentrators, devices, health, quantities, reads
+from api.routes import concentrators, devices, health, lineloss, quantities, reads
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -43,12 +43,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.tz = ZoneInfo(timezone)
+    app.state.conninfo = conninfo  # analytics loaders run sync psycopg in a thread
     app.state.service_states = service_states
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)
     app.include_router(reads.router)
     app.include_router(concentrators.router)
+    app.include_router(lineloss.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

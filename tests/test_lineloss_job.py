@@ -97,6 +97,7 @@ def test_hand_computed_area_feeder_voltage_day(conn):
     assert day[:7] == (DAY, 160, 147, 13, 8.125, 1, "normal")
     [month] = rows(conn, period="month")
     assert month[1:4] == (160, 147, 13)
+    assert rows(conn, "area", "d-01") == []  # 专变: no area line loss, only in its feeder
 
 
 def test_missing_meter_is_not_computable_with_its_coverage(conn):
