@@ -74,9 +74,10 @@ def test_ranking_puts_not_computable_apart(client):
     assert [(a["name"], a["rate"], a["coverage"]) for a in body["not_computable"]] == [
         ("a-03", None, 0.5)
     ]
-    assert client.get("/lineloss/ranking", params={"day": "2026-11-10", "limit": 1}).json()[
-        "ranked"
-    ] == body["ranked"][:1]
+    assert (
+        client.get("/lineloss/ranking", params={"day": "2026-11-10", "limit": 1}).json()["ranked"]
+        == body["ranked"][:1]
+    )
     month = client.get("/lineloss/ranking", params={"day": "2026-11-10", "period": "month"})
     assert [a["name"] for a in month.json()["ranked"]] == ["a-02", "a-01"]
 
