@@ -1,0 +1,130 @@
+"""Meter-error estimation per area from energy conservation, pure numpy.
+
+Over many intervals t of one area, with S_t the supply (area total meter) and E_i,t what
+customer meter i measured (primary kWh):
+
+    S_t = Σ_i θ_i·E_i,t + c + k·S_t² + noise
+
+c is the fixed (no-load) loss per interval, k·S² the load-dependent (I²R) loss. A meter that
+reads (1 + ε) times the truth has θ = 1/(1 + ε), so its error is (1/θ − 1)·100 %, with a
+confidence interval by the delta method (d err/dθ = −100/θ²). Coefficients that the data
+cannot separate (rank-deficient design: null-space component, or a CI wider than
+``max_ci_pct``) are reported not identifiable with NaN error — never an invented value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["MeterErrors", "estimate_meter_errors"]
+
+
+@dataclass(frozen=True)
+class MeterErrors:
+    """Per meter (n,): error in % (+ = the meter reads fast), its CI, standard error;
+    identifiable / flagged masks. Per area: fixed loss c (kWh per interval), load
+    coefficient k (1/kWh), the rows used and the residual standard deviation."""
+
+    error_pct: NDArray[np.float64]
+    ci_low: NDArray[np.float64]
+    ci_high: NDArray[np.float64]
+    stderr_pct: NDArray[np.float64]
+    identifiable: NDArray[np.bool_]
+    flagged: NDArray[np.bool_]
+    fixed_loss: float
+    load_coeff: float
+    rows: int
+    residual_sd: float
+
+
+def estimate_meter_errors(
+    supply: ArrayLike,
+    energy: ArrayLike,
+    accuracy_pct: ArrayLike,
+    *,
+    confidence: float = 0.95,
+    max_ci_pct: float = 2.0,
+    quantum: ArrayLike | None = None,
+    rank_rtol: float = 1e-12,
+) -> MeterErrors:
+    """Least squares over the intervals of one area; rows with any NaN are dropped.
+
+    ``supply`` (T,), ``energy`` (n, T), ``accuracy_pct`` (n,) each meter's class (2 for a
+    class-2 meter). ``max_ci_pct``: a meter whose CI half-width exceeds it is not
+    identifiable. ``quantum`` (n,) or scalar: each meter's register resolution × its
+    multiplier (primary kWh), to correct the bias from register rounding (None: none).
+    ``flagged``: identifiable and the whole CI beyond ±accuracy_pct.
+    """
+    s = np.asarray(supply, dtype=np.float64)
+    e = np.asarray(energy, dtype=np.float64)
+    acc = np.asarray(accuracy_pct, dtype=np.float64)
+    if s.ndim != 1 or e.ndim != 2 or e.shape[1] != s.size or acc.shape != (e.shape[0],):
+        raise ValueError(
+            f"estimate_meter_errors: supply (T,), energy (n, T), accuracy_pct (n,) expected,"
+            f" got {s.shape}, {e.shape}, {acc.shape}"
+        )
+    if not 0 < confidence < 1:
+        raise ValueError(f"estimate_meter_errors: confidence must be in (0, 1), got {confidence}")
+    n = e.shape[0]
+    keep = ~np.isnan(s) & ~np.isnan(e).any(axis=0)
+    y = s[keep]
+    x = np.column_stack([e[:, keep].T, np.ones(y.size), y**2])  # (m, n + 2)
+    m = x.shape[0]
+    norms = np.linalg.norm(x, axis=0)
+    norms[norms == 0] = 1.0  # a zero column lands in the null space: not identifiable
+    xs = x / norms
+    if m == 0:
+        return _nothing(n, m)
+    # normal equations on unit-norm columns; a meter's quantization noise (known variance
+    # q²/6 per interval: rounding at both ends) is taken off its diagonal, which removes the
+    # attenuation bias (errors in variables) that small loads would otherwise suffer
+    xtx = xs.T @ xs
+    a = xtx.copy()
+    if quantum is not None:
+        q = np.broadcast_to(np.asarray(quantum, dtype=np.float64), (n,))
+        a[np.arange(n), np.arange(n)] -= m * q**2 / 6.0 / norms[:n] ** 2
+    lam, vec = np.linalg.eigh(a)
+    top = lam.max(initial=0.0)
+    good = lam > rank_rtol * top
+    r = int(good.sum())
+    if top <= 0 or m <= r:
+        return _nothing(n, m)
+    a_pinv = (vec[:, good] / lam[good]) @ vec[:, good].T
+    beta = (a_pinv @ (xs.T @ y)) / norms
+    resid = y - x @ beta
+    sigma2 = float(resid @ resid) / (m - r)
+    cov = a_pinv @ xtx @ a_pinv * sigma2  # sandwich; = σ²·A⁻¹ without the correction
+    cov_diag = np.diag(cov) / norms**2
+    in_null = np.linalg.norm(vec[:, ~good], axis=1) > 1e-6
+    theta, se_theta = beta[:n], np.sqrt(cov_diag[:n])
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = (1.0 / theta - 1.0) * 100.0
+        se_err = 100.0 * se_theta / theta**2
+    ok = ~in_null[:n] & (theta > 0) & (z * se_err <= max_ci_pct)
+    err = np.where(ok, err, np.nan)
+    se_err = np.where(ok, se_err, np.nan)
+    lo, hi = err - z * se_err, err + z * se_err
+    flagged = ok & ((lo > acc) | (hi < -acc))
+    return MeterErrors(
+        error_pct=err,
+        ci_low=lo,
+        ci_high=hi,
+        stderr_pct=se_err,
+        identifiable=ok,
+        flagged=flagged,
+        fixed_loss=float(beta[n]) if not in_null[n] else float("nan"),
+        load_coeff=float(beta[n + 1]) if not in_null[n + 1] else float("nan"),
+        rows=m,
+        residual_sd=float(np.sqrt(sigma2)),
+    )
+
+
+def _nothing(n: int, m: int) -> MeterErrors:
+    nan = np.full(n, np.nan)
+    no = np.zeros(n, dtype=bool)
+    return MeterErrors(nan, nan, nan, nan, no, no, float("nan"), float("nan"), m, float("nan"))
