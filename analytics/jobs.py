@@ -180,7 +180,7 @@ def _local_days(grid: Grid, tz: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class _Groups:
+class Groups:
     """One level's inputs to group_loss."""
 
     names: list[str]
@@ -204,7 +204,7 @@ def _compute(store: AnalyticsStore, policy: LineLossPolicy, lo: int, hi: int, ke
         np.full(n, policy.register_modulus),
         np.full(n, policy.register_max_step),
     )
-    levels = {"area": _area_groups(topo, energy), "feeder": _feeder_groups(topo, energy)}
+    levels = {"area": area_groups(topo, energy), "feeder": _feeder_groups(topo, energy)}
     day_of, day_starts = _local_days(grid, tz)
     periods = {
         "15min": (np.arange(grid.n), grid.starts),
@@ -271,7 +271,7 @@ def _group_sum(
     return total.reshape(n_groups, T), (count > 0).reshape(n_groups, T)
 
 
-def _area_groups(topo: Topology, energy: np.ndarray) -> _Groups:
+def area_groups(topo: Topology, energy: np.ndarray) -> Groups:
     """The public areas (公变台区). A dedicated area (专变) has no line loss of its own: its
     one meter is the customer's, counted in its feeder's sales."""
     public = topo.area_public
@@ -280,7 +280,7 @@ def _area_groups(topo: Topology, energy: np.ndarray) -> _Groups:
     total = np.where(topo.role == AREA_TOTAL, area, -1)
     supply, supply_expected = _group_sum(energy, total, topo.expected, int(public.sum()))
     customer = (topo.role == CUSTOMER) & (area >= 0)
-    return _Groups(
+    return Groups(
         [name for name, pub in zip(topo.area_names, public, strict=True) if pub],
         supply,
         supply_expected,
@@ -289,14 +289,14 @@ def _area_groups(topo: Topology, energy: np.ndarray) -> _Groups:
     )
 
 
-def _feeder_groups(topo: Topology, energy: np.ndarray) -> _Groups:
+def _feeder_groups(topo: Topology, energy: np.ndarray) -> Groups:
     F = len(topo.feeder_names)
     head = np.where(topo.role == FEEDER_HEAD, topo.feeder, -1)
     supply, supply_expected = _group_sum(energy, head, topo.expected, F)
     is_total = topo.role == AREA_TOTAL
     area = np.where(is_total, topo.area, 0)
     feeder_of = topo.area_feeder[area] if len(topo.area_feeder) else np.zeros_like(area)
-    return _Groups(
+    return Groups(
         topo.feeder_names,
         supply,
         supply_expected,

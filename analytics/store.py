@@ -260,6 +260,25 @@ class AnalyticsStore:
         ).fetchone()
         return row[0] if row else None
 
+    def accuracy_classes(self, device_ids: np.ndarray) -> list[str | None]:
+        """Each device's accuracy class from the asset ledger (meter_assets), None: unknown."""
+        rows = self.conn.execute(
+            "SELECT ma.accuracy_class FROM unnest(%s::int4[]) WITH ORDINALITY AS d(id, k)"
+            " LEFT JOIN meter_assets ma ON ma.device_id = d.id ORDER BY d.k",
+            ([int(d) for d in device_ids],),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def phases(self, device_ids: np.ndarray) -> list[str]:
+        """Each device's phase (A, B, C, ABC) in its latest metering point."""
+        rows = self.conn.execute(
+            "SELECT (SELECT mp.phase FROM metering_points mp WHERE mp.device_id = d.id"
+            "        ORDER BY mp.valid_from DESC LIMIT 1)"
+            " FROM unnest(%s::int4[]) WITH ORDINALITY AS d(id, k) ORDER BY d.k",
+            ([int(d) for d in device_ids],),
+        ).fetchall()
+        return [r[0] for r in rows]
+
     # --- results ---------------------------------------------------------------------
 
     def write_lineloss(
