@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import concentrators, devices, health, lineloss, quantities, reads
+from api.routes import analytics, concentrators, devices, health, lineloss, quantities, reads
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -51,6 +51,7 @@ def create_app(
     app.include_router(reads.router)
     app.include_router(concentrators.router)
     app.include_router(lineloss.router)
+    app.include_router(analytics.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

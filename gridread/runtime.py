@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import uvicorn
 
+from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
 from analytics.store import AnalyticsStore
@@ -394,13 +395,28 @@ def lineloss_policy(settings: Settings) -> LineLossPolicy:
 
 
 def analytics_service(url: str, settings: Settings) -> Service:
-    """The `analytics` service: the line-loss job every ``analytics_interval`` seconds, on a
+    """The `analytics` service: the line-loss job every ``analytics_interval`` seconds and the
+    daily diagnostics (meter errors, meter-to-area check) when a local day is complete, on a
     connection of its own per run (in a thread: the job is numpy and blocking psycopg)."""
     policy = lineloss_policy(settings)
 
+    diagnostics = DiagnosticsPolicy(
+        lineloss=policy,
+        days=settings.diagnostics_days,
+        default_accuracy_pct=settings.meter_default_accuracy_pct,
+        max_ci_pct=settings.meter_error_max_ci_pct,
+        mapping_margin=settings.mapping_margin,
+        mapping_min_overlap=settings.mapping_min_overlap,
+    )
+
     def once() -> RunSummary:
         with psycopg.connect(url, autocommit=True) as conn:
-            return run_lineloss(AnalyticsStore(conn), policy, datetime.now(UTC))
+            store = AnalyticsStore(conn)
+            summary = run_lineloss(store, policy, datetime.now(UTC))
+            checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
+            if checked:
+                log.info("meter errors and meter-to-area check: %d rows", checked)
+            return summary
 
     async def run() -> None:
         while True:

@@ -136,6 +136,24 @@ class Settings(BaseSettings):
         gt=0,
         description="secondary kWh a register may advance in 15 min; more: implausible",
     )
+    diagnostics_days: int = Field(
+        default=14, ge=1, le=366, description="local days the meter-error and mapping checks use"
+    )
+    meter_default_accuracy_pct: float = Field(
+        default=2.0, gt=0, description="% accuracy of a meter whose class the ledger lacks"
+    )
+    meter_error_max_ci_pct: float = Field(
+        default=2.0, gt=0, description="% CI half-width above which an error is not identifiable"
+    )
+    mapping_margin: float = Field(
+        default=0.1,
+        gt=0,
+        le=2,
+        description="correlation by which another area must beat a meter's own to flag it",
+    )
+    mapping_min_overlap: int = Field(
+        default=96, ge=2, description="15-min voltage steps a correlation needs at least"
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:

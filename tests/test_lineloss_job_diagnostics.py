@@ -16,9 +16,11 @@ from datetime import timedelta
 import numpy as np
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from analytics.diagnostics import DiagnosticsPolicy, accuracy_pct, run_diagnostics
 from analytics.store import AnalyticsStore
+from api.app import create_app
 from ingest.schema import ensure_partitions
 from tests.lineloss_fixture import DAY, Q, device, grid, place
 from tests.test_lineloss_job import POLICY
@@ -124,6 +126,19 @@ def test_meter_errors_and_misassigned_meters_are_found(conn):
     assert flags["m-x"] == ("a-01", "a-02", True)
     assert not any(flagged for name, (_, _, flagged) in flags.items() if name != "m-x")
     assert len(flags) == 10  # every customer of a public area checked
+
+    with TestClient(create_app(conn.info.dsn, timezone="Asia/Shanghai")) as client:
+        r = client.get("/analytics/mapping-flags")
+        assert r.status_code == 200, r.text
+        assert [(f["meter"], f["assigned_area"], f["best_area"]) for f in r.json()] == [
+            ("m-x", "a-01", "a-02")
+        ]
+        assert r.json()[0]["best_corr"] > r.json()[0]["own_corr"] + 0.1
+        r = client.get("/analytics/meter-errors", params={"flagged": True})
+        assert [(e["meter"], e["area"]) for e in r.json()] == [("c3", "a-01")]
+        assert r.json()[0]["ci_low"] > 1  # beyond its class 1 with confidence
+        r = client.get("/analytics/meter-errors", params={"area": "a-02"})
+        assert {e["meter"] for e in r.json()} == {"b1", "b2", "b3"}
 
 
 def test_accuracy_classes_from_the_ledger():
