@@ -264,7 +264,7 @@ def _group_sum(
     idx = group_of[rows, cols].astype(np.int64) * T + cols
     values = energy[rows, cols]
     size = n_groups * T
-    total = np.bincount(idx, weights=np.nan_to_num(values), minlength=size)
+    total = np.bincount(idx, weights=np.nan_to_num(values), minlength=size).astype(float)
     missing = np.bincount(idx, weights=np.isnan(values), minlength=size)
     count = np.bincount(idx, minlength=size)
     total[(missing > 0) | (count == 0)] = np.nan

@@ -24,6 +24,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, run_lineloss
 from analytics.store import AnalyticsStore
 from tests.lineloss_fixture import DAY, Q, device, grid, place, registers
@@ -172,3 +173,11 @@ def test_replacement_mid_interval_gives_the_exact_energy(conn):
     assert [r[2] for r in got] == [36, 42, 38, 31]
     assert [r[5] for r in got] == [1, 1, 1, 1]
     assert [r[6] for r in got] == ["normal", "high", "normal", "negative"]
+
+
+def test_a_grid_without_topology_gives_no_results_and_no_error(conn):
+    registers(conn, device(conn, "m1"), [1, 2, 3])  # read, but placed nowhere
+    store = AnalyticsStore(conn)
+    assert run(conn).rows == 0
+    assert run_diagnostics(store, DiagnosticsPolicy(lineloss=POLICY), NOW) == 0
+    assert conn.execute("SELECT count(*) FROM lineloss").fetchone() == (0,)
