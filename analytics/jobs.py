@@ -108,15 +108,9 @@ def _recompute_from(
     summary: RunSummary,
 ) -> int | None:
     """The first interval to compute, or None when there is nothing (no readings yet)."""
-    first = store.first_reading_any()
-    if first is None:
-        return None
-    beginning = int(first.timestamp()) // STEP * STEP
+    changed = {k for k in seen.keys() | current.keys() if seen.get(k) != current.get(k)}
     candidates = []
-    if done_until is None:
-        candidates.append(beginning)
-        summary.reasons.append("first run")
-    else:
+    if done_until is not None:
         candidates.append(done_until)
         late = store.conn.execute(
             "SELECT extract(epoch FROM min(start))::int8 FROM lineloss"
@@ -127,30 +121,45 @@ def _recompute_from(
         if late is not None:
             candidates.append(int(late))
             summary.reasons.append("incomplete intervals in the re-read window")
-        changed = {k for k in seen.keys() | current.keys() if seen.get(k) != current.get(k)}
-        for key in changed:
-            for entry in (seen.get(key), current.get(key)):
-                if entry is not None:
-                    since = entry[1]
-                    candidates.append(beginning if since is None else int(since) // STEP * STEP)
-        if changed:
-            summary.reasons.append(f"topology changed ({len(changed)} rows)")
+        if not changed:
+            return min(candidates)
+    # the first reading bounds how far back there is anything to compute (a scan: only on
+    # the first run and after a topology change)
+    first = store.first_reading_any()
+    if first is None:
+        return None
+    beginning = int(first.timestamp()) // STEP * STEP
+    if done_until is None:
+        summary.reasons.append("first run")
+        candidates.append(beginning)
+    for key in changed:
+        for entry in (seen.get(key), current.get(key)):
+            if entry is not None:
+                since = entry[1]
+                candidates.append(beginning if since is None else int(since) // STEP * STEP)
+    if changed and done_until is not None:
+        summary.reasons.append(f"topology changed ({len(changed)} rows)")
     return max(min(candidates), beginning)
 
 
 def _topology_snapshot(conn) -> dict[str, list]:
     """Per topology row a [hash, since] pair: since = unix seconds from which it matters
-    (None: from the beginning)."""
+    (None: from the beginning). Only what the results depend on is hashed (not an area's
+    kVA, say), so an edit that changes nothing recomputes nothing."""
     rows = conn.execute(
         "SELECT 'p' || id, md5(mp::text),"
         " CASE WHEN isfinite(valid_from) THEN extract(epoch FROM valid_from)::float8 END"
         " FROM metering_points mp"
         " UNION ALL SELECT 'r' || id, md5(r::text), extract(epoch FROM at)::float8"
         " FROM meter_replacements r"
-        " UNION ALL SELECT 'a' || id, md5(a::text), NULL FROM areas a"
-        " UNION ALL SELECT 'f' || id, md5(f::text), NULL FROM feeders f"
-        " UNION ALL SELECT 'd' || d.id, md5(coalesce(d.attributes->>'commissioned', '')), NULL"
-        " FROM devices d"
+        " UNION ALL SELECT 'a' || id, md5(concat_ws('|', name, feeder_id, kind, lv_voltage_kv)),"
+        " NULL FROM areas"
+        " UNION ALL SELECT 'f' || id, md5(concat_ws('|', name, voltage_kv)), NULL FROM feeders"
+        # a placed device's commissioning date decides from when it is expected
+        " UNION ALL SELECT 'd' || id, md5(attributes->>'commissioned'),"
+        "  extract(epoch FROM (attributes->>'commissioned')::timestamptz)::float8"
+        " FROM devices WHERE attributes ? 'commissioned'"
+        "  AND id IN (SELECT device_id FROM metering_points)"
     ).fetchall()
     return {key: [digest, since] for key, digest, since in rows}
 

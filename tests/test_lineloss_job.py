@@ -181,3 +181,20 @@ def test_a_grid_without_topology_gives_no_results_and_no_error(conn):
     assert run(conn).rows == 0
     assert run_diagnostics(store, DiagnosticsPolicy(lineloss=POLICY), NOW) == 0
     assert conn.execute("SELECT count(*) FROM lineloss").fetchone() == (0,)
+
+
+def test_edits_that_change_no_result_recompute_nothing(conn):
+    ids = world(conn)
+    run(conn)
+    conn.execute("UPDATE areas SET transformer_kva = 500 WHERE id = %s", (ids["a-01"],))
+    device(conn, "spare", commissioned=DAY)  # in the inventory, placed nowhere
+    summary = run(conn)
+    assert (summary.computed_from, summary.rows, summary.reasons) == (None, 0, [])
+    # commissioning a placed meter later changes from when it is expected: recomputed
+    conn.execute(
+        "UPDATE devices SET attributes = jsonb_build_object('commissioned', %s::text)"
+        " WHERE id = %s",
+        ((DAY + 2 * Q).isoformat(), ids["c2"]),
+    )
+    summary = run(conn)
+    assert summary.computed_from == DAY + 2 * Q
