@@ -16,9 +16,10 @@ intervals only) and upserts their results, with the days and months holding them
   ``valid_from`` (a replacement: its ``at``; an area or a feeder: from the first reading).
 
 One transaction per run (results and watermark together), under an advisory lock so that
-two runners never interleave. The day and month results are computed from the whole local
-day / month (its intervals loaded from its start), so they are always sums over complete
-periods of what is known.
+two runners never interleave. A run loads the intervals from the start of the first local
+day it recomputes: its days are summed from their intervals, the month from its days (the
+earlier ones as stored, with their counts, which sums exactly as the intervals would).
+The current day and month hold what is known so far.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from analytics.energy import interval_energy
-from analytics.lineloss import Bands, concat_results, group_loss, level_loss, period_loss
+from analytics.lineloss import (
+    Bands,
+    LossResult,
+    concat_results,
+    group_loss,
+    level_loss,
+    period_loss,
+)
 from analytics.store import ROLES, AnalyticsStore, Grid, Topology
 
 log = logging.getLogger(__name__)
@@ -199,10 +207,12 @@ class Groups:
     expected: np.ndarray  # (n, T)
 
 
-def _compute(store: AnalyticsStore, policy: LineLossPolicy, lo: int, hi: int, keep: int) -> int:
-    """Compute the month window [lo, hi) and write the 15-min results from `keep` on, the
-    local days ending after `keep`, and the month."""
+def _compute(store: AnalyticsStore, policy: LineLossPolicy, month: int, hi: int, keep: int) -> int:
+    """Results for the local month starting at `month`, known up to `hi`: the 15-min ones
+    from `keep` on and the local days ending after `keep`, computed from the intervals from
+    the start of `keep`'s day; the month from those days and the ones stored before them."""
     tz = ZoneInfo(policy.timezone)
+    lo = max(month, _day_start(keep, tz))
     grid = Grid(lo, STEP, (hi - lo) // STEP)
     topo = store.topology(grid)
     n = len(topo.device_ids)
@@ -214,52 +224,80 @@ def _compute(store: AnalyticsStore, policy: LineLossPolicy, lo: int, hi: int, ke
         np.full(n, policy.register_max_step),
     )
     levels = {"area": area_groups(topo, energy), "feeder": _feeder_groups(topo, energy)}
-    day_of, day_starts = _local_days(grid, tz)
-    periods = {
-        "15min": (np.arange(grid.n), grid.starts),
-        "day": (day_of, day_starts),
-        "month": (np.zeros(grid.n, dtype=np.int64), np.array([lo], dtype=np.int64)),
-    }
     kwargs = {"min_coverage": policy.min_coverage, "bands": policy.bands}
-    per_interval = {
+    intervals = {
         level: group_loss(
             g.supply, energy, g.group_of, g.expected, supply_expected=g.supply_expected, **kwargs
         )
         for level, g in levels.items()
     }
+    day_of, day_starts = _local_days(grid, tz)
+    days = {
+        level: period_loss(r, day_of, len(day_starts), **kwargs) for level, r in intervals.items()
+    }
+    earlier = _day_starts(month, lo, tz)  # the month's days before the window: stored
+    months = {}
+    for level, r in days.items():
+        stored = store.stored_sums(
+            level=level, period="day", names=levels[level].names, starts=earlier
+        )
+        whole = _join_days(stored, r)
+        months[level] = period_loss(whole, np.zeros(whole.supply.shape[1], np.int64), 1, **kwargs)
     volt_names, volt_level = _voltage_levels(topo)
-    group_names = {
-        "area": levels["area"].names,
-        "feeder": levels["feeder"].names,
-        "voltage": volt_names,
+    names = {"area": levels["area"].names, "feeder": levels["feeder"].names, "voltage": volt_names}
+    ends = np.append(day_starts[1:], hi)
+    periods = {
+        "15min": (intervals, grid.starts, grid.starts >= keep),
+        "day": (days, day_starts, ends > keep),
+        "month": (months, np.array([month], dtype=np.int64), np.array([True])),
     }
     written = 0
-    for period, (period_of, starts) in periods.items():
-        if period == "15min":
-            results = dict(per_interval)
-        else:
-            results = {
-                level: period_loss(r, period_of, len(starts), **kwargs)
-                for level, r in per_interval.items()
-            }
+    for period, (results, starts, wanted) in periods.items():
+        results = dict(results)
         both = concat_results(results["feeder"], results["area"])
         results["voltage"] = level_loss(both, volt_level, len(volt_names), bands=policy.bands)
-        ends = np.append(starts[1:], hi)
-        wanted = ends > keep if period != "15min" else starts >= keep
         for level, res in results.items():
             written += store.write_lineloss(
                 level=level,
                 period=period,
-                names=group_names[level],
+                names=names[level],
                 starts=starts[wanted],
-                supply=res.supply[:, wanted],
-                sales=res.sales[:, wanted],
-                loss=res.loss[:, wanted],
-                rate=res.rate[:, wanted],
-                coverage=res.coverage[:, wanted],
-                status=res.status[:, wanted],
+                result=_columns(res, wanted),
             )
     return written
+
+
+def _join_days(stored: dict[str, np.ndarray], new: LossResult) -> LossResult:
+    """Stored day sums (G, D0) and new day results (G, D1) as one LossResult (G, D0 + D1),
+    with what `period_loss` reads (sums and counts)."""
+    fields = {f: np.concatenate([stored[f], getattr(new, f)], axis=1) for f in stored}
+    nan = np.full(fields["supply"].shape, np.nan)
+    return LossResult(
+        loss=nan,
+        rate=nan,
+        coverage=nan,
+        status=np.zeros(nan.shape, dtype=np.int8),
+        **fields,
+    )
+
+
+def _columns(result: LossResult, wanted: np.ndarray) -> LossResult:
+    return LossResult(**{f: getattr(result, f)[:, wanted] for f in LossResult.__dataclass_fields__})
+
+
+def _day_start(t: int, tz: ZoneInfo) -> int:
+    local = datetime.fromtimestamp(t, tz)
+    return int(datetime(local.year, local.month, local.day, tzinfo=tz).timestamp())
+
+
+def _day_starts(lo: int, hi: int, tz: ZoneInfo) -> np.ndarray:
+    """The local midnights in [lo, hi) (lo a local midnight)."""
+    out = []
+    day = datetime.fromtimestamp(lo, tz).date()
+    while (t := int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())) < hi:
+        out.append(t)
+        day += timedelta(days=1)
+    return np.array(out, dtype=np.int64)
 
 
 def _group_sum(

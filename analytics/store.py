@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -85,10 +86,12 @@ class Replacement:
 
 STATUS_NAMES = ("not_computable", "negative", "normal", "high")  # analytics.lineloss.Status
 
+COUNTS = ("present", "expected", "supply_present", "supply_expected")
 _LINELOSS_IN = """
 CREATE TEMP TABLE IF NOT EXISTS lineloss_in (
     name_idx int4, start int8, supply float8, sales float8, loss float8, rate float8,
-    coverage float8, status int2
+    coverage float8, status int2, present int4, expected int4, supply_present int4,
+    supply_expected int4
 ) ON COMMIT DELETE ROWS
 """
 
@@ -282,56 +285,45 @@ class AnalyticsStore:
     # --- results ---------------------------------------------------------------------
 
     def write_lineloss(
-        self,
-        *,
-        level: str,
-        period: str,
-        names: list[str],
-        starts: np.ndarray,
-        supply: np.ndarray,
-        sales: np.ndarray,
-        loss: np.ndarray,
-        rate: np.ndarray,
-        coverage: np.ndarray,
-        status: np.ndarray,
+        self, *, level: str, period: str, names: list[str], starts: np.ndarray, result: Any
     ) -> int:
-        """Upsert one level's results: arrays (G, P) for the groups `names` and the periods
-        starting at `starts` (unix seconds). NaN is stored as NULL. Returns the rows written.
-        Runs in the caller's transaction (COPY into a temp table, then one INSERT … ON CONFLICT)."""
-        G, P = supply.shape
+        """Upsert one level's results: `result` (a `LossResult`) holds arrays (G, P) for the
+        groups `names` and the periods starting at `starts` (unix seconds). NaN is stored as
+        NULL. Returns the rows written. COPY into a temp table, then one INSERT … ON CONFLICT,
+        in the caller's transaction."""
+        G, P = result.supply.shape
         if G == 0 or P == 0:
             return 0
         g, p = np.divmod(np.arange(G * P), P)
-        data = pgbinary.encode(
-            [
-                (g.astype(np.int32), "int4"),
-                (starts.astype(np.int64)[p], "int8"),
-                (supply.ravel(), "float8"),
-                (sales.ravel(), "float8"),
-                (loss.ravel(), "float8"),
-                (rate.ravel(), "float8"),
-                (np.nan_to_num(coverage.ravel(), nan=0.0), "float8"),
-                (status.ravel().astype(np.int16), "int2"),
-            ]
-        )
+        columns = [(g.astype(np.int32), "int4"), (starts.astype(np.int64)[p], "int8")]
+        for name in ("supply", "sales", "loss", "rate"):
+            columns.append((getattr(result, name).ravel(), "float8"))
+        columns.append((np.nan_to_num(result.coverage.ravel(), nan=0.0), "float8"))
+        columns.append((result.status.ravel().astype(np.int16), "int2"))
+        for name in COUNTS:
+            columns.append((getattr(result, name).ravel().astype(np.int32), "int4"))
+        data = pgbinary.encode(columns)
         with self.conn.transaction():
             self.conn.execute(_LINELOSS_IN)
             with self.conn.cursor() as cur:
                 with cur.copy("COPY lineloss_in FROM STDIN (FORMAT BINARY)") as copy:
                     copy.write(data)
                 cur.execute(
-                    "INSERT INTO lineloss AS l"
-                    " (level, name, period, start, supply, sales, loss, rate, coverage, status)"
+                    "INSERT INTO lineloss AS l (level, name, period, start, supply, sales, loss,"
+                    " rate, coverage, status, present, expected, supply_present, supply_expected)"
                     " SELECT %(level)s, n.name, %(period)s, to_timestamp(i.start),"
                     "  NULLIF(i.supply, 'NaN'), NULLIF(i.sales, 'NaN'), NULLIF(i.loss, 'NaN'),"
-                    "  NULLIF(i.rate, 'NaN'), i.coverage, (%(statuses)s::text[])[i.status + 1]"
+                    "  NULLIF(i.rate, 'NaN'), i.coverage, (%(statuses)s::text[])[i.status + 1],"
+                    "  i.present, i.expected, i.supply_present, i.supply_expected"
                     " FROM lineloss_in i"
                     " JOIN unnest(%(names)s::text[]) WITH ORDINALITY AS n(name, idx)"
                     "   ON n.idx = i.name_idx + 1"
                     " ON CONFLICT (level, name, period, start) DO UPDATE SET"
                     "  supply = EXCLUDED.supply, sales = EXCLUDED.sales, loss = EXCLUDED.loss,"
                     "  rate = EXCLUDED.rate, coverage = EXCLUDED.coverage,"
-                    "  status = EXCLUDED.status, computed_at = now()",
+                    "  status = EXCLUDED.status, present = EXCLUDED.present,"
+                    "  expected = EXCLUDED.expected, supply_present = EXCLUDED.supply_present,"
+                    "  supply_expected = EXCLUDED.supply_expected, computed_at = now()",
                     {
                         "level": level,
                         "period": period,
@@ -342,6 +334,41 @@ class AnalyticsStore:
                 written = cur.rowcount
                 cur.execute("TRUNCATE lineloss_in")
         return written
+
+    def stored_sums(
+        self, *, level: str, period: str, names: list[str], starts: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The stored sums and counts (G, P) of `names` × `starts` (a month's earlier days):
+        supply (NaN where NULL or not stored), sales and the counts (0 where not stored)."""
+        G, P = len(names), len(starts)
+        out = {"supply": np.full((G, P), np.nan), "sales": np.zeros((G, P))}
+        out |= {name: np.zeros((G, P), dtype=np.int64) for name in COUNTS}
+        if G == 0 or P == 0:
+            return out
+        stmt = psycopg.sql.SQL(
+            "COPY (SELECT (n.idx - 1)::int4, (s.idx - 1)::int4,"
+            " COALESCE(l.supply, 'NaN')::float8, COALESCE(l.sales, 0)::float8,"
+            " l.present, l.expected, l.supply_present, l.supply_expected"
+            " FROM lineloss l"
+            " JOIN unnest({names}::text[]) WITH ORDINALITY AS n(name, idx) ON n.name = l.name"
+            " JOIN unnest({starts}::int8[]) WITH ORDINALITY AS s(t, idx)"
+            "   ON l.start = to_timestamp(s.t)"
+            " WHERE l.level = {level} AND l.period = {period}) TO STDOUT (FORMAT BINARY)"
+        ).format(
+            names=psycopg.sql.Literal(names),
+            starts=psycopg.sql.Literal([int(t) for t in starts]),
+            level=psycopg.sql.Literal(level),
+            period=psycopg.sql.Literal(period),
+        )
+        with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            data = b"".join(bytes(block) for block in copy)
+        types = ["int4", "int4", "float8", "float8", "int4", "int4", "int4", "int4"]
+        g, p, supply, sales, *counts = pgbinary.decode(data, types)
+        out["supply"][g, p] = supply
+        out["sales"][g, p] = sales
+        for name, values in zip(COUNTS, counts, strict=True):
+            out[name][g, p] = values
+        return out
 
 
 def _index_of(ids: np.ndarray, table: np.ndarray) -> np.ndarray:

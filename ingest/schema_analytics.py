@@ -28,6 +28,12 @@ ANALYTICS_MIGRATION = (
         coverage    double precision NOT NULL CHECK (coverage >= 0 AND coverage <= 1),
         status      text NOT NULL
                     CHECK (status IN ('not_computable', 'negative', 'normal', 'high')),
+        -- meter-intervals present / expected (members and supply), so that a month can be
+        -- summed from its days exactly as from its intervals
+        present         integer NOT NULL DEFAULT 0,
+        expected        integer NOT NULL DEFAULT 0,
+        supply_present  integer NOT NULL DEFAULT 0,
+        supply_expected integer NOT NULL DEFAULT 0,
         computed_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (level, name, period, start)
     );

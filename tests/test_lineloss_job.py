@@ -198,3 +198,33 @@ def test_edits_that_change_no_result_recompute_nothing(conn):
     )
     summary = run(conn)
     assert summary.computed_from == DAY + 2 * Q
+
+
+def test_the_month_is_summed_from_the_stored_days_and_the_new_ones(conn):
+    ids = grid(conn)
+    steps = 2 * 96  # two local days, every boundary read
+    for name, ct, per_interval, role in [
+        ("a-01-total", 80, 0.5, "area_total"),  # 0.5 × 80 = 40 kWh per interval
+        ("c1", 1, 20, "customer"),
+        ("c2", 1, 16, "customer"),
+    ]:
+        dev = device(conn, name)
+        place(conn, dev, role, area=ids["a-01"], ct=ct, valid_from=DAY)
+        registers(conn, dev, [100 + per_interval * k for k in range(steps + 1)])
+    settle = timedelta(seconds=POLICY.settle_s)
+    run(conn, DAY + timedelta(days=1) + settle)  # the first day, complete
+    summary = run(conn, DAY + timedelta(days=2) + settle)
+    assert summary.computed_from == DAY + timedelta(days=1)  # only the second day loaded
+    [month] = conn.execute(
+        "SELECT supply, sales, loss, rate, coverage, status, present, expected,"
+        " supply_present, supply_expected FROM lineloss"
+        " WHERE level = 'area' AND period = 'month' AND name = 'a-01'"
+    ).fetchall()
+    # 192 intervals: supply 192 × 40 = 7680, sales 192 × 36 = 6912, loss 768, rate 10 %;
+    # meter-intervals present of expected: supply 192 + members 2 × 192 = 576; supply 192
+    assert month == (7680, 6912, 768, 10, 1, "normal", 576, 576, 192, 192)
+    days = rows(conn, period="day")
+    assert [(d[0], d[1], d[3]) for d in days] == [
+        (DAY, 3840, 384),
+        (DAY + timedelta(days=1), 3840, 384),
+    ]

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from analytics import pgbinary
+from analytics.lineloss import LossResult
 from analytics.store import ROLES, AnalyticsStore, Grid
 from tests.lineloss_fixture import DAY, Q, device, grid, place, registers
 
@@ -100,22 +101,34 @@ def test_write_lineloss_upserts_and_stores_nan_as_null(conn):
     args = dict(level="area", period="15min", names=["a-01", "a-02"], starts=starts)
     n = store.write_lineloss(
         **args,
-        supply=np.array([[10.0, 10.0], [nan, 5.0]]),
-        sales=np.array([[9.0, 9.5], [4.0, 4.0]]),
-        loss=np.array([[1.0, 0.5], [nan, 1.0]]),
-        rate=np.array([[10.0, 5.0], [nan, 20.0]]),
-        coverage=np.array([[1.0, 1.0], [0.5, 1.0]]),
-        status=np.array([[2, 2], [0, 3]]),
+        result=_result(
+            supply=[[10.0, 10.0], [nan, 5.0]],
+            sales=[[9.0, 9.5], [4.0, 4.0]],
+            loss=[[1.0, 0.5], [nan, 1.0]],
+            rate=[[10.0, 5.0], [nan, 20.0]],
+            coverage=[[1.0, 1.0], [0.5, 1.0]],
+            status=[[2, 2], [0, 3]],
+            present=[[2, 2], [0, 2]],
+            expected=[[2, 2], [2, 2]],
+            supply_present=[[1, 1], [1, 1]],
+            supply_expected=[[1, 1], [1, 1]],
+        ),
     )
     assert n == 4
     store.write_lineloss(
         **{**args, "names": ["a-01"], "starts": starts[:1]},
-        supply=np.array([[10.0]]),
-        sales=np.array([[10.5]]),
-        loss=np.array([[-0.5]]),
-        rate=np.array([[-5.0]]),
-        coverage=np.array([[1.0]]),
-        status=np.array([[1]]),
+        result=_result(
+            supply=[[10.0]],
+            sales=[[10.5]],
+            loss=[[-0.5]],
+            rate=[[-5.0]],
+            coverage=[[1.0]],
+            status=[[1]],
+            present=[[2]],
+            expected=[[2]],
+            supply_present=[[1]],
+            supply_expected=[[1]],
+        ),
     )
     got = conn.execute(
         "SELECT name, start, supply, loss, rate, coverage, status FROM lineloss"
@@ -127,3 +140,15 @@ def test_write_lineloss_upserts_and_stores_nan_as_null(conn):
         ("a-02", DAY, None, None, None, 0.5, "not_computable"),
         ("a-02", DAY + Q, 5.0, 1.0, 20.0, 1.0, "high"),
     ]
+    # the sums and counts read back as stored, for a month summed from its days
+    sums = store.stored_sums(
+        level="area", period="15min", names=["a-02", "a-01", "a-09"], starts=starts
+    )
+    np.testing.assert_array_equal(sums["supply"], [[nan, 5.0], [10.0, 10.0], [nan, nan]])
+    np.testing.assert_array_equal(sums["sales"], [[4.0, 4.0], [10.5, 9.5], [0, 0]])
+    np.testing.assert_array_equal(sums["present"], [[0, 2], [2, 2], [0, 0]])
+    np.testing.assert_array_equal(sums["supply_expected"], [[1, 1], [1, 1], [0, 0]])
+
+
+def _result(**arrays) -> LossResult:
+    return LossResult(**{k: np.array(v) for k, v in arrays.items()})
