@@ -91,7 +91,10 @@ def run_lineloss(store: AnalyticsStore, policy: LineLossPolicy, now: datetime) -
         done_until, seen = (int(row[0]), row[1]) if row else (None, {})
         current = _topology_snapshot(conn)
         start = _recompute_from(store, policy, until, done_until, seen, current, summary)
-        if start is not None and start < until:
+        if start is None:  # no readings yet: no watermark, so that the first ones all count
+            summary.reasons.append("no readings of placed meters yet")
+            return summary
+        if start < until:
             summary.computed_from = _utc(start)
             summary.computed_until = _utc(until)
             for m_start, m_end in _months(start, until, ZoneInfo(policy.timezone)):

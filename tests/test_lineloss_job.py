@@ -183,6 +183,16 @@ def test_a_grid_without_topology_gives_no_results_and_no_error(conn):
     assert conn.execute("SELECT count(*) FROM lineloss").fetchone() == (0,)
 
 
+def test_readings_that_come_after_a_run_with_none_all_count(conn):
+    ids = grid(conn)
+    total = device(conn, "a-01-total")
+    place(conn, total, "area_total", area=ids["a-01"], valid_from=DAY)
+    assert run(conn).reasons == ["no readings of placed meters yet"]
+    registers(conn, total, [0, 10, 20])  # uploaded late by a concentrator, say
+    assert run(conn).computed_from == DAY
+    assert [r[1] for r in rows(conn)[:2]] == [10, 10]
+
+
 def test_edits_that_change_no_result_recompute_nothing(conn):
     ids = world(conn)
     run(conn)
