@@ -67,7 +67,7 @@ def load_contributions(
 ) -> list[Contribution] | None:
     """The members of `area_name` over [start, end); None when there is no such area."""
     grid = Grid(start, step, (end - start) // step)
-    topo = store.topology(grid)
+    topo = store.topology(grid, area=area_name)  # its points only: one area's load
     if area_name not in topo.area_names:
         return None
     n = len(topo.device_ids)

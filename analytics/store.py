@@ -104,7 +104,8 @@ class AnalyticsStore:
 
     # --- topology -----------------------------------------------------------------------
 
-    def topology(self, grid: Grid) -> Topology:
+    def topology(self, grid: Grid, *, area: str | None = None) -> Topology:
+        """The topology in force over `grid`; `area`: only that area's metering points."""
         T = grid.n
         areas = self.conn.execute(
             "SELECT a.id, a.name, a.feeder_id, a.kind = 'public', a.lv_voltage_kv"
@@ -125,8 +126,9 @@ class AnalyticsStore:
             " FROM metering_points mp JOIN devices d ON d.id = mp.device_id"
             " WHERE mp.valid_from < to_timestamp(%s)"
             "   AND (mp.valid_to IS NULL OR mp.valid_to > to_timestamp(%s))"
+            "   AND (%s::text IS NULL OR mp.area_id = (SELECT id FROM areas WHERE name = %s))"
             " ORDER BY mp.device_id, mp.valid_from",
-            (grid.end, grid.start),
+            (grid.end, grid.start, area, area),
         ).fetchall()
         if points:
             dev, names, role, area_id, feeder_id, mult, vfrom, vto, comm = map(
