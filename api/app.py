@@ -11,7 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from api.query import refuse_repeated_query_parameters
-from api.routes import concentrators, devices, health, quantities, reads, topology
+from api.routes import (
+    analytics,
+    concentrators,
+    devices,
+    health,
+    lineloss,
+    quantities,
+    reads,
+    topology,
+)
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -44,6 +53,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.tz = ZoneInfo(timezone)
+    app.state.conninfo = conninfo  # analytics loaders run sync psycopg in a thread
     app.state.service_states = service_states
     refuse_repeated_query_parameters(app)
     app.include_router(health.router)
@@ -53,6 +63,8 @@ def create_app(
     app.include_router(concentrators.router)
     app.include_router(topology.router)
     app.include_router(topology.meters_router)
+    app.include_router(lineloss.router)
+    app.include_router(analytics.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -11,11 +11,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import uvicorn
 
+from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
+from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
+from analytics.lineloss import Bands
+from analytics.store import AnalyticsStore
 from api.app import create_app
 from collectors.base import PolledCollector, ReadingSink
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
@@ -243,6 +248,7 @@ def collector_services(
         services.append(Service("mqtt-ingest", ingest))
         services.append(Service("concentrator-rereads", rereads))
     services.append(Service("partition-maintenance", lambda: _maintenance(url, settings)))
+    services.append(analytics_service(url, settings))
     return services
 
 
@@ -375,6 +381,62 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
         raise SystemExit(f"gridread: error: {supervisor.fatal}")
 
 
+def lineloss_policy(settings: Settings) -> LineLossPolicy:
+    return LineLossPolicy(
+        timezone=settings.timezone,
+        min_coverage=settings.lineloss_min_coverage,
+        bands=Bands(settings.lineloss_negative_below, settings.lineloss_high_above),
+        settle_s=round(settings.analytics_settle_delay),
+        reread_window_s=round(settings.analytics_reread_days * 86400),
+        align_tolerance_s=settings.register_align_tolerance,
+        register_modulus=settings.register_modulus,
+        register_max_step=settings.register_max_step,
+    )
+
+
+def analytics_service(url: str, settings: Settings) -> Service:
+    """The `analytics` service: the line-loss job every ``analytics_interval`` seconds and the
+    daily diagnostics (meter errors, meter-to-area check) when a local day is complete, on a
+    connection of its own per run (in a thread: the job is numpy and blocking psycopg)."""
+    policy = lineloss_policy(settings)
+
+    diagnostics = DiagnosticsPolicy(
+        lineloss=policy,
+        days=settings.diagnostics_days,
+        default_accuracy_pct=settings.meter_default_accuracy_pct,
+        max_ci_pct=settings.meter_error_max_ci_pct,
+        mapping_margin=settings.mapping_margin,
+        mapping_min_overlap=settings.mapping_min_overlap,
+    )
+
+    def once() -> RunSummary:
+        with psycopg.connect(url, autocommit=True) as conn:
+            store = AnalyticsStore(conn)
+            summary = run_lineloss(store, policy, datetime.now(UTC))
+            checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
+            if checked:
+                log.info("meter errors and meter-to-area check: %d rows", checked)
+            return summary
+
+    async def run() -> None:
+        while True:
+            try:
+                summary = await asyncio.to_thread(once)
+                if summary.rows:
+                    log.info(
+                        "line loss: %d rows for %s … %s (%s)",
+                        summary.rows,
+                        summary.computed_from,
+                        summary.computed_until,
+                        "; ".join(summary.reasons) or "new intervals",
+                    )
+            except psycopg.Error as exc:
+                log.warning("line-loss job failed (will retry): %s", exc)
+            await asyncio.sleep(settings.analytics_interval)
+
+    return Service("analytics", run)
+
+
 async def _maintenance(url: str, settings: Settings) -> None:
     """Create tomorrow's partitions ahead of time (native partitioning only); remove readings
     past their retention (both modes)."""
@@ -398,6 +460,7 @@ async def _maintenance(url: str, settings: Settings) -> None:
 
 __all__ = [
     "StorageMode",
+    "analytics_service",
     "build_buses",
     "build_collectors",
     "collector_services",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
@@ -99,6 +99,69 @@ class Settings(BaseSettings):
         ge=1,
         description="TimescaleDB: readings' chunks are compressed once this many days old",
     )
+    analytics_interval: float = Field(
+        default=300.0, gt=0, description="seconds between runs of the analytics jobs"
+    )
+    lineloss_min_coverage: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of expected meter-intervals present below which line loss is"
+        " not computable (不可算)",
+    )
+    lineloss_negative_below: float = Field(
+        default=-1.0, allow_inf_nan=False, description="% line-loss rate below it: negative (负损)"
+    )
+    lineloss_high_above: float = Field(
+        default=10.0, allow_inf_nan=False, description="% line-loss rate above it: high (高损)"
+    )
+    analytics_settle_delay: float = Field(
+        default=1800.0, ge=0, description="seconds past an interval's end before it is computed"
+    )
+    analytics_reread_days: float = Field(
+        default=3.0,
+        ge=0,
+        description="days back in which incomplete line-loss intervals are recomputed when"
+        " late data (re-reads) arrive",
+    )
+    register_align_tolerance: int = Field(
+        default=300,
+        ge=0,
+        description="seconds a register reading may lie from a 15-min boundary to be"
+        " interpolated to it",
+    )
+    register_modulus: float = Field(
+        default=1_000_000.0, gt=0, description="kWh at which energy registers roll over"
+    )
+    register_max_step: float = Field(
+        default=10_000.0,
+        gt=0,
+        description="secondary kWh a register may advance in 15 min; more: implausible",
+    )
+    diagnostics_days: int = Field(
+        default=14, ge=1, le=366, description="local days the meter-error and mapping checks use"
+    )
+    meter_default_accuracy_pct: float = Field(
+        default=2.0, gt=0, description="% accuracy of a meter whose class the ledger lacks"
+    )
+    meter_error_max_ci_pct: float = Field(
+        default=2.0, gt=0, description="% CI half-width above which an error is not identifiable"
+    )
+    mapping_margin: float = Field(
+        default=0.1,
+        gt=0,
+        le=2,
+        description="correlation by which another area must beat a meter's own to flag it",
+    )
+    mapping_min_overlap: int = Field(
+        default=96, ge=2, description="15-min voltage steps a correlation needs at least"
+    )
+
+    @model_validator(mode="after")
+    def _bands(self) -> Settings:
+        if self.lineloss_high_above < self.lineloss_negative_below:
+            raise ValueError("lineloss_high_above must be ≥ lineloss_negative_below")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):

@@ -32,6 +32,7 @@ from ingest.compression import ensure_compression_policy
 from ingest.exceptions import SchemaError
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
+from ingest.schema_analytics import ANALYTICS_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     TOPOLOGY_MIGRATION,  # 7 (5 and 6 are the rollups': ingest.rollups)
+    ANALYTICS_MIGRATION,  # 8
 ]
 
 _READINGS_COLUMNS = """

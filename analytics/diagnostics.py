@@ -1,0 +1,216 @@
+"""The daily diagnostics job: meter errors (least squares on each public area's energy
+balance) and the meter-to-area check (voltage correlation), over the last `days` complete
+local days, into ``meter_errors`` and ``mapping_flags``.
+
+It runs once per local day: the watermark ``diagnostics`` holds the end of the last window
+done; a run before the next local midnight (plus the settle delay) has nothing to do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from analytics.energy import align_registers, interval_energy
+from analytics.jobs import AREA_TOTAL, CUSTOMER, STEP, LineLossPolicy, area_groups
+from analytics.mapping import check_meter_areas
+from analytics.meter_error import estimate_meter_errors
+from analytics.store import AnalyticsStore, Grid, Topology
+
+JOB = "diagnostics"
+REGISTER_RESOLUTION = 0.01  # kWh: the last digit of a XXXXXX.XX register
+VOLTAGE = {"A": "32.7.0", "B": "52.7.0", "C": "72.7.0", "ABC": "32.7.0"}
+# Letter classes of EN 50470-3 / GB/T 17215 (A, B, C, D) as percentages
+LETTER_CLASS = {"A": 2.0, "B": 1.0, "C": 0.5, "D": 0.2}
+
+
+@dataclass(frozen=True)
+class DiagnosticsPolicy:
+    lineloss: LineLossPolicy  # zone, settle delay, register and alignment settings
+    days: int = 14
+    default_accuracy_pct: float = 2.0  # a meter without a known class
+    max_ci_pct: float = 2.0  # an error's CI half-width above it: not identifiable
+    mapping_margin: float = 0.1  # another area's correlation must exceed the own by this
+    mapping_min_overlap: int = 96  # voltage steps both series need in common
+
+
+def accuracy_pct(classes: list[str | None], default: float) -> np.ndarray:
+    """'0.5S' → 0.5, '2' → 2, 'B' → 1; unknown or absent → `default`."""
+    out = np.full(len(classes), default)
+    for i, c in enumerate(classes):  # one per meter, parsing its ledger text
+        text = (c or "").strip().upper()
+        number = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)S?", text)
+        if number:
+            out[i] = float(number.group(1))
+        elif text in LETTER_CLASS:
+            out[i] = LETTER_CLASS[text]
+    return out
+
+
+def run_diagnostics(store: AnalyticsStore, policy: DiagnosticsPolicy, now: datetime) -> int:
+    """One run: the window's results when a new local day is complete; returns rows written."""
+    tz = ZoneInfo(policy.lineloss.timezone)
+    settled = now - timedelta(seconds=policy.lineloss.settle_s)
+    end = datetime.combine(settled.astimezone(tz).date(), time(), tz)
+    start = end - timedelta(days=policy.days)
+    start = datetime.combine(start.date(), time(), tz)  # local midnight across a DST change
+    lo, hi = int(start.timestamp()), int(end.timestamp())
+    conn = store.conn
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT extract(epoch FROM done_until)::int8 FROM analytics_watermarks WHERE job = %s",
+            (JOB,),
+        ).fetchone()
+        if row and row[0] >= hi:
+            return 0
+        grid = Grid(lo, STEP, (hi - lo) // STEP)
+        topo = store.topology(grid)
+        written = _meter_errors(store, policy, topo, start, end)
+        written += _mapping(store, policy, topo, start, end)
+        conn.execute(
+            "INSERT INTO analytics_watermarks (job, done_until) VALUES (%s, %s)"
+            " ON CONFLICT (job) DO UPDATE SET done_until = EXCLUDED.done_until,"
+            "  updated_at = now()",
+            (JOB, end),
+        )
+    return written
+
+
+def _meter_errors(
+    store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, start, end
+) -> int:
+    lp = policy.lineloss
+    n = len(topo.device_ids)
+    regs = store.registers(topo, lp.align_tolerance_s)
+    energy, _ = interval_energy(
+        regs, topo.multiplier, np.full(n, lp.register_modulus), np.full(n, lp.register_max_step)
+    )
+    groups = area_groups(topo, energy)
+    classes = store.accuracy_classes(topo.device_ids)
+    acc = accuracy_pct(classes, policy.default_accuracy_pct)
+    last_mult = _last(topo.multiplier, ~np.isnan(topo.multiplier))
+    rows = []
+    for a, name in enumerate(groups.names):  # one least-squares problem per area
+        member = groups.group_of == a
+        idx = np.flatnonzero(member.any(axis=1))
+        if len(idx) == 0:
+            continue
+        # a member's energy while in the area (NaN: missing, the row is dropped), 0 elsewhere
+        e = np.where(member[idx], energy[idx], 0.0)
+        result = estimate_meter_errors(
+            groups.supply[a],
+            e,
+            acc[idx],
+            max_ci_pct=policy.max_ci_pct,
+            quantum=REGISTER_RESOLUTION * last_mult[idx],
+        )
+        for k, i in enumerate(idx):  # one result row per member
+            rows.append(
+                (
+                    name,
+                    int(topo.device_ids[i]),
+                    start,
+                    end,
+                    _num(result.error_pct[k]),
+                    _num(result.ci_low[k]),
+                    _num(result.ci_high[k]),
+                    bool(result.identifiable[k]),
+                    bool(result.flagged[k]),
+                )
+            )
+    with store.conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO meter_errors (area, device_id, window_start, window_end, error_pct,"
+            " ci_low, ci_high, identifiable, flagged) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (area, device_id, window_end) DO UPDATE SET"
+            " error_pct = EXCLUDED.error_pct, ci_low = EXCLUDED.ci_low,"
+            " ci_high = EXCLUDED.ci_high, identifiable = EXCLUDED.identifiable,"
+            " flagged = EXCLUDED.flagged, computed_at = now()",
+            rows,
+        )
+    return len(rows)
+
+
+def _mapping(store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, start, end) -> int:
+    grid = topo.grid
+    groups = area_groups(topo, np.zeros(topo.role.shape))
+    names = groups.names
+    public = np.append(np.where(topo.area_public, np.cumsum(topo.area_public) - 1, -1), -1)
+    area = public[topo.area]  # (n, T) public-area group or −1
+    phases = np.array(store.phases(topo.device_ids), dtype=object)
+    rows = []
+    for phase in ("A", "B", "C"):  # each phase's meters against the totals' same phase
+        quantity = VOLTAGE[phase]
+        on = (phases == phase) | ((phases == "ABC") & (phase == "A"))
+        volts = _voltages(store, topo, quantity, policy.lineloss.align_tolerance_s)
+        total = (topo.role == AREA_TOTAL) & (area >= 0)
+        ref = np.full((len(names), grid.n), np.nan)
+        r_dev, r_t = np.nonzero(total)
+        ref[area[r_dev, r_t], r_t] = volts[r_dev, r_t]
+        customers = np.flatnonzero(on & (topo.role == CUSTOMER).any(axis=1))
+        if len(customers) == 0 or len(names) == 0:
+            continue
+        last_area = _last(area[customers].astype(float), area[customers] >= 0)
+        assigned = np.nan_to_num(last_area, nan=-1).astype(np.int64)
+        res = check_meter_areas(
+            volts[customers],
+            ref,
+            assigned,
+            margin=policy.mapping_margin,
+            min_overlap=policy.mapping_min_overlap,
+        )
+        for k, i in enumerate(customers):
+            if assigned[k] < 0:
+                continue
+            best = int(res.best_area[k])
+            rows.append(
+                (
+                    int(topo.device_ids[i]),
+                    start,
+                    end,
+                    names[assigned[k]],
+                    _num(res.own_corr[k]),
+                    names[best] if best >= 0 else None,
+                    _num(res.best_corr[k]),
+                    int(res.own_overlap[k]),
+                    bool(res.flagged[k]),
+                )
+            )
+    with store.conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO mapping_flags (device_id, window_start, window_end, assigned_area,"
+            " own_corr, best_area, best_corr, overlap, flagged)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (device_id, window_end) DO UPDATE SET"
+            " assigned_area = EXCLUDED.assigned_area, own_corr = EXCLUDED.own_corr,"
+            " best_area = EXCLUDED.best_area, best_corr = EXCLUDED.best_corr,"
+            " overlap = EXCLUDED.overlap, flagged = EXCLUDED.flagged, computed_at = now()",
+            rows,
+        )
+    return len(rows)
+
+
+def _voltages(store: AnalyticsStore, topo: Topology, quantity: str, tolerance: int) -> np.ndarray:
+    """(n, T) the devices' `quantity` sampled at the intervals' starts."""
+    grid = topo.grid
+    idx, ts, value = store.readings(
+        topo.device_ids, grid.start - tolerance, grid.end + tolerance, quantity
+    )
+    n = len(topo.device_ids)
+    return align_registers(idx, ts, value, n, grid.start, grid.step, grid.n, tolerance)
+
+
+def _last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row the value at the last True of `mask` (NaN where none)."""
+    T = mask.shape[1]
+    pos = T - 1 - np.argmax(mask[:, ::-1], axis=1)
+    out = values[np.arange(len(values)), pos].astype(float)
+    return np.where(mask.any(axis=1), out, np.nan)
+
+
+def _num(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
