@@ -1,6 +1,7 @@
 """The daily diagnostics job: meter errors (least squares on each public area's energy
-balance) and the meter-to-area check (voltage correlation), over the last `days` complete
-local days, into ``meter_errors`` and ``mapping_flags``.
+balance), the meter-to-area check (voltage correlation) and the wrong-multiplier check
+(`analytics.multiplier_check`), over the last `days` complete local days, into
+``meter_errors``, ``mapping_flags`` and ``multiplier_flags``.
 
 It runs once per local day: the watermark ``diagnostics`` holds the end of the last window
 done; a run before the next local midnight (plus the settle delay) has nothing to do.
@@ -16,9 +17,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from analytics.energy import align_registers, interval_energy
-from analytics.jobs import AREA_TOTAL, CUSTOMER, STEP, LineLossPolicy, area_groups
+from analytics.jobs import AREA_TOTAL, CUSTOMER, STEP, LineLossPolicy, _group_sum, area_groups
 from analytics.mapping import check_meter_areas
 from analytics.meter_error import estimate_meter_errors
+from analytics.multiplier_check import implausible_factors, multiplier_steps
 from analytics.store import AnalyticsStore, Grid, Topology
 
 JOB = "diagnostics"
@@ -36,6 +38,8 @@ class DiagnosticsPolicy:
     max_ci_pct: float = 2.0  # an error's CI half-width above it: not identifiable
     mapping_margin: float = 0.1  # another area's correlation must exceed the own by this
     mapping_min_overlap: int = 96  # voltage steps both series need in common
+    multiplier_tolerance: float = 0.5  # a loss step within (1 ± it) × the predicted one
+    multiplier_implausible_pct: float = 20.0  # an estimated error beyond it: a multiplier
 
 
 def accuracy_pct(classes: list[str | None], default: float) -> np.ndarray:
@@ -71,6 +75,7 @@ def run_diagnostics(store: AnalyticsStore, policy: DiagnosticsPolicy, now: datet
         topo = store.topology(grid)
         written = _meter_errors(store, policy, topo, start, end)
         written += _mapping(store, policy, topo, start, end)
+        written += _multipliers(store, policy, topo, start, end)
         conn.execute(
             "INSERT INTO analytics_watermarks (job, done_until) VALUES (%s, %s)"
             " ON CONFLICT (job) DO UPDATE SET done_until = EXCLUDED.done_until,"
@@ -143,6 +148,8 @@ def _mapping(store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, s
     area = public[topo.area]  # (n, T) public-area group or −1
     phases = np.array(store.phases(topo.device_ids), dtype=object)
     rows = []
+    # a single-phase meter has one voltage, 32.7.0 whatever its phase (DL/T 645: 电压 A相)
+    own = _voltages(store, topo, VOLTAGE["A"], policy.lineloss.align_tolerance_s)
     for phase in ("A", "B", "C"):  # each phase's meters against the totals' same phase
         quantity = VOLTAGE[phase]
         on = (phases == phase) | ((phases == "ABC") & (phase == "A"))
@@ -157,7 +164,7 @@ def _mapping(store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, s
         last_area = _last(area[customers].astype(float), area[customers] >= 0)
         assigned = np.nan_to_num(last_area, nan=-1).astype(np.int64)
         res = check_meter_areas(
-            volts[customers],
+            own[customers],
             ref,
             assigned,
             margin=policy.mapping_margin,
@@ -214,3 +221,69 @@ def _last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
+
+
+def _multipliers(
+    store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, start, end
+) -> int:
+    """The wrong-multiplier check: a step in a public area's loss at a ledger multiplier
+    change, and estimated errors (written above) that only a wrong multiplier explains."""
+    lp = policy.lineloss
+    n = len(topo.device_ids)
+    regs = store.registers(topo, lp.align_tolerance_s)
+    one = np.where(np.isnan(topo.multiplier), np.nan, 1.0)
+    limits = np.full(n, lp.register_modulus), np.full(n, lp.register_max_step)
+    secondary, _ = interval_energy(regs, one, *limits)
+    groups = area_groups(topo, secondary * topo.multiplier)
+    sales, _ = _group_sum(secondary * topo.multiplier, groups.group_of, groups.expected,
+                          len(groups.names))  # fmt: skip
+    loss = groups.supply - sales
+    public = np.append(np.where(topo.area_public, np.cumsum(topo.area_public) - 1, -1), -1)
+    area = public[topo.area]
+    placed = (topo.role == AREA_TOTAL) | (topo.role == CUSTOMER)
+    sign = np.where((topo.role == AREA_TOTAL).any(axis=1), 1.0, -1.0)
+    steps = multiplier_steps(
+        loss, secondary, topo.multiplier, np.where(placed, area, -1), sign,
+        tolerance=policy.multiplier_tolerance,
+    )  # fmt: skip
+    starts = topo.grid.starts
+    rows = [
+        (int(topo.device_ids[i]), groups.names[g], start, end, "step",
+         datetime.fromtimestamp(int(starts[k]), tz=start.tzinfo), _num(steps.before[c]),
+         _num(steps.after[c]), _num(steps.expected[c]), _num(steps.observed[c]),
+         _num(steps.stderr[c]), None, None, bool(steps.flagged[c]))
+        for c, (i, g, k) in enumerate(zip(steps.meter, steps.area, steps.at, strict=True))
+    ]  # fmt: skip
+    est = store.conn.execute(
+        "SELECT e.device_id, e.area, e.error_pct FROM meter_errors e"
+        " WHERE e.window_end = %s AND e.error_pct IS NOT NULL",
+        (end,),
+    ).fetchall()
+    if est:
+        ids = np.array([r[0] for r in est])
+        row = np.searchsorted(topo.device_ids, ids)
+        mult = _last(topo.multiplier, ~np.isnan(topo.multiplier))[row]
+        err = np.array([r[2] for r in est], dtype=float)
+        flagged, implied = implausible_factors(
+            err, mult, implausible_pct=policy.multiplier_implausible_pct
+        )
+        for k in np.flatnonzero(flagged):  # only the suspects: the rest is in meter_errors
+            rows.append((int(ids[k]), est[k][1], start, end, "factor", start, None,
+                         float(mult[k]), None, None, None, float(err[k]), float(implied[k]),
+                         True))  # fmt: skip
+    with store.conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO multiplier_flags (device_id, area, window_start, window_end,"
+            " check_kind, at, multiplier_before, multiplier_after, expected_jump,"
+            " observed_jump, stderr, error_pct, implied_multiplier, flagged)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (device_id, window_end, check_kind, at) DO UPDATE SET"
+            " area = EXCLUDED.area, multiplier_before = EXCLUDED.multiplier_before,"
+            " multiplier_after = EXCLUDED.multiplier_after,"
+            " expected_jump = EXCLUDED.expected_jump, observed_jump = EXCLUDED.observed_jump,"
+            " stderr = EXCLUDED.stderr, error_pct = EXCLUDED.error_pct,"
+            " implied_multiplier = EXCLUDED.implied_multiplier, flagged = EXCLUDED.flagged,"
+            " computed_at = now()",
+            rows,
+        )
+    return len(rows)

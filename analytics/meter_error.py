@@ -50,6 +50,7 @@ def estimate_meter_errors(
     max_ci_pct: float = 2.0,
     quantum: ArrayLike | None = None,
     service_loss: bool = False,
+    service_voltage: ArrayLike | None = None,
     rank_rtol: float = 1e-12,
 ) -> MeterErrors:
     """Least squares over the intervals of one area; rows with any NaN are dropped.
@@ -60,7 +61,9 @@ def estimate_meter_errors(
     multiplier (primary kWh), to correct the bias from register rounding (None: none).
     ``service_loss``: add a term κ_i·E_i² per meter for the I²R of its own service line
     (upstream of the meter, so in the supply) — unbiased where those lines are long, at the
-    price of wider CIs. ``flagged``: identifiable and the whole CI beyond ±accuracy_pct.
+    price of wider CIs. ``service_voltage`` (n, T) each meter's voltage: the term becomes
+    κ_i·E_i²/(V_i/V̄_i)² (the line current goes with S/V), which fits what the voltage swings
+    do to that loss. ``flagged``: identifiable and the whole CI beyond ±accuracy_pct.
     """
     s = np.asarray(supply, dtype=np.float64)
     e = np.asarray(energy, dtype=np.float64)
@@ -73,11 +76,21 @@ def estimate_meter_errors(
     if not 0 < confidence < 1:
         raise ValueError(f"estimate_meter_errors: confidence must be in (0, 1), got {confidence}")
     n = e.shape[0]
+    v = None
+    if service_loss and service_voltage is not None:
+        v = np.asarray(service_voltage, dtype=np.float64)
+        if v.shape != e.shape:
+            raise ValueError(f"service_voltage: {e.shape} expected, got {v.shape}")
     keep = ~np.isnan(s) & ~np.isnan(e).any(axis=0)
+    if v is not None:
+        keep &= ~np.isnan(v).any(axis=0)
     y = s[keep]
     cols = [e[:, keep].T, np.ones(y.size), y**2]  # (m, n + 2)
     if service_loss:  # each meter's own service line: κ_i·E_i² (a loss it does not see)
-        cols.append(e[:, keep].T ** 2)
+        sq = e[:, keep] ** 2
+        if v is not None:  # the line current goes with S/V
+            sq = sq / (v[:, keep] / np.nanmean(v, axis=1, keepdims=True)) ** 2
+        cols.append(sq.T)
     x = np.column_stack(cols)
     m = x.shape[0]
     norms = np.linalg.norm(x, axis=0)

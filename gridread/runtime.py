@@ -407,6 +407,8 @@ def analytics_service(url: str, settings: Settings) -> Service:
         max_ci_pct=settings.meter_error_max_ci_pct,
         mapping_margin=settings.mapping_margin,
         mapping_min_overlap=settings.mapping_min_overlap,
+        multiplier_tolerance=settings.multiplier_step_tolerance,
+        multiplier_implausible_pct=settings.multiplier_implausible_pct,
     )
 
     def once() -> RunSummary:

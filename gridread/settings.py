@@ -156,6 +156,18 @@ class Settings(BaseSettings):
     mapping_min_overlap: int = Field(
         default=96, ge=2, description="15-min voltage steps a correlation needs at least"
     )
+    multiplier_step_tolerance: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="a loss step at a multiplier change within (1 ± this) × the jump a wrong"
+        " ledger multiplier predicts flags the meter",
+    )
+    multiplier_implausible_pct: float = Field(
+        default=20.0,
+        gt=0,
+        description="% estimated meter error beyond which a wrong multiplier is suspected",
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:

@@ -40,6 +40,23 @@ class MappingFlagPublic(BaseModel):
     flagged: bool
 
 
+class MultiplierFlagPublic(BaseModel):
+    meter: str
+    area: str
+    window_start: datetime
+    window_end: datetime
+    check_kind: str  # step: at a ledger multiplier change; factor: from the estimated error
+    at: datetime  # the change (step) or the window's start (factor)
+    multiplier_before: float | None
+    multiplier_after: float | None  # the ledger's in force
+    expected_jump: float | None  # kWh per interval of the area's loss, if the change is wrong
+    observed_jump: float | None
+    stderr: float | None
+    error_pct: float | None  # factor: the estimated meter error
+    implied_multiplier: float | None  # factor: the multiplier that makes the meter right
+    flagged: bool
+
+
 Area = Annotated[str | None, Query(pattern=TEXT, description="one area's name")]
 Flagged = Annotated[bool, Query(description="only the flagged meters")]
 
@@ -76,6 +93,24 @@ async def mapping_flags(conn: Conn, area: Area = None, flagged: Flagged = True):
             " AND (%(area)s::text IS NULL OR assigned_area = %(area)s)"
             " AND (NOT %(flagged)s OR flagged)"
             " ORDER BY flagged DESC, best_corr - own_corr DESC NULLS LAST, d.name",
+            {"area": area, "flagged": flagged},
+        )
+        return await cur.fetchall()
+
+
+@router.get("/multiplier-flags", response_model=list[MultiplierFlagPublic])
+async def multiplier_flags(conn: Conn, area: Area = None, flagged: Flagged = True):
+    """The latest window's wrong-multiplier check (default: the flagged meters only)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT d.name AS meter, area, window_start, window_end, check_kind, at,"
+            " multiplier_before, multiplier_after, expected_jump, observed_jump, stderr,"
+            " error_pct, implied_multiplier, flagged FROM multiplier_flags f"
+            " JOIN devices d ON d.id = f.device_id"
+            f" WHERE {_LATEST.format(table='multiplier_flags')}"
+            " AND (%(area)s::text IS NULL OR area = %(area)s)"
+            " AND (NOT %(flagged)s OR flagged)"
+            " ORDER BY flagged DESC, abs(observed_jump) DESC NULLS LAST, d.name",
             {"area": area, "flagged": flagged},
         )
         return await cur.fetchall()

@@ -42,7 +42,7 @@ class WorldMeter:
         self.power_factor = float(t.power_factor[index])
         self.multiplier = float(g.multiplier[index])
         self.export_kwh = float(t.export[index, -1])  # DL/T 645 bus: a constant export register
-        self.register_decimals = world.spec.register_decimals
+        self.register_decimals = int(world.truth.decimals[index])
 
     def _at(self, t: float) -> tuple[int, float]:
         b = self.world.truth.boundaries
@@ -138,6 +138,7 @@ def inventory(
     unknown = set(bus_ports) - set(g.areas)
     if unknown:
         raise ValueError(f"bus_ports: no such area {sorted(unknown)}")
+    _check_readout(world, bus_ports, area_totals)
     out: dict[str, Any] = {
         "substation": [{"name": "sub-01", "voltage_kv": 35}],
         "feeder": [{"name": f, "substation": "sub-01", "voltage_kv": 10} for f in g.feeders],
@@ -199,6 +200,25 @@ def inventory(
         else:
             out["concentrator"].append({"name": f"{area}-jzq", "area": area, "meters": members})
     return out
+
+
+def _check_readout(world: World, bus_ports: dict[str, str], area_totals: str) -> None:
+    """Registers the world keeps with more digits than the protocol serving them carries
+    (Modbus map, DL/T 645: two) would not be the registers stored: refused in one line."""
+    spec = world.spec
+    if spec.precise_decimals is None or spec.precise_decimals == spec.register_decimals:
+        return
+    off_bus = set(bus_ports) - set(spec.bus_areas)
+    if off_bus:
+        raise ValueError(
+            f"bus_ports {sorted(off_bus)}: these areas keep {spec.precise_decimals}-decimal"
+            " registers (WorldSpec.precise_decimals); name them in WorldSpec.bus_areas"
+        )
+    if area_totals != "local":
+        raise ValueError(
+            "area_totals='modbus': the area totals keep"
+            f" {spec.precise_decimals}-decimal registers; read them locally (area_totals='local')"
+        )
 
 
 def _points(world: World, i: int) -> list[dict[str, Any]]:

@@ -60,12 +60,13 @@ def registers(
     r0: np.ndarray,
     boundaries: np.ndarray,
     faults: list[Resolved],
-    decimals: int = 2,
+    decimals: int | np.ndarray = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true register, shown register, modulus) in secondary kWh; registers (n, T+1).
 
     The true register is the ideal meter's (r0 + Σ seen / multiplier, no rollover, no
-    clock error); the shown one applies the register faults and the floor to `decimals`."""
+    clock error); the shown one applies the register faults and the floor to `decimals`
+    (one for all, or (n,) per meter)."""
     n = seen.shape[0]
     cum = np.zeros((n, seen.shape[1] + 1))
     np.cumsum(seen / multiplier[:, None], axis=1, out=cum[:, 1:])
@@ -89,13 +90,15 @@ def registers(
             shown[f.meter, f.k :] -= shown[f.meter, f.k]
     finite = np.isfinite(modulus)
     shown[finite] = np.mod(shown[finite], modulus[finite, None])
-    return true, quantize(shown, decimals), modulus
+    digits = np.asarray(decimals)
+    return true, quantize(shown, digits[:, None] if digits.ndim else digits), modulus
 
 
-def quantize(register: np.ndarray, decimals: int = 2) -> np.ndarray:
-    """Floor to the register's last digit (0.01 kWh by default), as clean decimal floats."""
-    scale = 10.0**decimals
-    return np.round(np.floor(register * scale + 1e-6) / scale, decimals)
+def quantize(register: np.ndarray, decimals: int | np.ndarray = 2) -> np.ndarray:
+    """Floor to the register's last digit (0.01 kWh by default), as clean decimal floats
+    (an integer count of digits ÷ 10^decimals is the float nearest the decimal)."""
+    scale = 10.0 ** np.asarray(decimals, dtype=float)
+    return np.floor(register * scale + 1e-6) / scale
 
 
 def measured_energy(

@@ -2,7 +2,10 @@
 
 Each meter gets its own scale, a shift of its daily shape (± 90 min), a per-day factor and
 independent per-interval noise, so meters of one class are far from collinear (the
-meter-error estimation needs that). All vectorised over (meters, intervals).
+meter-error estimation needs that). On top, appliances switching (kettle, cooker, water
+heater, air conditioner): a spiky independent part whose spread per 15 min is of the order of
+the class mean for households, as real 15-min residential curves show. All vectorised over
+(meters, intervals).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ _SHAPES = {
     ),
 }  # fmt: skip
 MEAN_KW = {"residential": 0.6, "commercial": 4.0, "industrial": 25.0}
+# Appliance switching per class: the share of the mean it carries, and its spikiness κ
+# (a compound-Poisson count of short appliance runs, drawn as Gamma(κ·shape) — small κ: rare,
+# large steps). Its sd per interval is share/√κ · √shape × the mean: ≈ 1× for households.
+APPLIANCE = {"residential": (0.5, 0.25), "commercial": (0.3, 0.5), "industrial": (0.15, 1.0)}
+APPLIANCE_CAP = 12.0  # × the meter's mean: the breaker's limit
 
 
 def class_shapes() -> np.ndarray:
@@ -67,4 +75,7 @@ def customer_loads(
     shape = class_shapes()[cls[:, None], weekend[None, :], idx]
     per_day = rng.lognormal(0.0, 0.15, (n, int(day.max()) + 1))[:, day]
     noise = rng.lognormal(-0.5 * 0.3**2, 0.3, (n, n_intervals))
-    return scale[:, None] * shape * per_day * noise
+    share, kappa = (np.array([APPLIANCE[c][j] for c in CLASSES])[cls] for j in (0, 1))
+    base = (1.0 - share)[:, None] * shape * per_day * noise
+    spikes = rng.gamma(kappa[:, None] * shape, (share / kappa)[:, None])
+    return scale[:, None] * np.minimum(base + spikes, APPLIANCE_CAP)

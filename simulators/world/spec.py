@@ -63,6 +63,12 @@ class WorldSpec:
     dedicated_per_feeder: int = 1
     service_length_km: tuple[float, float] = (0.03, 0.3)  # customers' service lines, uniform
     register_decimals: int = 2  # the registers' last digit: 2 = 0.01 kWh
+    # DL/T 698.45 high-precision energy (高精度电能, BIN ×10⁴): the last digit of the meters a
+    # concentrator reads — the public areas' customers and total meters, except `bus_areas`.
+    # None: every meter keeps `register_decimals`. Set, the inventory must read the area
+    # totals locally (area_totals="local") and put on a DL/T 645 bus only `bus_areas`.
+    precise_decimals: int | None = None
+    bus_areas: tuple[str, ...] = ()  # areas whose meters sit on a DL/T 645 bus (2 decimals)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or int(self.start.timestamp()) % STEP:
@@ -77,8 +83,10 @@ class WorldSpec:
             raise ValueError(
                 f"WorldSpec.service_length_km {self.service_length_km}: need 0 ≤ low ≤ high"
             )
-        if not 0 <= self.register_decimals <= 4:
-            raise ValueError(f"WorldSpec.register_decimals {self.register_decimals} not in 0…4")
+        for name in ("register_decimals", "precise_decimals"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 4:
+                raise ValueError(f"WorldSpec.{name} {v} not in 0…4")
         if not 0.0 <= self.share_single_phase <= 1.0:
             raise ValueError(f"share_single_phase {self.share_single_phase} not in [0, 1]")
         unknown = set(self.classes) - {"residential", "commercial", "industrial"}

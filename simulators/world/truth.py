@@ -27,7 +27,7 @@ class Truth:
     energy: np.ndarray  # (n, T) true energy through each metering point (customers: consumption)
     seen: np.ndarray  # (n, T) what the meter's element registered (import + export), primary
     register_true: np.ndarray  # (n, T+1) an ideal register of `seen`, secondary kWh
-    register: np.ndarray  # (n, T+1) what the meter shows on 1.8.0, secondary, 0.01 kWh
+    register: np.ndarray  # (n, T+1) what the meter shows on 1.8.0, secondary, `decimals`
     export: np.ndarray  # (n, T+1) what it shows on 2.8.0 (reverse wiring), secondary
     modulus: np.ndarray  # (n,) register modulus, inf: never wraps in this world
     voltage: np.ndarray  # (n, T) V at the meter (own phase; phase A of three-phase meters)
@@ -39,6 +39,7 @@ class Truth:
     trafo_loss: np.ndarray  # (A, T) transformer P0 + load loss, kWh
     mv_loss: np.ndarray  # (F, T) feeder line I²R, kWh
     faults: list[Resolved]
+    decimals: np.ndarray  # (n,) int: each register's last digit (2: 0.01 kWh)
 
     @cached_property
     def measured(self) -> np.ndarray:

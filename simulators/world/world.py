@@ -255,7 +255,7 @@ def build_world(spec: WorldSpec) -> World:
     seen_imp, seen_exp = seen_energy(energy, faults)
     r0 = np.round(rng.uniform(100.0, 20_000.0, n), 2)
     r0[[grid.index(f.params["new_meter"]) for f in faults if f.kind == "replacement"]] = 0.0
-    d = spec.register_decimals
+    d = _decimals(grid, spec)
     true_reg, shown, modulus = registers(seen_imp, grid.multiplier, r0, boundaries, faults, d)
     _, export, _ = registers(seen_exp, grid.multiplier, np.zeros(n), boundaries, [], d)
     truth = Truth(
@@ -276,8 +276,26 @@ def build_world(spec: WorldSpec) -> World:
         trafo_loss=trafo_loss * 0.25,
         mv_loss=mv_loss * 0.25,
         faults=faults,
+        decimals=d,
     )
     return World(spec, grid, truth)
+
+
+def _decimals(grid: Grid, spec: WorldSpec) -> np.ndarray:
+    """Each meter's register digits: `precise_decimals` for what a concentrator reads by
+    DL/T 698.45 (public areas' customers and totals, not on a bus), else `register_decimals`
+    (Modbus, DL/T 645: XXXXXX.XX)."""
+    out = np.full(len(grid.meters), spec.register_decimals)
+    if spec.precise_decimals is None:
+        return out
+    unknown = set(spec.bus_areas) - set(grid.areas)
+    if unknown:
+        raise ValueError(f"WorldSpec.bus_areas: no such area {sorted(unknown)}")
+    area = np.maximum(grid.meter_area, 0)
+    on_bus = np.isin(np.asarray(grid.areas)[area], spec.bus_areas)
+    local = (grid.meter_area >= 0) & ~grid.area_dedicated[area] & ~on_bus
+    out[local] = spec.precise_decimals
+    return out
 
 
 PER_METER = ("role", "meter_feeder", "meter_area", "phase", "cls", "ct", "pt", "r_ohm", "x_ohm",
