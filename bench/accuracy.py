@@ -215,6 +215,9 @@ def diagnostics_rows(url: str, world: World, label: str) -> list[Row]:
             "SELECT d.name, f.check_kind, f.expected_jump, f.observed_jump, f.flagged"
             " FROM multiplier_flags f JOIN devices d ON d.id = f.device_id"
         ).fetchall()
+        job_errors = conn.execute(
+            "SELECT d.name, e.error_pct FROM meter_errors e JOIN devices d ON d.id = e.device_id"
+        ).fetchall()
     moved = {g.meters[f.meter]: g.areas[g.meter_area[f.meter]] for f in t.faults
              if f.kind == "wrong_area"}  # fmt: skip
     found = sum(1 for m, best, fl in mapping if m in moved and fl and best == moved[m])
@@ -228,6 +231,12 @@ def diagnostics_rows(url: str, world: World, label: str) -> list[Row]:
             Row(f"mapping {label}", "correctly assigned flagged", false / max(checked, 1),
                 "≤ 0.01", false / max(checked, 1) <= 0.01),
         ]  # fmt: skip
+    injected = {g.meters[f.meter]: f.params["pct"] for f in t.faults if f.kind == "meter_error"}
+    if injected:  # the job's own estimate (its model and settings), for comparison
+        got = {m: e for m, e in job_errors if m in injected}
+        within = sum(1 for m, e in got.items() if e is not None and abs(e - injected[m]) <= 0.5)
+        rows.append(Row(f"meter error {label}", "diagnostics job: injected within ±0.5 pp",
+                        within / len(injected), "", None))  # fmt: skip
     suspects = {g.meters[f.meter]: f for f in t.faults if f.kind == "wrong_multiplier"}
     flagged = {m for m, _, _, _, fl in mult if fl}
     if suspects:

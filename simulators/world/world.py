@@ -151,9 +151,10 @@ def build_world(spec: WorldSpec) -> World:
 
     # transformers sized to their area's peak; CTs on area totals and large customers
     area_of_c = meter_area[customer]
-    peak = np.zeros(A)
-    np.add.at(peak, meter_area[loaded], p[loaded].max(axis=1))  # no diversity: a safe size
-    kva = np.array([physics.transformer_for(0.6 * pk) for pk in peak])
+    # sized to the area's coincident peak (appliance spikes do not all come at once)
+    area_load = np.zeros((A, T))
+    np.add.at(area_load, meter_area[loaded], p[loaded])
+    kva = np.array([physics.transformer_for(pk) for pk in area_load.max(axis=1)])
     p0, pk = np.array([physics.TRANSFORMERS[k] for k in kva]).T
     rated_a = kva * 1000.0 / (np.sqrt(3.0) * 400.0)
     ct = np.ones(n, dtype=int)
@@ -164,9 +165,10 @@ def build_world(spec: WorldSpec) -> World:
     ct[big] = [physics.ct_for(a) for a in p[big].max(axis=1) * 1000.0 / (3 * 230.0)]
     heads = role == "feeder_head"
     pt[heads] = 100  # 10 kV / 100 V
-    feeder_peak = np.zeros(F)
-    np.add.at(feeder_peak, meter_feeder[loaded], p[loaded].max(axis=1))
-    ct[heads] = [physics.ct_for(0.6 * pk / (np.sqrt(3.0) * physics.MV_KV)) for pk in feeder_peak]
+    feeder_load = np.zeros((F, T))
+    np.add.at(feeder_load, meter_feeder[loaded], p[loaded])
+    feeder_peak = feeder_load.max(axis=1)
+    ct[heads] = [physics.ct_for(pk / (np.sqrt(3.0) * physics.MV_KV)) for pk in feeder_peak]
 
     # the feeders' MV voltage: falls with the feeder's load (up to 2.5 % at its peak), plus
     # a slow random walk of the substation's bus; shared by all the feeder's areas
