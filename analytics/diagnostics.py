@@ -24,7 +24,8 @@ from analytics.multiplier_check import implausible_factors, multiplier_steps
 from analytics.store import AnalyticsStore, Grid, Topology
 
 JOB = "diagnostics"
-REGISTER_RESOLUTION = 0.01  # kWh: the last digit of a XXXXXX.XX register
+REGISTER_RESOLUTION = 0.01  # kWh: the last digit of a XXXXXX.XX register (DL/T 645)
+FINEST_DIGITS = 4  # DL/T 698.45 high-precision energy: 0.0001 kWh
 VOLTAGE = {"A": "32.7.0", "B": "52.7.0", "C": "72.7.0", "ABC": "32.7.0"}
 # Letter classes of EN 50470-3 / GB/T 17215 (A, B, C, D) as percentages
 LETTER_CLASS = {"A": 2.0, "B": 1.0, "C": 0.5, "D": 0.2}
@@ -40,6 +41,7 @@ class DiagnosticsPolicy:
     mapping_min_overlap: int = 96  # voltage steps both series need in common
     multiplier_tolerance: float = 0.5  # a loss step within (1 ± it) × the predicted one
     multiplier_implausible_pct: float = 20.0  # an estimated error beyond it: a multiplier
+    service_loss: bool = True  # each customer's own service-line I²R in the meter-error model
 
 
 def accuracy_pct(classes: list[str | None], default: float) -> np.ndarray:
@@ -98,6 +100,13 @@ def _meter_errors(
     classes = store.accuracy_classes(topo.device_ids)
     acc = accuracy_pct(classes, policy.default_accuracy_pct)
     last_mult = _last(topo.multiplier, ~np.isnan(topo.multiplier))
+    quantum = register_resolution(regs) * last_mult
+    volts = None
+    if policy.service_loss:  # a meter without a voltage curve falls back to κ·E²
+        volts = _voltages(store, topo, VOLTAGE["A"], lp.align_tolerance_s)
+        count = (~np.isnan(volts)).sum(axis=1)
+        mean = np.where(count > 0, np.nansum(volts, axis=1) / np.maximum(count, 1), 230.0)
+        volts = np.where(np.isnan(volts), mean[:, None], volts)
     rows = []
     for a, name in enumerate(groups.names):  # one least-squares problem per area
         member = groups.group_of == a
@@ -111,7 +120,9 @@ def _meter_errors(
             e,
             acc[idx],
             max_ci_pct=policy.max_ci_pct,
-            quantum=REGISTER_RESOLUTION * last_mult[idx],
+            quantum=quantum[idx],
+            service_loss=policy.service_loss,
+            service_voltage=None if volts is None else volts[idx],
         )
         for k, i in enumerate(idx):  # one result row per member
             rows.append(
@@ -199,6 +210,19 @@ def _mapping(store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, s
             rows,
         )
     return len(rows)
+
+
+def register_resolution(registers: np.ndarray) -> np.ndarray:
+    """(n,) each meter's register resolution (kWh) from its values: 10^−d for the fewest
+    digits 2 ≤ d ≤ 4 that all its values have (0.01 for a meter without values; never
+    coarser, so that a standing register is not taken for a 1 kWh one)."""
+    present = ~np.isnan(registers)
+    digits = np.full(len(registers), FINEST_DIGITS)
+    for d in range(FINEST_DIGITS - 1, 1, -1):  # the finest first; two passes
+        scaled = np.where(present, registers, 0.0) * 10.0**d
+        whole = np.abs(scaled - np.round(scaled)) <= 1e-3  # float error ≪ a thousandth digit
+        digits = np.where(whole.all(axis=1), d, digits)
+    return np.where(present.any(axis=1), 10.0**-digits, REGISTER_RESOLUTION)
 
 
 def _voltages(store: AnalyticsStore, topo: Topology, quantity: str, tolerance: int) -> np.ndarray:

@@ -232,11 +232,12 @@ def diagnostics_rows(url: str, world: World, label: str) -> list[Row]:
                 "≤ 0.01", false / max(checked, 1) <= 0.01),
         ]  # fmt: skip
     injected = {g.meters[f.meter]: f.params["pct"] for f in t.faults if f.kind == "meter_error"}
-    if injected:  # the job's own estimate (its model and settings), for comparison
+    if injected:  # the job's own estimate (its model and settings), as stored
         got = {m: e for m, e in job_errors if m in injected}
         within = sum(1 for m, e in got.items() if e is not None and abs(e - injected[m]) <= 0.5)
+        share = within / len(injected)
         rows.append(Row(f"meter error {label}", "diagnostics job: injected within ±0.5 pp",
-                        within / len(injected), "", None))  # fmt: skip
+                        share, "= 1", share == 1.0))  # fmt: skip
     suspects = {g.meters[f.meter]: f for f in t.faults if f.kind == "wrong_multiplier"}
     flagged = {m for m, _, _, _, fl in mult if fl}
     if suspects:

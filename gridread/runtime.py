@@ -409,6 +409,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
         mapping_min_overlap=settings.mapping_min_overlap,
         multiplier_tolerance=settings.multiplier_step_tolerance,
         multiplier_implausible_pct=settings.multiplier_implausible_pct,
+        service_loss=settings.meter_error_service_loss,
     )
 
     def once() -> RunSummary:

@@ -168,6 +168,10 @@ class Settings(BaseSettings):
         gt=0,
         description="% estimated meter error beyond which a wrong multiplier is suspected",
     )
+    meter_error_service_loss: bool = Field(
+        default=True,
+        description="meter errors: model each customer's own service-line I²R (κ·E²/V²)",
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:

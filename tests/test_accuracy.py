@@ -70,5 +70,7 @@ def test_meter_errors_recovered_from_the_database(migrated_url):
     rows = meter_error_rows(migrated_url, w, "small")
     assert _check(rows, "injected ±1…5 % within ±0.5 pp") == 1.0
     assert _check(rows, "95 % CI covers the truth") >= 0.9
+    rows = diagnostics_rows(migrated_url, w, "small")  # the daily job, as it stores them
+    assert _check(rows, "diagnostics job: injected within ±0.5 pp") == 1.0
     with psycopg.connect(migrated_url) as conn:  # what was estimated came from the database
         assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] > 40 * 1345

@@ -79,3 +79,19 @@ def test_bad_shapes_are_refused_in_one_line():
         multiplier_steps(np.zeros(3), np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)), [1])
     with pytest.raises(ValueError, match="implausible_factors"):
         implausible_factors(np.zeros(2), np.zeros(3))
+
+
+def test_register_resolution_is_read_off_the_values():
+    from analytics.diagnostics import register_resolution
+
+    regs = np.array(
+        [
+            [1.23, 1.25, np.nan],  # XXXXXX.XX
+            [1.2345, 1.3, 1.5],  # DL/T 698.45 high precision: one value with four digits
+            [12.125, 12.5, 13.0],  # three digits
+            [5.0, 5.0, 5.0],  # a standing register: not taken for a 1 kWh one
+            [np.nan, np.nan, np.nan],  # no values: the common XXXXXX.XX
+            [123456.7891, 123456.7892, 123456.79],
+        ]
+    )
+    assert list(register_resolution(regs)) == [0.01, 0.0001, 0.001, 0.01, 0.01, 0.0001]
