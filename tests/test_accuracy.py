@@ -2,6 +2,7 @@
 bench/accuracy.py, which runs them at the issue's sizes): a world's registers and voltages
 stored through the real ReadingWriter into PostgreSQL, the real jobs run on them."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -9,8 +10,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
+from analytics.store import AnalyticsStore
 from api.app import create_app
 from bench.accuracy import (
+    POLICY,
+    START,
     diagnostics_rows,
     error_world,
     fault_world,
@@ -18,6 +23,7 @@ from bench.accuracy import (
     meter_error_rows,
 )
 from bench.world_db import TIMEZONE, store_world
+from simulators.world import Fault, WorldSpec, build_world
 
 
 def _check(rows, figure):
@@ -74,3 +80,27 @@ def test_meter_errors_recovered_from_the_database(migrated_url):
     assert _check(rows, "diagnostics job: injected within ±0.5 pp") == 1.0
     with psycopg.connect(migrated_url) as conn:  # what was estimated came from the database
         assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] > 40 * 1345
+
+
+def test_a_multiplier_wrong_all_along_shows_as_an_implausible_meter_error(migrated_url):
+    # the ledger's CT is twice the field's for the whole fortnight: no change to step at,
+    # but the meter-error estimate reads (2 − 1)·100 = +100 %, which names the meter and
+    # implies the field's multiplier, ledger / (1 + 100/100)
+    base = WorldSpec(seed=31, start=START, days=14, feeders=1, areas_per_feeder=2,
+                     meters_per_area=20, precise_decimals=4)  # fmt: skip
+    g = build_world(base).grid
+    i = next(i for i in np.flatnonzero(g.role == "customer") if g.ct[i] > 1)
+    wrong = Fault("wrong_multiplier", g.meters[i], None, {"ct_ratio": int(g.ct[i]) * 2})
+    w = build_world(replace(base, faults=(wrong,)))
+    store_world(migrated_url, w)
+    now = w.spec.start + timedelta(days=14, hours=1)
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        run_diagnostics(AnalyticsStore(conn), DiagnosticsPolicy(lineloss=POLICY), now)
+        flags = conn.execute(
+            "SELECT d.name, check_kind, multiplier_after, error_pct, implied_multiplier"
+            " FROM multiplier_flags f JOIN devices d ON d.id = f.device_id WHERE flagged"
+        ).fetchall()
+    [(name, kind, ledger, err, implied)] = flags
+    assert (name, kind, ledger) == (g.meters[i], "factor", 2.0 * g.ct[i])
+    assert err == pytest.approx(100.0, abs=1.0)
+    assert implied == pytest.approx(g.ct[i], rel=0.01)
