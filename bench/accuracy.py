@@ -122,7 +122,6 @@ def lineloss_rows(url: str, world: World, label: str, drop: dict) -> list[Row]:
 def _coverage(world: World, drop: dict) -> dict[tuple[str, str], np.ndarray]:
     """(level, group) → coverage per interval when the `drop` boundaries are not stored
     (both intervals around a missing register are missing); groups as the inventory says."""
-    g = world.grid
     T = world.truth.energy.shape[1]
     inv = world.inventory(area_totals="local")
     placed = {row["meter"]: row for row in inv["metering_point"]}
@@ -143,7 +142,6 @@ def _coverage(world: World, drop: dict) -> dict[tuple[str, str], np.ndarray]:
                 k0, k1 = drop[name]
                 present[j, max(k0 - 1, 0) : min(k1, T)] = 0
         out[key] = present.mean(axis=0)
-    assert g.meters  # the world has meters
     return out
 
 
