@@ -234,6 +234,16 @@ def test_the_example_config_is_valid():
         2400,
         ["202107070001", "202107070002"],
     )
+    # its grid: every meter placed, each area with its total meter
+    points = inventory.topology.entries["metering_point"]
+    assert {p.meter for _, p in points} == {
+        "feeder-12-head",
+        "area-0412-total",
+        "area-0412-pump-station",
+        "area-0412-m0001",
+        "area-0412-m0002",
+        *conc.meters,
+    }
 
 
 @pytest.mark.parametrize(
