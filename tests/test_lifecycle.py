@@ -348,6 +348,16 @@ async def test_a_cancel_arriving_with_the_rereaders_suback_is_not_lost(
         host=mqtt_broker.host, port=mqtt_broker.port, store=collector_store
     )
     client_id = rereader.client._client_id.decode()
+    # The SUBACK must not come before the hook below is in place (on a busy machine it did):
+    # the SUBSCRIBE waits for the hook, in paho's thread.
+    hooked = threading.Event()
+    subscribe = rereader.client.subscribe
+
+    def subscribe_once_hooked(*args, **kwargs):
+        assert hooked.wait(5), "the test did not hook on_subscribe"
+        return subscribe(*args, **kwargs)
+
+    rereader.client.subscribe = subscribe_once_hooked
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(rereader.run(first_delay=60))
     deadline = loop.time() + 5
@@ -360,6 +370,7 @@ async def test_a_cancel_arriving_with_the_rereaders_suback_is_not_lost(
         loop.call_soon_threadsafe(task.cancel)
 
     rereader.client.on_subscribe = suback_then_sigterm
+    hooked.set()
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(10):
             await task
