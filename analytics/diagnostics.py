@@ -42,6 +42,7 @@ class DiagnosticsPolicy:
     multiplier_tolerance: float = 0.5  # a loss step within (1 ± it) × the predicted one
     multiplier_implausible_pct: float = 20.0  # an estimated error beyond it: a multiplier
     service_loss: bool = True  # each customer's own service-line I²R in the meter-error model
+    drop_prior_sd: float = 0.15  # prior on that loss from the meter's own drop; 0: none
 
 
 def accuracy_pct(classes: list[str | None], default: float) -> np.ndarray:
@@ -101,11 +102,12 @@ def _meter_errors(
     acc = accuracy_pct(classes, policy.default_accuracy_pct)
     last_mult = _last(topo.multiplier, ~np.isnan(topo.multiplier))
     quantum = register_resolution(regs) * last_mult
-    volts = None
+    volts = bus = None
     if policy.service_loss:  # a meter without a voltage curve falls back to κ·E²
         volts = _voltages(store, topo, VOLTAGE["A"], lp.align_tolerance_s)
         count = (~np.isnan(volts)).sum(axis=1)
         mean = np.where(count > 0, np.nansum(volts, axis=1) / np.maximum(count, 1), 230.0)
+        bus = bus_voltage(topo, groups.names, volts) if policy.drop_prior_sd > 0 else None
         volts = np.where(np.isnan(volts), mean[:, None], volts)
     rows = []
     for a, name in enumerate(groups.names):  # one least-squares problem per area
@@ -123,6 +125,8 @@ def _meter_errors(
             quantum=quantum[idx],
             service_loss=policy.service_loss,
             service_voltage=None if volts is None else volts[idx],
+            bus_voltage=None if bus is None or np.isnan(bus[a]).all() else bus[a],
+            drop_prior_sd=policy.drop_prior_sd or 1.0,
         )
         for k, i in enumerate(idx):  # one result row per member
             rows.append(
@@ -210,6 +214,19 @@ def _mapping(store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, s
             rows,
         )
     return len(rows)
+
+
+def bus_voltage(topo: Topology, names: list[str], volts: np.ndarray) -> np.ndarray:
+    """(A, T) each public area's LV bus voltage: its total meter's (the mean of two during a
+    replacement), NaN where none reported."""
+    public = np.append(np.where(topo.area_public, np.cumsum(topo.area_public) - 1, -1), -1)
+    area = np.where(topo.role == AREA_TOTAL, public[topo.area], -1)
+    dev, t = np.nonzero((area >= 0) & ~np.isnan(volts))
+    total = np.zeros((len(names), topo.grid.n))
+    count = np.zeros_like(total)
+    np.add.at(total, (area[dev, t], t), volts[dev, t])
+    np.add.at(count, (area[dev, t], t), 1.0)
+    return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
 
 
 def register_resolution(registers: np.ndarray) -> np.ndarray:
