@@ -19,7 +19,7 @@ import numpy as np
 from analytics.energy import align_registers, interval_energy
 from analytics.jobs import AREA_TOTAL, CUSTOMER, STEP, LineLossPolicy, _group_sum, area_groups
 from analytics.mapping import check_meter_areas
-from analytics.meter_error import estimate_meter_errors
+from analytics.meter_error import estimate_meter_errors, line_drop_slope
 from analytics.multiplier_check import implausible_factors, multiplier_steps
 from analytics.store import AnalyticsStore, Grid, Topology
 
@@ -108,6 +108,7 @@ def _meter_errors(
         count = (~np.isnan(volts)).sum(axis=1)
         mean = np.where(count > 0, np.nansum(volts, axis=1) / np.maximum(count, 1), 230.0)
         bus = bus_voltage(topo, groups.names, volts) if policy.drop_prior_sd > 0 else None
+        raw = volts  # the drop slopes from what was read, not from the filled means
         volts = np.where(np.isnan(volts), mean[:, None], volts)
     rows = []
     for a, name in enumerate(groups.names):  # one least-squares problem per area
@@ -117,6 +118,9 @@ def _meter_errors(
             continue
         # a member's energy while in the area (NaN: missing, the row is dropped), 0 elsewhere
         e = np.where(member[idx], energy[idx], 0.0)
+        prior = bus is not None and not np.isnan(bus[a]).all()
+        in_area = np.where(member[idx], 1.0, np.nan)  # the slope over its time in the area
+        rho = line_drop_slope(bus[a], raw[idx] * in_area, e) if prior else None
         result = estimate_meter_errors(
             groups.supply[a],
             e,
@@ -125,8 +129,9 @@ def _meter_errors(
             quantum=quantum[idx],
             service_loss=policy.service_loss,
             service_voltage=None if volts is None else volts[idx],
-            bus_voltage=None if bus is None or np.isnan(bus[a]).all() else bus[a],
+            bus_voltage=bus[a] if prior else None,
             drop_prior_sd=policy.drop_prior_sd or 1.0,
+            drop_slope=rho,
         )
         for k, i in enumerate(idx):  # one result row per member
             rows.append(

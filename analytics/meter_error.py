@@ -53,6 +53,7 @@ def estimate_meter_errors(
     service_voltage: ArrayLike | None = None,
     bus_voltage: ArrayLike | None = None,
     drop_prior_sd: float = 0.15,
+    drop_slope: ArrayLike | None = None,
     rank_rtol: float = 1e-12,
 ) -> MeterErrors:
     """Least squares over the intervals of one area; rows with any NaN are dropped.
@@ -70,7 +71,9 @@ def estimate_meter_errors(
     from `line_drop_slope`, one shared γ (≈ 1–1.3: the power factor's share of the drop) and
     δ_i ~ N(0, ``drop_prior_sd``²) as a ridge (penalty σ²/sd², σ² from the free fit); the
     covariance keeps the penalty (posterior). ``flagged``: identifiable and the whole CI
-    beyond ±accuracy_pct.
+    beyond ±accuracy_pct. ``drop_slope`` (n,): the ρ_i already computed (e.g. by
+    `line_drop_slope` on curves with gaps, before they were filled), used instead of
+    computing them from ``bus_voltage`` over the rows kept.
     """
     s = np.asarray(supply, dtype=np.float64)
     e = np.asarray(energy, dtype=np.float64)
@@ -107,6 +110,10 @@ def estimate_meter_errors(
         free = np.ones(n, dtype=bool)
         if vb is not None:  # κ_i = (γ + δ_i)·ρ_i from the meter's own drop; ridge on δ_i
             rho = line_drop_slope(vb[keep], v[:, keep], e[:, keep])
+            if drop_slope is not None:
+                rho = np.asarray(drop_slope, dtype=np.float64)
+                if rho.shape != (n,):
+                    raise ValueError(f"drop_slope: ({n},) expected, got {rho.shape}")
             free = np.isnan(rho)  # no voltage curve: its κ_i stays free, as without a prior
             drop = np.where(free, 0.0, rho)[:, None] * e[:, keep] ** 2 / v[:, keep] ** 2
             sq = np.where(free[:, None], sq, drop)

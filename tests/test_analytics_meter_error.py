@@ -217,6 +217,15 @@ def test_drop_prior_keeps_intervals_honest_and_separates_more_meters():
                 ok.mean(),
                 free.identifiable.mean(),
             )
+    # the slopes given (as the job computes them from curves before filling their gaps) are
+    # the ones it would compute itself from complete curves
+    rho = line_drop_slope(bus, volts, energy)
+    given = estimate_meter_errors(supply, energy, acc, service_loss=True, service_voltage=volts,
+                                  bus_voltage=bus, drop_slope=rho)  # fmt: skip
+    np.testing.assert_allclose(given.error_pct, prior.error_pct, atol=1e-6, equal_nan=True)
+    with pytest.raises(ValueError, match="drop_slope"):
+        estimate_meter_errors(supply, energy, acc, service_loss=True, service_voltage=volts,
+                              bus_voltage=bus, drop_slope=np.ones(3))  # fmt: skip
     with pytest.raises(ValueError, match="bus_voltage"):
         estimate_meter_errors(supply, energy, acc, service_loss=True, service_voltage=volts,
                               bus_voltage=bus[:-1])  # fmt: skip
