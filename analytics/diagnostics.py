@@ -107,7 +107,12 @@ def _meter_errors(
         volts = _voltages(store, topo, VOLTAGE["A"], lp.align_tolerance_s)
         count = (~np.isnan(volts)).sum(axis=1)
         mean = np.where(count > 0, np.nansum(volts, axis=1) / np.maximum(count, 1), 230.0)
-        bus = bus_voltage(topo, groups.names, volts) if policy.drop_prior_sd > 0 else None
+        if policy.drop_prior_sd > 0:  # each customer against its phase's bus voltage
+            phase = np.array(store.phases(topo.device_ids), dtype=object)
+            tol = lp.align_tolerance_s
+            per_phase = [volts] + [_voltages(store, topo, VOLTAGE[p], tol) for p in ("B", "C")]
+            bus = np.stack([bus_voltage(topo, groups.names, v) for v in per_phase])  # (3, A, T)
+            on = np.select([phase == "B", phase == "C"], [1, 2], 0)  # A and ABC: phase A
         raw = volts  # the drop slopes from what was read, not from the filled means
         volts = np.where(np.isnan(volts), mean[:, None], volts)
     rows = []
@@ -118,9 +123,10 @@ def _meter_errors(
             continue
         # a member's energy while in the area (NaN: missing, the row is dropped), 0 elsewhere
         e = np.where(member[idx], energy[idx], 0.0)
-        prior = bus is not None and not np.isnan(bus[a]).all()
+        own_bus = None if bus is None else bus[on[idx], a]  # (members, T)
+        prior = own_bus is not None and not np.isnan(own_bus).all()
         in_area = np.where(member[idx], 1.0, np.nan)  # the slope over its time in the area
-        rho = line_drop_slope(bus[a], raw[idx] * in_area, e) if prior else None
+        rho = line_drop_slope(own_bus, raw[idx] * in_area, e) if prior else None
         result = estimate_meter_errors(
             groups.supply[a],
             e,
@@ -129,7 +135,7 @@ def _meter_errors(
             quantum=quantum[idx],
             service_loss=policy.service_loss,
             service_voltage=None if volts is None else volts[idx],
-            bus_voltage=bus[a] if prior else None,
+            bus_voltage=own_bus if prior else None,
             drop_prior_sd=policy.drop_prior_sd or 1.0,
             drop_slope=rho,
         )

@@ -66,7 +66,8 @@ def estimate_meter_errors(
     (upstream of the meter, so in the supply) — unbiased where those lines are long, at the
     price of wider CIs. ``service_voltage`` (n, T) each meter's voltage: the term becomes
     κ_i·E_i²/(V_i/V̄_i)² (the line current goes with S/V), which fits what the voltage swings
-    do to that loss. ``bus_voltage`` (T,) the area total's voltage, with ``service_voltage``:
+    do to that loss. ``bus_voltage`` (T,) the area total's voltage, or (n, T) its phase each
+    meter hangs on, with ``service_voltage``:
     each κ_i gets a prior from the meter's own measured drop, κ_i = (γ + δ_i)·ρ_i with ρ_i
     from `line_drop_slope`, one shared γ (≈ 1–1.3: the power factor's share of the drop) and
     δ_i ~ N(0, ``drop_prior_sd``²) as a ridge (penalty σ²/sd², σ² from the free fit); the
@@ -94,8 +95,8 @@ def estimate_meter_errors(
     vb = None
     if v is not None and bus_voltage is not None:
         vb = np.asarray(bus_voltage, dtype=np.float64)
-        if vb.shape != s.shape:
-            raise ValueError(f"bus_voltage: {s.shape} expected, got {vb.shape}")
+        if vb.shape not in (s.shape, e.shape):
+            raise ValueError(f"bus_voltage: {s.shape} or {e.shape} expected, got {vb.shape}")
         if not drop_prior_sd > 0:
             raise ValueError(f"drop_prior_sd must be > 0, got {drop_prior_sd}")
     keep = ~np.isnan(s) & ~np.isnan(e).any(axis=0)
@@ -109,7 +110,7 @@ def estimate_meter_errors(
             sq = sq / (v[:, keep] / np.nanmean(v, axis=1, keepdims=True)) ** 2
         free = np.ones(n, dtype=bool)
         if vb is not None:  # κ_i = (γ + δ_i)·ρ_i from the meter's own drop; ridge on δ_i
-            rho = line_drop_slope(vb[keep], v[:, keep], e[:, keep])
+            rho = line_drop_slope(vb[..., keep], v[:, keep], e[:, keep])
             if drop_slope is not None:
                 rho = np.asarray(drop_slope, dtype=np.float64)
                 if rho.shape != (n,):
@@ -172,13 +173,15 @@ def estimate_meter_errors(
 
 def line_drop_slope(bus: ArrayLike, volts: ArrayLike, energy: ArrayLike) -> NDArray[np.float64]:
     """(n,) each service line's drop per unit of E/V: the slope ρ_i of the per-meter
-    regression ΔV_i,t = δ_i + ρ_i·E_i,t/V_i,t with ΔV = bus − volts (V), over the intervals
+    regression ΔV_i,t = δ_i + ρ_i·E_i,t/V_i,t with ΔV = bus − volts (V; bus (T,) or per meter
+    (n, T), the bus voltage of its phase), over the intervals
     where all three are present; δ_i absorbs a constant offset between the two voltage
     readings (calibration, a fixed phase unbalance). The line's loss is then ρ_i·E²/V² kWh
     (pf 1, resistive line). Clipped at 0; NaN where the meter's voltage or E/V does not vary
     (no curve: a filled constant) or fewer than 3 intervals are present."""
-    b = np.asarray(bus, dtype=np.float64)[None, :]
+    b = np.asarray(bus, dtype=np.float64)
     v = np.asarray(volts, dtype=np.float64)
+    b = b[None, :] if b.ndim == 1 else b
     x = np.asarray(energy, dtype=np.float64) / v
     dv = b - v
     ok = ~np.isnan(x) & ~np.isnan(dv)

@@ -167,6 +167,10 @@ def test_line_drop_slope_hand_computed():
     assert rho[0] == pytest.approx(100.0)
     assert rho[1] == 0.0
     assert np.isnan(rho[2])
+    # a bus per meter (its phase's): meter 0's 0.4 V higher (a fixed unbalance) → ΔV = 0.9 +
+    # 100·E/V, the same slope; the others as before
+    per_meter = np.stack([bus + 0.4, bus, bus])
+    np.testing.assert_allclose(line_drop_slope(per_meter, volts, x * volts)[:2], [100.0, 0.0])
 
 
 def lined_area(n: int, seed: int, days: int = 14):
