@@ -19,7 +19,7 @@ import numpy as np
 from analytics.energy import align_registers, interval_energy
 from analytics.jobs import AREA_TOTAL, CUSTOMER, STEP, LineLossPolicy, _group_sum, area_groups
 from analytics.mapping import check_meter_areas
-from analytics.meter_error import estimate_meter_errors
+from analytics.meter_error import estimate_meter_errors, line_drop_slope
 from analytics.multiplier_check import implausible_factors, multiplier_steps
 from analytics.store import AnalyticsStore, Grid, Topology
 
@@ -42,6 +42,7 @@ class DiagnosticsPolicy:
     multiplier_tolerance: float = 0.5  # a loss step within (1 ± it) × the predicted one
     multiplier_implausible_pct: float = 20.0  # an estimated error beyond it: a multiplier
     service_loss: bool = True  # each customer's own service-line I²R in the meter-error model
+    drop_prior_sd: float = 0.15  # prior on that loss from the meter's own drop; 0: none
 
 
 def accuracy_pct(classes: list[str | None], default: float) -> np.ndarray:
@@ -101,11 +102,18 @@ def _meter_errors(
     acc = accuracy_pct(classes, policy.default_accuracy_pct)
     last_mult = _last(topo.multiplier, ~np.isnan(topo.multiplier))
     quantum = register_resolution(regs) * last_mult
-    volts = None
+    volts = bus = None
     if policy.service_loss:  # a meter without a voltage curve falls back to κ·E²
         volts = _voltages(store, topo, VOLTAGE["A"], lp.align_tolerance_s)
         count = (~np.isnan(volts)).sum(axis=1)
         mean = np.where(count > 0, np.nansum(volts, axis=1) / np.maximum(count, 1), 230.0)
+        if policy.drop_prior_sd > 0:  # each customer against its phase's bus voltage
+            phase = np.array(store.phases(topo.device_ids), dtype=object)
+            tol = lp.align_tolerance_s
+            per_phase = [volts] + [_voltages(store, topo, VOLTAGE[p], tol) for p in ("B", "C")]
+            bus = np.stack([bus_voltage(topo, groups.names, v) for v in per_phase])  # (3, A, T)
+            on = np.select([phase == "B", phase == "C"], [1, 2], 0)  # A and ABC: phase A
+        raw = volts  # the drop slopes from what was read, not from the filled means
         volts = np.where(np.isnan(volts), mean[:, None], volts)
     rows = []
     for a, name in enumerate(groups.names):  # one least-squares problem per area
@@ -115,6 +123,10 @@ def _meter_errors(
             continue
         # a member's energy while in the area (NaN: missing, the row is dropped), 0 elsewhere
         e = np.where(member[idx], energy[idx], 0.0)
+        own_bus = None if bus is None else bus[on[idx], a]  # (members, T)
+        prior = own_bus is not None and not np.isnan(own_bus).all()
+        in_area = np.where(member[idx], 1.0, np.nan)  # the slope over its time in the area
+        rho = line_drop_slope(own_bus, raw[idx] * in_area, e) if prior else None
         result = estimate_meter_errors(
             groups.supply[a],
             e,
@@ -123,6 +135,9 @@ def _meter_errors(
             quantum=quantum[idx],
             service_loss=policy.service_loss,
             service_voltage=None if volts is None else volts[idx],
+            bus_voltage=own_bus if prior else None,
+            drop_prior_sd=policy.drop_prior_sd or 1.0,
+            drop_slope=rho,
         )
         for k, i in enumerate(idx):  # one result row per member
             rows.append(
@@ -210,6 +225,19 @@ def _mapping(store: AnalyticsStore, policy: DiagnosticsPolicy, topo: Topology, s
             rows,
         )
     return len(rows)
+
+
+def bus_voltage(topo: Topology, names: list[str], volts: np.ndarray) -> np.ndarray:
+    """(A, T) each public area's LV bus voltage: its total meter's (the mean of two during a
+    replacement), NaN where none reported."""
+    public = np.append(np.where(topo.area_public, np.cumsum(topo.area_public) - 1, -1), -1)
+    area = np.where(topo.role == AREA_TOTAL, public[topo.area], -1)
+    dev, t = np.nonzero((area >= 0) & ~np.isnan(volts))
+    total = np.zeros((len(names), topo.grid.n))
+    count = np.zeros_like(total)
+    np.add.at(total, (area[dev, t], t), volts[dev, t])
+    np.add.at(count, (area[dev, t], t), 1.0)
+    return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
 
 
 def register_resolution(registers: np.ndarray) -> np.ndarray:

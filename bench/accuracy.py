@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 
-from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
+from analytics.diagnostics import DiagnosticsPolicy, bus_voltage, run_diagnostics
 from analytics.energy import align_registers, interval_energy
 from analytics.jobs import LineLossPolicy, area_groups, run_lineloss
 from analytics.meter_error import estimate_meter_errors
@@ -147,7 +147,8 @@ def _coverage(world: World, drop: dict) -> dict[tuple[str, str], np.ndarray]:
 
 def meter_error_rows(url: str, world: World, label: str) -> list[Row]:
     """Meter errors per public area from the stored registers and voltages (loaded by the
-    analytics store), with each meter's own service-line loss; against the injected ones."""
+    analytics store), with each meter's own service-line loss (its prior from the meter's
+    voltage drop); against the injected ones."""
     g, t = world.grid, world.truth
     b = t.boundaries
     with psycopg.connect(url, autocommit=True) as conn:
@@ -159,6 +160,7 @@ def meter_error_rows(url: str, world: World, label: str) -> list[Row]:
     volts = align_registers(idx, ts, value, n, int(b[0]), 900, len(b) - 1, 0)
     energy, _ = interval_energy(regs, topo.multiplier, np.full(n, 1e6), np.full(n, 1e4))
     groups = area_groups(topo, energy)
+    bus = bus_voltage(topo, groups.names, volts)  # each area total's 32.7.0
     injected = {f.meter: f.params["pct"] for f in t.faults if f.kind == "meter_error"}
     world_row = [g.index(name) for name in topo.device_names]
     quantum = 10.0 ** -t.decimals[world_row] * g.multiplier[world_row]
@@ -168,7 +170,7 @@ def meter_error_rows(url: str, world: World, label: str) -> list[Row]:
         idx_a = np.flatnonzero((groups.group_of == a).any(axis=1))
         r = estimate_meter_errors(
             groups.supply[a], energy[idx_a], np.full(len(idx_a), 2.0), quantum=quantum[idx_a],
-            service_loss=True, service_voltage=volts[idx_a],
+            service_loss=True, service_voltage=volts[idx_a], bus_voltage=bus[a],
         )  # fmt: skip
         errs.append(r.error_pct)
         lows.append(r.ci_low)

@@ -13,7 +13,7 @@ from analytics.meter_error import estimate_meter_errors
 from bench.accuracy import PCTS, START
 from simulators.world import Fault, WorldSpec, build_world
 
-MODELS = ("plain", "κE²", "κE²/V²")
+MODELS = ("plain", "κE²", "κE²/V²", "drop prior")
 
 
 def _world(seed: int, meters: int, precise: int | None):
@@ -39,7 +39,8 @@ def _one(world, model: str) -> tuple[int, float, int, float, float]:
     r = estimate_meter_errors(
         t.measured[total], t.measured[c], np.full(len(c), 2.0),
         quantum=(10.0 ** -t.decimals * g.multiplier)[c], service_loss=model != "plain",
-        service_voltage=t.voltage[c] if model == "κE²/V²" else None,
+        service_voltage=t.voltage[c] if model in ("κE²/V²", "drop prior") else None,
+        bus_voltage=t.voltage[total] if model == "drop prior" else None,
     )  # fmt: skip
     ok, inj = ~np.isnan(r.error_pct), want != 0
     miss = np.abs(r.error_pct - want)

@@ -410,6 +410,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
         multiplier_tolerance=settings.multiplier_step_tolerance,
         multiplier_implausible_pct=settings.multiplier_implausible_pct,
         service_loss=settings.meter_error_service_loss,
+        drop_prior_sd=settings.meter_error_drop_prior_sd,
     )
 
     def once() -> RunSummary:

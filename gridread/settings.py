@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         default=True,
         description="meter errors: model each customer's own service-line I²R (κ·E²/V²)",
     )
+    meter_error_drop_prior_sd: float = Field(
+        default=0.15,
+        ge=0,
+        description="meter errors: sd of the prior on each service line's loss from its own"
+        " voltage drop against the area total's (relative); 0: no prior",
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:

@@ -18,8 +18,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from analytics.diagnostics import DiagnosticsPolicy, accuracy_pct, run_diagnostics
-from analytics.store import AnalyticsStore
+from analytics.diagnostics import DiagnosticsPolicy, accuracy_pct, bus_voltage, run_diagnostics
+from analytics.jobs import AREA_TOTAL, CUSTOMER
+from analytics.store import NONE, AnalyticsStore, Grid, Topology
 from api.app import create_app
 from ingest.schema import ensure_partitions
 from tests.lineloss_fixture import DAY, Q, device, grid, place
@@ -145,3 +146,27 @@ def test_accuracy_classes_from_the_ledger():
     assert list(accuracy_pct(["0.5S", "2", "B", None, "weird", "0.2s"], 2.0)) == [
         0.5, 2.0, 1.0, 2.0, 2.0, 0.2,
     ]  # fmt: skip
+
+
+def test_bus_voltage_is_each_public_area_totals_curve():
+    # 3 intervals; area 0 public, area 1 dedicated (专变: no bus of a public area)
+    # row 0: area 0's total, 230 / missing / 231
+    # row 1: area 0's new total from interval 2 (a replacement: both placed), 233 there
+    # row 2: a customer of area 0 (its voltage is no bus voltage)
+    # row 3: area 1's total
+    # → area 0's bus: 230, NaN (nothing reported), (231 + 233) / 2 = 232
+    n, none = 4, NONE
+    role = np.array([[AREA_TOTAL] * 3, [none, none, AREA_TOTAL], [CUSTOMER] * 3,
+                     [AREA_TOTAL] * 3], dtype=np.int8)  # fmt: skip
+    area = np.array([[0, 0, 0], [none, none, 0], [0, 0, 0], [1, 1, 1]], dtype=np.int32)
+    topo = Topology(
+        grid=Grid(0, 900, 3), device_ids=np.arange(n), device_names=list("abcd"), role=role,
+        area=area, feeder=np.full((n, 3), none, dtype=np.int32),
+        multiplier=np.ones((n, 3)), expected=role != none, area_names=["a-01", "d-01"],
+        area_feeder=np.zeros(2, dtype=int), area_public=np.array([True, False]),
+        area_kv=np.full(2, 0.4), feeder_names=["f-01"], feeder_kv=np.array([10.0]),
+    )  # fmt: skip
+    volts = np.array([[230.0, np.nan, 231.0], [np.nan, np.nan, 233.0],
+                      [225.0, 226.0, 227.0], [240.0, 240.0, 240.0]])  # fmt: skip
+    bus = bus_voltage(topo, ["a-01"], volts)
+    np.testing.assert_array_equal(bus, [[230.0, np.nan, 232.0]])
