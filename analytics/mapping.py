@@ -61,9 +61,10 @@ def check_meter_areas(
     if cand.shape != (n, a_n):
         raise ValueError(f"check_meter_areas: candidates must be ({n}, {a_n}), got {cand.shape}")
     dv, dr = np.diff(v, axis=1), np.diff(ref, axis=1)
-    with np.errstate(invalid="ignore"):
-        common = np.nanmean(dr, axis=0) if a_n else np.zeros(dr.shape[1])
-    common = np.nan_to_num(common)  # no reference at all in an interval: nothing to remove
+    # the mean over the references present; none in an interval: nothing to remove
+    present = np.sum(~np.isnan(dr), axis=0)
+    total = np.nansum(dr, axis=0)
+    common = np.divide(total, present, out=np.zeros_like(total), where=present > 0)
     dv, dr = dv - common, dr - common
     corr, overlap = _masked_corr(dv, dr)
     rows = np.arange(n)
