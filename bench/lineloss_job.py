@@ -3,7 +3,7 @@
 One local day (Asia/Shanghai) of a simulated world (``simulators.world``, one feeder of 100
 public areas and a dedicated one per world, seeded per feeder) is stored untimed: topology
 rows, and every meter's ``1.8.0`` register at the 97 boundaries by binary COPY. Timed, in the
-same run, alternately (median of ``--repeat``):
+same run, alternately (best of ``--repeat``):
 
 * load alone: what the job loads for that day, ``analytics.store``: the topology in force per
   interval and the registers, COPYed out and aligned to the boundaries;
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -210,7 +209,7 @@ def run_mode(url: str, storage: StorageMode, args: argparse.Namespace) -> dict[s
         ).fetchone()
     truth = world["truth_loss"]
     assert abs(loss - truth) <= 1e-9 * abs(truth) * groups, (loss, truth)
-    out |= {"load_s": statistics.median(loads), "job_s": statistics.median(jobs), "loss": loss}
+    out |= {"load_s": min(loads), "job_s": min(jobs), "loss": loss}  # best of: others only add
     return out
 
 
@@ -240,6 +239,13 @@ def report(name: str, m: dict[str, float]) -> None:
             f"line-loss job (load + compute + write {m['rows']:,} rows)",
             f"{m['job_s']:.2f} s",
             f"ratio {m['job_s'] / m['load_s']:.2f} × load ({name})",
+        )
+    )
+    print(
+        line.format(
+            "of which compute + write (job − load)",
+            f"{m['job_s'] - m['load_s']:.2f} s",
+            f"{(m['job_s'] - m['load_s']) / m['job_s']:.0%} of the job",
         )
     )
     print(f"  (Σ area loss of the day agrees with the world's truth: {m['loss']:,.1f} kWh)")
