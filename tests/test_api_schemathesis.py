@@ -96,32 +96,54 @@ def test_api_conforms_to_its_schema(case, api_url):
     case.call_and_validate(base_url=api_url, excluded_checks=[positive_data_acceptance])
 
 
-def _local_day(days_ago: int) -> str:
-    return (datetime.now(ZoneInfo(DEFAULT_TIMEZONE)).date() - timedelta(days=days_ago)).isoformat()
+@pytest.fixture(scope="module")
+def seeded_days(seeded_url: str) -> dict[str, str]:
+    """The seed's two local days and the instants bounding them (it places them before its
+    own today): {day1}, {day2}, {start}, {end}, {month} in the requests below."""
+    with psycopg.connect(seeded_url) as conn:
+        starts = conn.execute(
+            "SELECT DISTINCT start FROM lineloss WHERE period = 'day' ORDER BY start"
+        ).fetchall()
+    tz = ZoneInfo(DEFAULT_TIMEZONE)
+    day1, day2 = (s.astimezone(tz).date() for (s,) in starts)
+    start = datetime.combine(day1, datetime.min.time(), tz)
+    return {
+        "month": start.replace(day=1).isoformat(),  # where its month's row starts
+        "day1": day1.isoformat(),
+        "day2": day2.isoformat(),
+        "start": start.isoformat(),
+        "end": (start + timedelta(days=2)).isoformat(),
+    }
 
 
 # Requests naming what the seed holds (random names and instants rarely hit it): each answer
 # must conform to the schema too, and hold rows.
 SEEDED = [
-    ("/topology/areas/{name}/members", {"name": "a1"}, {}),
+    ("/topology/areas/{name}/members", {"name": "a1"}, {"at": "{end}"}),
     ("/topology/meters/{name}/history", {"name": "a1-c2"}, {}),
-    ("/lineloss/areas/{name}/contributions", {"name": "a1"}, {}),
-    ("/lineloss/areas/{name}/contributions", {"name": "a2"}, {"day": _local_day(2)}),
-    ("/lineloss/ranking", {}, {}),
-    ("/lineloss/ranking", {}, {"period": "month", "day": _local_day(2)}),
+    ("/lineloss/areas/{name}/contributions", {"name": "a1"}, {"day": "{day2}"}),
+    ("/lineloss/areas/{name}/contributions", {"name": "a2"}, {"day": "{day1}"}),
+    ("/lineloss/areas/{name}/contributions", {"name": "d1"}, {"day": "{day1}"}),
+    ("/lineloss/ranking", {}, {"day": "{day2}"}),
+    ("/lineloss/ranking", {}, {"period": "month", "day": "{day1}"}),
     ("/analytics/meter-errors", {}, {}),
     ("/analytics/mapping-flags", {}, {"flagged": "false"}),
     ("/meters/verification-due", {}, {}),
-    ("/devices/{name}/readings", {"name": "a2-c2"}, {"quantity": "1.8.0", "start": _local_day(3)}),
+    ("/devices/{name}/readings", {"name": "a2-c2"}, {"quantity": "1.8.0", "start": "{start}"}),
 ] + [
-    ("/lineloss", {}, {"level": level, "period": period, "start": _local_day(40)})
+    (
+        "/lineloss",
+        {},
+        {"level": level, "period": period, "start": "{month}" if period == "month" else "{start}"},
+    )
     for level in ("area", "feeder", "voltage")
     for period in ("15min", "day", "month")
 ]
 
 
 @pytest.mark.parametrize("path, path_parameters, query", SEEDED)
-def test_seeded_rows_conform_to_the_schema(api_url, path, path_parameters, query):
+def test_seeded_rows_conform_to_the_schema(api_url, seeded_days, path, path_parameters, query):
+    query = {k: v.format(**seeded_days) for k, v in query.items()}
     case = schema[path]["GET"].Case(path_parameters=path_parameters, query=query)
     response = case.call_and_validate(base_url=api_url)
     assert response.status_code == 200, response.text
