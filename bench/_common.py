@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ def bench_database():
     finally:
         if server is not None:
             server.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)  # the data dir is gone; its parent too
 
 
 @contextmanager
@@ -73,3 +75,4 @@ def timescale_database(admin: str | None = None):
             yield url
     finally:
         server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
