@@ -41,12 +41,16 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# storage.py and lineloss_job.py measure TimescaleDB too: installed as for test-timescale.
 bench: $(VENV)/.installed mosquitto
+	@if [ -f $(TIMESCALEDB_TOOL) ]; then bash $(TIMESCALEDB_TOOL) install $(BIN)/python; fi
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/dlt645_bus.py
 	$(BIN)/python bench/mqtt_ingest.py
 	$(BIN)/python bench/modbus_poll.py
 	$(BIN)/python bench/lineloss.py
+	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/lineloss_job.py
 
 clean:
 	rm -rf $(VENV) .gridread .pytest_cache .ruff_cache

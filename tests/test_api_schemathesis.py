@@ -1,6 +1,7 @@
 """Schemathesis against the API's own OpenAPI document, served by a real uvicorn over a real
-PostgreSQL with devices, readings, events and read statistics stored: no 500s, and every
-response (status, headers, body) matches what the schema declares."""
+PostgreSQL with devices, readings, events, read statistics, a grid and the line-loss and
+diagnostics jobs' results stored (tests/api_seed.py): no 500s, and every response (status,
+headers, body) matches what the schema declares."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -18,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from schemathesis.checks import positive_data_acceptance
 
 from api.app import create_app
+from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.schema import migrate
 from tests.api_seed import seed
 
@@ -59,6 +63,23 @@ def api_url(seeded_url: str) -> Iterator[str]:
     thread.join(10)
 
 
+def test_the_seed_holds_real_analytics_rows(seeded_url: str):
+    """What the operations below read: the jobs' results of every kind, not empty tables."""
+    with psycopg.connect(seeded_url) as conn:
+        statuses = {r[0] for r in conn.execute("SELECT DISTINCT status FROM lineloss").fetchall()}
+        assert statuses == {"normal", "high", "negative", "not_computable"}
+        levels = conn.execute("SELECT DISTINCT level, period FROM lineloss").fetchall()
+        assert len(levels) == 9  # area, feeder, voltage × 15min, day, month
+        errors = conn.execute("SELECT identifiable, count(*) FROM meter_errors GROUP BY 1")
+        assert dict(errors.fetchall()).keys() == {True, False}
+        flags = conn.execute("SELECT flagged, count(*) FROM mapping_flags GROUP BY 1")
+        assert dict(flags.fetchall()).keys() == {True, False}
+        (due,) = conn.execute(
+            "SELECT count(*) FROM meter_assets WHERE next_verification < now()"
+        ).fetchone()
+        assert due == 1
+
+
 # The document the app serves; building it needs no database.
 schema = schemathesis.openapi.from_dict(create_app("postgresql:///unused").openapi())
 
@@ -73,3 +94,63 @@ def test_api_conforms_to_its_schema(case, api_url):
     # Every check but one: a schema-valid request may still be refused for rules OpenAPI
     # cannot state (start < end; a quantity code from the registry), with a declared 422.
     case.call_and_validate(base_url=api_url, excluded_checks=[positive_data_acceptance])
+
+
+@pytest.fixture(scope="module")
+def seeded_days(seeded_url: str) -> dict[str, str]:
+    """The seed's two local days and the instants bounding them (it places them before its
+    own today): {day1}, {day2}, {start}, {end}, {month} in the requests below."""
+    with psycopg.connect(seeded_url) as conn:
+        starts = conn.execute(
+            "SELECT DISTINCT start FROM lineloss WHERE period = 'day' ORDER BY start"
+        ).fetchall()
+    tz = ZoneInfo(DEFAULT_TIMEZONE)
+    day1, day2 = (s.astimezone(tz).date() for (s,) in starts)
+    start = datetime.combine(day1, datetime.min.time(), tz)
+    return {
+        "month": start.replace(day=1).isoformat(),  # where its month's row starts
+        "day1": day1.isoformat(),
+        "day2": day2.isoformat(),
+        "start": start.isoformat(),
+        "end": (start + timedelta(days=2)).isoformat(),
+    }
+
+
+# Requests naming what the seed holds (random names and instants rarely hit it): each answer
+# must conform to the schema too, and hold rows.
+SEEDED = [
+    ("/topology/areas/{name}/members", {"name": "a1"}, {"at": "{end}"}),
+    ("/topology/meters/{name}/history", {"name": "a1-c2"}, {}),
+    ("/lineloss/areas/{name}/contributions", {"name": "a1"}, {"day": "{day2}"}),
+    ("/lineloss/areas/{name}/contributions", {"name": "a2"}, {"day": "{day1}"}),
+    ("/lineloss/areas/{name}/contributions", {"name": "d1"}, {"day": "{day1}"}),
+    ("/lineloss/ranking", {}, {"day": "{day2}"}),
+    ("/lineloss/ranking", {}, {"period": "month", "day": "{day1}"}),
+    ("/analytics/meter-errors", {}, {}),
+    ("/analytics/mapping-flags", {}, {"flagged": "false"}),
+    ("/meters/verification-due", {}, {}),
+    ("/devices/{name}/readings", {"name": "a2-c2"}, {"quantity": "1.8.0", "start": "{start}"}),
+] + [
+    (
+        "/lineloss",
+        {},
+        {"level": level, "period": period, "start": "{month}" if period == "month" else "{start}"},
+    )
+    for level in ("area", "feeder", "voltage")
+    for period in ("15min", "day", "month")
+]
+
+
+@pytest.mark.parametrize("path, path_parameters, query", SEEDED)
+def test_seeded_rows_conform_to_the_schema(api_url, seeded_days, path, path_parameters, query):
+    query = {k: v.format(**seeded_days) for k, v in query.items()}
+    case = schema[path]["GET"].Case(path_parameters=path_parameters, query=query)
+    response = case.call_and_validate(base_url=api_url)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    rows = (
+        body.get("data", body.get("members", body.get("ranked")))
+        if isinstance(body, dict)
+        else body
+    )
+    assert rows, body

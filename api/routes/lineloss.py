@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from analytics.contributions import load_contributions
+from analytics.jobs import LineLossPolicy
 from analytics.store import AnalyticsStore
 from api.deps import Conn, LocalTz
 from api.params import TEXT, UNAVAILABLE, IsoDate, IsoInstant, invalid, window
@@ -143,11 +144,18 @@ async def contributions(request: Request, conn: Conn, tz: LocalTz, name: AreaNam
     start = _midnight(the_day, tz)
     end = _midnight(the_day + timedelta(days=1), tz)
     conninfo: str = request.app.state.conninfo
+    policy: LineLossPolicy = request.app.state.analytics  # the job's register settings
 
     def load():
         with psycopg.connect(conninfo) as sync:
             return load_contributions(
-                AnalyticsStore(sync), name, int(start.timestamp()), int(end.timestamp())
+                AnalyticsStore(sync),
+                name,
+                int(start.timestamp()),
+                int(end.timestamp()),
+                tolerance=policy.align_tolerance_s,
+                modulus=policy.register_modulus,
+                max_step=policy.register_max_step,
             )
 
     members = await asyncio.to_thread(load)
