@@ -178,7 +178,9 @@ def seed_grid(conn: psycopg.Connection) -> dict[str, int]:
             continue
         series = walk["a1" if name == "a2-c2" else area]
         volts = np.round(series + rng.normal(0, 0.05, GRID_T), 1)
-        quantities = ("32.7.0", "52.7.0", "72.7.0") if phase == "ABC" else (_VOLTAGE[phase],)
+        # a single-phase meter's only voltage is 32.7.0 whatever its phase (as concentrators
+        # and DL/T 645 meters store it); the ledger's phase says which bus phase it sits on
+        quantities = ("32.7.0", "52.7.0", "72.7.0") if phase == "ABC" else ("32.7.0",)
         rows += [
             (ids[name], q, boundaries[k], float(v), 0)
             for q in quantities
@@ -198,5 +200,3 @@ def seed_grid(conn: psycopg.Connection) -> dict[str, int]:
     conn.commit()
     return ids
 
-
-_VOLTAGE = {"A": "32.7.0", "B": "52.7.0", "C": "72.7.0"}
