@@ -199,4 +199,3 @@ def seed_grid(conn: psycopg.Connection) -> dict[str, int]:
     run_diagnostics(store, DiagnosticsPolicy(lineloss=POLICY, days=2), now)
     conn.commit()
     return ids
-
