@@ -4,7 +4,9 @@ Modbus TCP meters (one port, units 1..N)          ┐
 DL/T 645 meters on an RS-485 bus (a pty)          │
 a voltage monitor on Modbus RTU (two wired ptys)  ├─► collectors ─► PostgreSQL ─► API
 a concentrator uploading its area by MQTT         │     (a local Mosquitto, when installed)
-  (a few meters "not read": the re-read fills them)┘
+  (a few meters "not read": the re-read fills them)│            │
+a feeder with its topology (gridread.demo_grid):  ┘            └─► analytics: line loss
+  its areas' concentrators, its 10 kV meters on a DL/T 645 bus          per area, feeder, level
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from collectors.modbus.registermap import load_register_map
 from gridread.broker import mosquitto_binary, start_mosquitto
+from gridread.demo_grid import DemoGrid, GridOptions, demo_world
 from gridread.inventory import (
     BusMeterSpec,
     BusSpec,
@@ -29,6 +32,7 @@ from gridread.inventory import (
     DeviceSpec,
     Inventory,
     VoltageMonitorSpec,
+    parse_inventory,
 )
 from gridread.runtime import Running
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -53,6 +57,7 @@ class DemoOptions:
     concentrator_meters: int = 60
     faults: dict[int, Fault] = field(default_factory=dict)
     slow_delay: float = 6.0
+    grid: GridOptions = field(default_factory=GridOptions)  # areas = 0: no grid
 
 
 class DemoWorld:
@@ -75,6 +80,7 @@ class DemoWorld:
         self.broker: subprocess.Popen | None = None
         self.mqtt_port: int | None = None
         self.concentrator: SimConcentrator | None = None
+        self.grid: DemoGrid | None = None
         self._conc_meters = {
             f"demo-c{i:03d}": MeterModel.random(rng) for i in range(options.concentrator_meters)
         }
@@ -114,6 +120,20 @@ class DemoWorld:
             self.notes.append(
                 "no concentrator: mosquitto is not installed (apt-get install mosquitto)"
             )
+        if self.o.grid.areas and self.mqtt_port is None and not mosquitto_binary():
+            self.notes.append(
+                "no grid: its concentrators need mosquitto (apt-get install mosquitto)"
+            )
+        elif self.o.grid.areas:
+            if self.mqtt_port is None:
+                self.mqtt_port = _free_port()
+                self.broker = await asyncio.to_thread(
+                    start_mosquitto, self.data_dir / "mosquitto", self.mqtt_port
+                )
+            world = demo_world(self.o.grid, datetime.now(TZ), TZ)
+            self.grid = DemoGrid(world, mqtt_port=self.mqtt_port, options=self.o.grid)
+            await self.grid.start()
+            self.notes.append(self.grid.description())
 
     def inventory(self) -> Inventory:
         devices = [
@@ -150,28 +170,53 @@ class DemoWorld:
             if self.concentrator
             else []
         )
+        topology = None
+        if self.grid is not None:
+            grid = parse_inventory(
+                self.grid.tables(), source="demo grid", base_dir=self.data_dir, timezone=TZ.key
+            )
+            buses += grid.buses
+            concentrators += grid.concentrators
+            topology = grid.topology
         return Inventory(
-            devices, {"three_phase_meter": self.regmap}, buses, monitors, concentrators
+            devices,
+            {"three_phase_meter": self.regmap},
+            buses,
+            monitors,
+            concentrators,
+            timezone=TZ.key,
+            topology=topology,
         )
+
+    def tips(self, base: str) -> list[str]:
+        """The grid's lines for the banner: what it is and where to look."""
+        return self.grid.tips(base, TZ) if self.grid is not None else []
 
     async def after_start(self, running: Running) -> None:
         """Once the pipeline runs and the ingest worker's subscription is confirmed: the
-        concentrator uploads yesterday's data."""
-        if self.concentrator is None or running.mqtt_worker is None:
+        concentrator uploads yesterday's data, the grid's concentrators the past days."""
+        if running.mqtt_worker is None:
             return
         async with asyncio.timeout(SUBSCRIBED_WITHIN_S):
             await running.mqtt_worker.subscribed.wait()
-        await asyncio.to_thread(self.concentrator.start)
-        yesterday = datetime.now(TZ).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-            days=1
-        )
-        sent = await asyncio.to_thread(self.concentrator.upload_day, yesterday)
-        log.info("concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date())
+        if self.concentrator is not None:
+            await asyncio.to_thread(self.concentrator.start)
+            yesterday = datetime.now(TZ).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            ) - timedelta(days=1)
+            sent = await asyncio.to_thread(self.concentrator.upload_day, yesterday)
+            log.info("concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date())
+        if self.grid is not None:
+            sent = await self.grid.upload_past_days()
+            log.info("the grid's concentrators uploaded %d messages", sent)
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             if self.concentrator is not None:
                 await asyncio.to_thread(self.concentrator.stop)
+        if self.grid is not None:
+            with contextlib.suppress(Exception):
+                await self.grid.stop()
         await self.modbus.stop()
         if self.o.rs485_meters:
             await self.bus.stop()
