@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,9 @@ from simulators.voltage_monitor import VoltageModel, VoltageMonitorSimulator
 log = logging.getLogger("gridread.demo")
 TZ = ZoneInfo(DEFAULT_TIMEZONE)  # the demo world runs on the default site zone
 SUBSCRIBED_WITHIN_S = 30.0  # the local broker confirms the worker's subscription by then
+# a stop waits this long for an upload under way: its messages are acknowledged while the
+# broker still runs (a disconnected client would wait for each acknowledgement in vain)
+UPLOAD_GRACE_S = 10.0
 
 
 @dataclass
@@ -81,6 +85,8 @@ class DemoWorld:
         self.mqtt_port: int | None = None
         self.concentrator: SimConcentrator | None = None
         self.grid: DemoGrid | None = None
+        self._uploading = threading.Lock()
+        self._stopping = threading.Event()
         self._conc_meters = {
             f"demo-c{i:03d}": MeterModel.random(rng) for i in range(options.concentrator_meters)
         }
@@ -201,16 +207,27 @@ class DemoWorld:
             await running.mqtt_worker.subscribed.wait()
         if self.concentrator is not None:
             await asyncio.to_thread(self.concentrator.start)
-            yesterday = datetime.now(TZ).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            ) - timedelta(days=1)
-            sent = await asyncio.to_thread(self.concentrator.upload_day, yesterday)
-            log.info("concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date())
-        if self.grid is not None:
-            sent = await self.grid.upload_past_days()
-            log.info("the grid's concentrators uploaded %d messages", sent)
+        await asyncio.to_thread(self._upload)
+
+    def _upload(self) -> None:
+        """The uploads, in a thread; `stop` lets one under way finish."""
+        with self._uploading:
+            if self.concentrator is not None and not self._stopping.is_set():
+                yesterday = datetime.now(TZ).replace(
+                    hour=0, minute=0, second=0, microsecond=0
+                ) - timedelta(days=1)
+                sent = self.concentrator.upload_day(yesterday)
+                log.info(
+                    "concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date()
+                )
+            if self.grid is not None:
+                sent = self.grid.upload_past_days(self._stopping)
+                log.info("the grid's concentrators uploaded %d messages", sent)
 
     async def stop(self) -> None:
+        self._stopping.set()
+        if await asyncio.to_thread(self._uploading.acquire, True, UPLOAD_GRACE_S):
+            self._uploading.release()
         with contextlib.suppress(Exception):
             if self.concentrator is not None:
                 await asyncio.to_thread(self.concentrator.stop)

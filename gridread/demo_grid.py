@@ -13,6 +13,7 @@ The world spans from the day before yesterday to tomorrow, local time.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,13 +113,16 @@ class DemoGrid:
         }
         return {**self._tables, "device": [], "bus": [bus]}
 
-    async def upload_past_days(self) -> int:
-        """Each concentrator uploads the past local days (as it would have, each morning)."""
+    def upload_past_days(self, stopping: threading.Event) -> int:
+        """Each concentrator uploads the past local days (as it would have, each morning);
+        blocking (a thread); stops between messages' batches once `stopping` is set."""
         start = datetime.fromtimestamp(int(self.world.truth.boundaries[0]), UTC)
         sent = 0
         for d in range(PAST_DAYS):
             for c in self.concentrators:
-                sent += await asyncio.to_thread(c.upload_day, start + timedelta(days=d))
+                if stopping.is_set():
+                    return sent
+                sent += c.upload_day(start + timedelta(days=d))
         return sent
 
     def description(self) -> str:
