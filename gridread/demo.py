@@ -18,6 +18,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ SUBSCRIBED_WITHIN_S = 30.0  # the local broker confirms the worker's subscriptio
 # a stop waits this long for an upload under way: its messages are acknowledged while the
 # broker still runs (a disconnected client would wait for each acknowledgement in vain)
 UPLOAD_GRACE_S = 10.0
+CURVE_STEP_S = 900  # the concentrators' 15-min points
 
 
 @dataclass
@@ -137,7 +139,7 @@ class DemoWorld:
                     start_mosquitto, self.data_dir / "mosquitto", self.mqtt_port
                 )
             world = demo_world(self.o.grid, datetime.now(TZ), TZ)
-            self.grid = DemoGrid(world, mqtt_port=self.mqtt_port, options=self.o.grid)
+            self.grid = DemoGrid(world, mqtt_port=self.mqtt_port, options=self.o.grid, tz=TZ)
             await self.grid.start()
             self.notes.append(self.grid.description())
 
@@ -196,7 +198,7 @@ class DemoWorld:
 
     def tips(self, base: str) -> list[str]:
         """The grid's lines for the banner: what it is and where to look."""
-        return self.grid.tips(base, TZ) if self.grid is not None else []
+        return self.grid.tips(base) if self.grid is not None else []
 
     async def after_start(self, running: Running) -> None:
         """Once the pipeline runs and the ingest worker's subscription is confirmed: the
@@ -208,6 +210,15 @@ class DemoWorld:
         if self.concentrator is not None:
             await asyncio.to_thread(self.concentrator.start)
         await asyncio.to_thread(self._upload)
+        while self.grid is not None:  # today's points, a minute after each quarter hour
+            await asyncio.to_thread(self._upload_today)
+            await asyncio.sleep(CURVE_STEP_S - time.time() % CURVE_STEP_S + 60.0)
+
+    def _upload_today(self) -> None:
+        with self._uploading:
+            if self.grid is not None and not self._stopping.is_set():
+                sent = self.grid.upload_today(self._stopping, time.time())
+                log.info("the grid's concentrators uploaded today so far: %d messages", sent)
 
     def _upload(self) -> None:
         """The uploads, in a thread; `stop` lets one under way finish."""

@@ -3,7 +3,8 @@
     f01 feeder head ─┐ (10 kV side: a DL/T 645 bus on a pty, PT 100;
     f01-d01 专变    ─┘  yesterday's curve read at start, 补抄 of the day before)
     f01-a01 … a0N   public areas: each a concentrator uploading its area total and its
-                    customers over MQTT (the last two local days, at start)
+                    customers over MQTT (the last two local days at start, then today's
+                    points every 15 minutes)
 Faults, so the line-loss results have something to show: a customer of f01-a02 steals
 (its meter sees part of its load: the area's loss is high), and the ledger gives f01-a03's
 total meter half its real CT ratio (the area's loss looks negative, its feeder's high).
@@ -13,6 +14,7 @@ The world spans from the day before yesterday to tomorrow, local time.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,7 @@ from simulators.world.adapters import bus_address
 THEFT_SHARE = 0.3  # of the thief's load that bypasses its meter
 PAST_DAYS = 2  # local days uploaded at start: the day before yesterday and yesterday
 HEAD_NOMINAL_V = 57.7  # the feeder head meter sits behind 10 kV / 100 V PTs
+UPLOAD_ACK_S = 30.0  # the broker acknowledges each message by then
 
 
 @dataclass
@@ -69,9 +72,10 @@ class DemoGrid:
     """Serves the world's meters: its concentrators over the demo's Mosquitto, its 10 kV
     meters on a DL/T 645 bus; describes them (and the grid) as inventory tables."""
 
-    def __init__(self, world: World, *, mqtt_port: int, options: GridOptions) -> None:
+    def __init__(self, world: World, *, mqtt_port: int, options: GridOptions, tz: ZoneInfo) -> None:
         self.world = world
         self.options = options
+        self.tz = tz
         inv = world.inventory(area_totals="local")
         self._tables = inv
         self.concentrators = [
@@ -125,6 +129,34 @@ class DemoGrid:
                 sent += c.upload_day(start + timedelta(days=d))
         return sent
 
+    def upload_today(self, stopping: threading.Event, now: float) -> int:
+        """Today's 15-min points up to `now`, as concentrators that upload through the day do
+        (yesterday's last interval ends at today's first point); blocking; returns the
+        messages sent. Points already stored are skipped by the writer."""
+        today = (
+            datetime.fromtimestamp(now, UTC)
+            .astimezone(self.tz)
+            .replace(hour=0, minute=0, second=0, microsecond=0)
+        )
+        sent = 0
+        for c in self.concentrators:
+            if stopping.is_set():
+                break
+            infos = []
+            for m in c.meters:
+                payload = c.day_payload(m, today)
+                payload["readings"] = [
+                    r for r in payload["readings"]
+                    if r[0] != "1.8.0*d" and datetime.fromisoformat(r[1]).timestamp() <= now
+                ]  # fmt: skip
+                infos.append(
+                    c.client.publish(f"gridread/v1/{m}/readings", json.dumps(payload), qos=1)
+                )
+            for info in infos:
+                info.wait_for_publish(UPLOAD_ACK_S)
+            sent += len(infos)
+        return sent
+
     def description(self) -> str:
         g = self.world.grid
         public = int((~g.area_dedicated).sum())
@@ -134,15 +166,12 @@ class DemoGrid:
             f" (DL/T 645); {self.fault_text()}"
         )
 
-    def tips(self, base: str, tz: ZoneInfo) -> list[str]:
-        """Where the line loss shows. The first day is the complete one: yesterday's last
-        interval needs today's midnight register, which today's upload brings."""
-        first = datetime.fromtimestamp(int(self.world.truth.boundaries[0]), UTC)
-        day = first.astimezone(tz).date()
+    def tips(self, base: str) -> list[str]:
+        """Where the line loss shows (the ranking and contributions: yesterday by default)."""
         return [
-            f"curl '{base}/lineloss/ranking?day={day}'   (areas by loss rate)",
+            f"curl {base}/lineloss/ranking   (yesterday's areas by loss rate)",
             f"curl '{base}/lineloss?level=feeder&period=day'",
-            f"curl '{base}/lineloss/areas/f01-a02/contributions?day={day}'",
+            f"curl {base}/lineloss/areas/f01-a02/contributions",
         ]
 
     def fault_text(self) -> str:

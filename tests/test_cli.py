@@ -198,24 +198,26 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
             time.sleep(0.5)
         assert vm[0]["quantity"] == "32.7.0" and 190 < vm[0]["value"] < 250
         assert conc[0]["due"] == 5 and conc[0]["read"] == 5
-        # the grid's line loss: its first local day (the day before yesterday) is complete
-        first_day = datetime.now(ZoneInfo("Asia/Shanghai")).date() - timedelta(days=2)
+        # the grid's line loss: yesterday's ranking (its last interval ends at today's first
+        # point, which the concentrators upload through the day)
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
-            ranking = httpx.get(f"{base}/lineloss/ranking", params={"day": str(first_day)}).json()
+            ranking = httpx.get(f"{base}/lineloss/ranking").json()
             if len(ranking["ranked"]) == 3:
                 break
             time.sleep(0.5)
         got = [(r["name"], r["status"], r["coverage"]) for r in ranking["ranked"]]
         assert got == [("f01-a02", "high", 1.0), ("f01-a01", "normal", 1.0),
                        ("f01-a03", "negative", 1.0)]  # fmt: skip
+        yesterday = datetime.now(ZoneInfo("Asia/Shanghai")).date() - timedelta(days=1)
+        assert ranking["start"].startswith(str(yesterday - timedelta(days=1)))  # 16:00 UTC
         assert ranking["not_computable"] == []
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "gridread is running" in out and f"{base}/docs" in out
-    assert f"curl '{base}/lineloss/ranking?day={first_day}'" in out
+    assert f"curl {base}/lineloss/ranking" in out
     assert "writer:" in err and "readings written" in err
     assert "demo-meter-03 failed (timeout)" in err
 
