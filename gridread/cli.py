@@ -137,7 +137,9 @@ def demo(
         except OSError as exc:
             raise _fail(f"a simulator could not start: {exc} (try --sim-port)") from None
         try:
-            demo_settings = settings.model_copy(update={"analytics_interval": analytics_interval})
+            demo_settings = settings.model_copy(
+                update={"analytics_interval": analytics_interval, "analytics_settle_delay": 60.0}
+            )  # the simulators deliver at once: an interval is computed a minute past its end
             if world.mqtt_port:
                 demo_settings = demo_settings.model_copy(
                     update={"mqtt_host": "127.0.0.1", "mqtt_port": world.mqtt_port}
