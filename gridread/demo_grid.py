@@ -7,7 +7,7 @@
                     points every 15 minutes)
 Faults, so the line-loss results have something to show: a customer of f01-a02 steals
 (its meter sees part of its load: the area's loss is high), and the ledger gives f01-a03's
-total meter half its real CT ratio (the area's loss looks negative, its feeder's high).
+total meter half its real CT ratio (the area's loss looks negative; its feeder's rises).
 The world spans from the day before yesterday to tomorrow, local time.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -65,7 +65,7 @@ def demo_world(options: GridOptions, now: datetime, tz: ZoneInfo) -> World:
     if options.areas >= 3:  # the ledger's CT ratio of f01-a03's total: half the real one
         ct = int(plain.grid.ct[plain.grid.index("f01-a03-total")])
         faults.append(Fault("wrong_multiplier", "f01-a03-total", None, {"ct_ratio": ct / 2}))
-    return build_world(WorldSpec(**{**spec.__dict__, "faults": tuple(faults)}))
+    return build_world(replace(spec, faults=tuple(faults)))
 
 
 class DemoGrid:
