@@ -96,11 +96,22 @@ def demo(
         list[str] | None,
         typer.Option(help="UNIT=KIND, KIND one of no_reply, exception, slow; repeatable"),
     ] = None,
+    grid_areas: Annotated[
+        int, typer.Option(min=0, max=20, help="public areas of the simulated feeder (0: none)")
+    ] = 3,
+    grid_meters: Annotated[
+        int, typer.Option(min=1, max=200, help="customers per area of the simulated feeder")
+    ] = 12,
+    analytics_interval: Annotated[
+        float, typer.Option(min=1.0, help="seconds between line-loss job runs")
+    ] = 10.0,
 ) -> None:
     """A simulated grid (Modbus TCP and DL/T 645 meters, a voltage monitor, a concentrator
-    over MQTT) → collectors → PostgreSQL (embedded unless configured) → API."""
+    over MQTT, a feeder with its areas and topology) → collectors → PostgreSQL (embedded
+    unless configured) → API, with the line-loss analytics."""
     from gridread import runtime
     from gridread.demo import DemoOptions, DemoWorld
+    from gridread.demo_grid import GridOptions
 
     try:
         settings = load_settings(source="environment")
@@ -116,6 +127,7 @@ def demo(
         concentrator_meters=concentrator_meters,
         faults=faults,
         slow_delay=settings.poll_timeout * 2,
+        grid=GridOptions(areas=grid_areas, meters_per_area=grid_meters),
     )
 
     async def main() -> None:
@@ -125,9 +137,11 @@ def demo(
         except OSError as exc:
             raise _fail(f"a simulator could not start: {exc} (try --sim-port)") from None
         try:
-            demo_settings = settings
+            demo_settings = settings.model_copy(
+                update={"analytics_interval": analytics_interval, "analytics_settle_delay": 60.0}
+            )  # the simulators deliver at once: an interval is computed a minute past its end
             if world.mqtt_port:
-                demo_settings = settings.model_copy(
+                demo_settings = demo_settings.model_copy(
                     update={"mqtt_host": "127.0.0.1", "mqtt_port": world.mqtt_port}
                 )
             try:
@@ -136,7 +150,14 @@ def demo(
                 ids = await asyncio.to_thread(runtime.store_devices, url, inventory)
             except (CollectorError, IngestError) as exc:
                 raise _fail(str(exc)) from None
-            _print_banner(demo_settings, list(ids), sim="; ".join(world.notes), faults=faults)
+            base = f"http://{demo_settings.api_host}:{demo_settings.api_port}"
+            _print_banner(
+                demo_settings,
+                list(ids),
+                sim="; ".join(world.notes),
+                faults=faults,
+                tips=world.tips(base),
+            )
             await runtime.serve(demo_settings, url, inventory, ids, on_ready=world.after_start)
         finally:
             await world.stop()
@@ -353,7 +374,12 @@ def topology_import(
 
 
 def _print_banner(
-    settings: Settings, devices: list[str], *, sim: str | None = None, faults=None
+    settings: Settings,
+    devices: list[str],
+    *,
+    sim: str | None = None,
+    faults=None,
+    tips: list[str] | None = None,
 ) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     db = (
@@ -376,6 +402,8 @@ def _print_banner(
         )
     if devices:
         lines.append(f"  try        curl {base}/devices/{devices[0]}/latest")
+    for tip in tips or []:  # the demo's grid: what it is, where its line loss shows
+        lines.append(f"             {tip}")
     lines += ["  Ctrl-C stops; the data stays for the next run", ""]
     print("\n".join(lines), flush=True)
 

@@ -4,7 +4,9 @@ Modbus TCP meters (one port, units 1..N)          ┐
 DL/T 645 meters on an RS-485 bus (a pty)          │
 a voltage monitor on Modbus RTU (two wired ptys)  ├─► collectors ─► PostgreSQL ─► API
 a concentrator uploading its area by MQTT         │     (a local Mosquitto, when installed)
-  (a few meters "not read": the re-read fills them)┘
+  (a few meters "not read": the re-read fills them)│            │
+a feeder with its topology (gridread.demo_grid):  ┘            └─► analytics: line loss
+  its areas' concentrators, its 10 kV meters on a DL/T 645 bus          per area, feeder, level
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import random
 import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from collectors.modbus.registermap import load_register_map
 from gridread.broker import mosquitto_binary, start_mosquitto
+from gridread.demo_grid import DemoGrid, GridOptions, demo_world
 from gridread.inventory import (
     BusMeterSpec,
     BusSpec,
@@ -29,6 +34,7 @@ from gridread.inventory import (
     DeviceSpec,
     Inventory,
     VoltageMonitorSpec,
+    parse_inventory,
 )
 from gridread.runtime import Running
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -42,6 +48,10 @@ from simulators.voltage_monitor import VoltageModel, VoltageMonitorSimulator
 log = logging.getLogger("gridread.demo")
 TZ = ZoneInfo(DEFAULT_TIMEZONE)  # the demo world runs on the default site zone
 SUBSCRIBED_WITHIN_S = 30.0  # the local broker confirms the worker's subscription by then
+# a stop waits this long for an upload under way: its messages are acknowledged while the
+# broker still runs (a disconnected client would wait for each acknowledgement in vain)
+UPLOAD_GRACE_S = 10.0
+CURVE_STEP_S = 900  # the concentrators' 15-min points
 
 
 @dataclass
@@ -53,6 +63,7 @@ class DemoOptions:
     concentrator_meters: int = 60
     faults: dict[int, Fault] = field(default_factory=dict)
     slow_delay: float = 6.0
+    grid: GridOptions = field(default_factory=GridOptions)  # areas = 0: no grid
 
 
 class DemoWorld:
@@ -75,6 +86,9 @@ class DemoWorld:
         self.broker: subprocess.Popen | None = None
         self.mqtt_port: int | None = None
         self.concentrator: SimConcentrator | None = None
+        self.grid: DemoGrid | None = None
+        self._uploading = threading.Lock()
+        self._stopping = threading.Event()
         self._conc_meters = {
             f"demo-c{i:03d}": MeterModel.random(rng) for i in range(options.concentrator_meters)
         }
@@ -114,6 +128,20 @@ class DemoWorld:
             self.notes.append(
                 "no concentrator: mosquitto is not installed (apt-get install mosquitto)"
             )
+        if self.o.grid.areas and self.mqtt_port is None and not mosquitto_binary():
+            self.notes.append(
+                "no grid: its concentrators need mosquitto (apt-get install mosquitto)"
+            )
+        elif self.o.grid.areas:
+            if self.mqtt_port is None:
+                self.mqtt_port = _free_port()
+                self.broker = await asyncio.to_thread(
+                    start_mosquitto, self.data_dir / "mosquitto", self.mqtt_port
+                )
+            world = demo_world(self.o.grid, datetime.now(TZ), TZ)
+            self.grid = DemoGrid(world, mqtt_port=self.mqtt_port, options=self.o.grid, tz=TZ)
+            await self.grid.start()
+            self.notes.append(self.grid.description())
 
     def inventory(self) -> Inventory:
         devices = [
@@ -150,28 +178,73 @@ class DemoWorld:
             if self.concentrator
             else []
         )
+        topology = None
+        if self.grid is not None:
+            grid = parse_inventory(
+                self.grid.tables(), source="demo grid", base_dir=self.data_dir, timezone=TZ.key
+            )
+            buses += grid.buses
+            concentrators += grid.concentrators
+            topology = grid.topology
         return Inventory(
-            devices, {"three_phase_meter": self.regmap}, buses, monitors, concentrators
+            devices,
+            {"three_phase_meter": self.regmap},
+            buses,
+            monitors,
+            concentrators,
+            timezone=TZ.key,
+            topology=topology,
         )
+
+    def tips(self, base: str) -> list[str]:
+        """The grid's lines for the banner: what it is and where to look."""
+        return self.grid.tips(base) if self.grid is not None else []
 
     async def after_start(self, running: Running) -> None:
         """Once the pipeline runs and the ingest worker's subscription is confirmed: the
-        concentrator uploads yesterday's data."""
-        if self.concentrator is None or running.mqtt_worker is None:
+        concentrator uploads yesterday's data, the grid's concentrators the past days."""
+        if running.mqtt_worker is None:
             return
         async with asyncio.timeout(SUBSCRIBED_WITHIN_S):
             await running.mqtt_worker.subscribed.wait()
-        await asyncio.to_thread(self.concentrator.start)
-        yesterday = datetime.now(TZ).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-            days=1
-        )
-        sent = await asyncio.to_thread(self.concentrator.upload_day, yesterday)
-        log.info("concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date())
+        if self.concentrator is not None:
+            await asyncio.to_thread(self.concentrator.start)
+        await asyncio.to_thread(self._upload)
+        while self.grid is not None:  # today's points, a minute after each quarter hour
+            await asyncio.to_thread(self._upload_today)
+            await asyncio.sleep(CURVE_STEP_S - time.time() % CURVE_STEP_S + 60.0)
+
+    def _upload_today(self) -> None:
+        with self._uploading:
+            if self.grid is not None and not self._stopping.is_set():
+                sent = self.grid.upload_today(self._stopping, time.time())
+                log.info("the grid's concentrators uploaded today so far: %d messages", sent)
+
+    def _upload(self) -> None:
+        """The uploads, in a thread; `stop` lets one under way finish."""
+        with self._uploading:
+            if self.concentrator is not None and not self._stopping.is_set():
+                yesterday = datetime.now(TZ).replace(
+                    hour=0, minute=0, second=0, microsecond=0
+                ) - timedelta(days=1)
+                sent = self.concentrator.upload_day(yesterday)
+                log.info(
+                    "concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date()
+                )
+            if self.grid is not None:
+                sent = self.grid.upload_past_days(self._stopping)
+                log.info("the grid's concentrators uploaded %d messages", sent)
 
     async def stop(self) -> None:
+        self._stopping.set()
+        if await asyncio.to_thread(self._uploading.acquire, True, UPLOAD_GRACE_S):
+            self._uploading.release()
         with contextlib.suppress(Exception):
             if self.concentrator is not None:
                 await asyncio.to_thread(self.concentrator.stop)
+        if self.grid is not None:
+            with contextlib.suppress(Exception):
+                await self.grid.stop()
         await self.modbus.stop()
         if self.o.rs485_meters:
             await self.bus.stop()

@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
@@ -116,8 +118,9 @@ def test_migrate_is_a_command(db_url):
 
 
 def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
-    """`gridread demo` on the embedded database: readings arrive over the API; Ctrl-C stops it
-    cleanly; a second run finds the first run's readings."""
+    """`gridread demo` on the embedded database: readings arrive over the API; the grid's line
+    loss too (its theft ranks first, its wrong CT ratio last); Ctrl-C stops it cleanly; a
+    second run finds the first run's readings."""
     api_port, sim_port = free_port(), free_port()
     env = {
         "GRIDREAD_DATA_DIR": str(tmp_path / "data"),
@@ -145,6 +148,10 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                 "2",
                 "--concentrator-meters",
                 "5",
+                "--grid-meters",
+                "8",
+                "--analytics-interval",
+                "1",
             ],
             env=full_env,
             stdout=subprocess.PIPE,
@@ -191,11 +198,28 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
             time.sleep(0.5)
         assert vm[0]["quantity"] == "32.7.0" and 190 < vm[0]["value"] < 250
         assert conc[0]["due"] == 5 and conc[0]["read"] == 5
+        # the grid's line loss: yesterday's ranking (its last interval ends at today's first
+        # point, which the concentrators upload through the day; in the first minutes after
+        # midnight: the day before)
+        local = datetime.now(ZoneInfo("Asia/Shanghai"))
+        day = local.date() - timedelta(days=1 if local.hour or local.minute > 10 else 2)
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            ranking = httpx.get(f"{base}/lineloss/ranking", params={"day": str(day)}).json()
+            if len(ranking["ranked"]) == 3:
+                break
+            time.sleep(0.5)
+        got = [(r["name"], r["status"], r["coverage"]) for r in ranking["ranked"]]
+        assert got == [("f01-a02", "high", 1.0), ("f01-a01", "normal", 1.0),
+                       ("f01-a03", "negative", 1.0)]  # fmt: skip
+        assert ranking["start"].startswith(str(day - timedelta(days=1)))  # 16:00 UTC
+        assert ranking["not_computable"] == []
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "gridread is running" in out and f"{base}/docs" in out
+    assert f"curl {base}/lineloss/ranking" in out
     assert "writer:" in err and "readings written" in err
     assert "demo-meter-03 failed (timeout)" in err
 
@@ -204,8 +228,8 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
         assert energy_points(at_least=first + 1) > first  # old readings are still there
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
     assert (Path(env["GRIDREAD_DATA_DIR"]) / "pgdata" / "PG_VERSION").exists()
 
 

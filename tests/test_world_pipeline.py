@@ -312,3 +312,113 @@ async def test_area_loss_from_the_database_equals_the_ground_truth(
     # summed over intervals the registers telescope: each meter is off by < one 0.01 step
     steps = 0.01 * sum(mult[i] for i, m in enumerate(local) if points[m]["area"] == "f01-a01")
     assert loss["f01-a01"][k:].sum() - technical == pytest.approx(stolen, abs=steps)
+
+
+# -- the world's inventory through gridread's inventory loader -------------------------------
+
+EVERY_FAULT = {
+    "theft": {"share": 0.3},
+    "meter_error": {"pct": 3.0},
+    "stopped": {},
+    "wrong_multiplier": {"ct_ratio": 40},
+    "wrong_area": {"area": "f01-a02"},
+    "reverse_wiring": {},
+    "clock_drift": {"seconds_per_day": 120.0},
+    "rollover": {},
+    "reset": {},
+    "replacement": {},
+}
+
+
+def faulty_world(kinds, at=AT_NOON, **spec):
+    """Fault i of `kinds` on customer i + 1 of f01-a01 (an area total for wrong_multiplier:
+    a CT ratio is where a multiplier goes wrong), from `at`."""
+    faults = tuple(
+        Fault(k, "f01-a01-total" if k == "wrong_multiplier" else f"f01-a01-c{i + 1:03d}", at,
+              EVERY_FAULT[k])
+        for i, k in enumerate(kinds)
+    )  # fmt: skip
+    return build_world(
+        WorldSpec(seed=31, start=START, days=1, feeders=1, areas_per_feeder=2,
+                  meters_per_area=len(kinds) + 2, faults=faults, **spec)
+    )  # fmt: skip
+
+
+def stored_points(url) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT d.name, mp.role, coalesce(a.name, f.name), mp.ct_ratio * mp.pt_ratio,"
+            " CASE WHEN isfinite(mp.valid_from) THEN mp.valid_from END, mp.valid_to"
+            " FROM metering_points mp JOIN devices d ON d.id = mp.device_id"
+            " LEFT JOIN areas a ON a.id = mp.area_id LEFT JOIN feeders f ON f.id = mp.feeder_id"
+            " ORDER BY 1, 5 NULLS FIRST"
+        ).fetchall()
+
+
+def expected_points(inv) -> list[tuple]:
+    rows = [
+        (p["meter"], p["role"], p.get("area", p.get("feeder")),
+         float(p["ct_ratio"] * p["pt_ratio"]), p.get("valid_from"), p.get("valid_to"))
+        for p in inv["metering_point"]
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: (r[0], r[4] is not None, r[4]))
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_FAULT))
+def test_the_inventory_loader_takes_a_world_with_each_fault(migrated_url, kind):
+    """Each fault kind, alone, from noon: what the loader stores is what the inventory says
+    (an inventory fault splits the meter's point at noon; a replacement adds a meter)."""
+    w = faulty_world([kind])
+    inv = w.inventory()
+    ids = store(migrated_url, inv)
+    assert expected_points(inv) == stored_points(migrated_url)
+    b = w.truth.boundaries
+    k = int((AT_NOON.timestamp() - b[0]) // 900)
+    noon = datetime.fromtimestamp(int(b[k]), UTC)
+
+    def rows(meter):
+        return [p[2:] for p in stored_points(migrated_url) if p[0] == meter]
+
+    if kind == "wrong_multiplier":  # the true CT until noon, 40 after
+        true = w.grid.multiplier[w.grid.index("f01-a01-total")]
+        assert rows("f01-a01-total") == [("f01-a01", true, None, noon), ("f01-a01", 40, noon, None)]
+    elif kind == "wrong_area":
+        assert rows("f01-a01-c001") == [("f01-a01", 1, None, noon), ("f01-a02", 1, noon, None)]
+    elif kind == "replacement":
+        assert rows("f01-a01-c001") == [("f01-a01", 1, None, noon)]
+        assert rows("f01-a01-c001-r") == [("f01-a01", 1, noon, None)]
+    else:
+        assert rows("f01-a01-c001") == [("f01-a01", 1, None, None)]
+    with psycopg.connect(migrated_url) as conn:
+        replaced = conn.execute(
+            "SELECT o.name, n.name, r.at, r.old_final, r.new_first"
+            " FROM meter_replacements r JOIN devices o ON o.id = r.old_device_id"
+            " JOIN devices n ON n.id = r.new_device_id"
+        ).fetchall()
+    if kind == "replacement":
+        final = w.truth.register[w.grid.index("f01-a01-c001"), k]
+        assert "f01-a01-c001-r" in ids
+        assert replaced == [("f01-a01-c001", "f01-a01-c001-r", noon, final, 0.0)]
+    else:
+        assert replaced == []
+
+
+@pytest.mark.parametrize(
+    ("at", "where"),
+    [(AT_NOON, {}), (None, {"area_totals": "local"}), (AT_NOON, {"bus_ports": {"f01-a02": "pty"}})],
+)
+def test_the_inventory_loader_takes_a_world_with_every_fault(migrated_url, at, where):
+    """All fault kinds at once (from noon, or from the start: an inventory fault is then the
+    only row), area totals on Modbus or read locally, an area on a bus; loading it twice
+    changes nothing."""
+    w = faulty_world(sorted(EVERY_FAULT), at)
+    inv = w.inventory(**where)
+    ids = store(migrated_url, inv)
+    assert set(w.grid.meters) <= set(ids)  # and the concentrators
+    assert expected_points(inv) == stored_points(migrated_url)
+    with psycopg.connect(migrated_url) as conn:
+        [(n,)] = conn.execute("SELECT count(*) FROM audit_log").fetchall()
+        store(migrated_url, inv)
+        assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (n,)
+        assert conn.execute("SELECT count(*) FROM meter_replacements").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM meter_assets").fetchone() == (len(w.grid.meters),)

@@ -14,6 +14,8 @@ poll fail. Timeouts and lost connections fail the poll: the device, not the bloc
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
@@ -50,8 +52,10 @@ class ModbusTcpCollector:
         unit_id: int,
         register_map: RegisterMap,
         timeout: float = 1.0,
+        now: Callable[[], float] = time.time,  # stamps the readings (a test's manual clock)
     ) -> None:
         metrics.declare(self.protocol)
+        self.now = now
         self.device_id = device_id
         self.device_name = device_name
         self.unit_id = unit_id
@@ -94,7 +98,7 @@ class ModbusTcpCollector:
                 log.info("%s: block from %d is read again", self.device_name, block.address)
         if errors and not values:
             raise errors[0]
-        ts = datetime.now(UTC)
+        ts = datetime.fromtimestamp(self.now(), UTC)
         readings = [Reading(self.device_id, q, ts, v) for q, v in values]
         await sink.add_many(readings)
         return len(readings)
