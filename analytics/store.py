@@ -25,6 +25,7 @@ from analytics import pgbinary
 from analytics.energy import align_registers, pin_replacements
 
 ENERGY = "1.8.0"
+FROZEN_ENERGY = "1.8.0*d"  # the daily frozen energy register (ingest/quantities.toml)
 # Estimated (VEE) and suspect (failed a plausibility rule) values are not meter reads to
 # balance an area on; re-reads (补抄) and clock-suspect ones are (ingest.model.Quality).
 EXCLUDED_QUALITY = 1 | 4
@@ -243,6 +244,13 @@ class AnalyticsStore:
             topo.device_ids, grid.start - tolerance, grid.end + tolerance
         )
         regs = align_registers(idx, ts, value, n, grid.start, grid.step, grid.n + 1, tolerance)
+        # A day's frozen register (日冻结, stored at the local midnight that ends the day) is the
+        # same register at that boundary: it fills the curve's point when that is missing (a
+        # concentrator's curve for the midnight comes only with the next day's upload).
+        fidx, fts, fvalue = self.readings(topo.device_ids, grid.start, grid.end, FROZEN_ENERGY)
+        if fidx.size:
+            frozen = align_registers(fidx, fts, fvalue, n, grid.start, grid.step, grid.n + 1, 0)
+            regs = np.where(np.isnan(regs), frozen, regs)
         pairs = [r for r in topo.replacements if r.old != NONE and r.new != NONE]
         if pairs:
             regs = pin_replacements(

@@ -152,3 +152,25 @@ def test_write_lineloss_upserts_and_stores_nan_as_null(conn):
 
 def _result(**arrays) -> LossResult:
     return LossResult(**{k: np.array(v) for k, v in arrays.items()})
+
+
+def test_a_daily_frozen_register_stands_in_for_a_missing_curve_point(conn):
+    """A concentrator uploads a day's curve once a day: the point at the midnight that ends
+    the day comes with the next day's upload, but the day's frozen register (1.8.0*d, stored
+    at that midnight) is the same register at the same instant, so the day's last interval
+    need not wait."""
+    ids = grid(conn)
+    meter = device(conn, "m")
+    place(conn, meter, "customer", area=ids["a-01"])
+    registers(conn, meter, [10.0, 10.5, None, 12.0])  # boundary 2 missing from the curve
+    conn.execute(  # the frozen register at boundary 2; one at boundary 3 must not override
+        "INSERT INTO readings (device_id, quantity, ts, value, quality) VALUES"
+        " (%s, '1.8.0*d', %s, 11.25, 0), (%s, '1.8.0*d', %s, 99.0, 0)",
+        (meter, DAY + 2 * Q, meter, DAY + 3 * Q),
+    )
+    store = AnalyticsStore(conn)
+    topo = store.topology(Grid(START, 900, 3))
+    regs = store.registers(topo, tolerance=0)
+    row = list(topo.device_names).index("m")
+    # the curve wins where it has the point; the frozen register fills only the gap
+    np.testing.assert_array_equal(regs[row], [10.0, 10.5, 11.25, 12.0])
