@@ -216,6 +216,7 @@ class Compliance:
     incomplete: np.ndarray  # 10-min windows with a missing sample (not counted)
     within: np.ndarray  # means within the band
     share: np.ndarray  # % of the means within the band; NaN: none counted
+    outside_wide: np.ndarray  # means beyond the wide band
     all_within: np.ndarray  # bool: every mean within the wide band
     compliant: np.ndarray  # bool: share ≥ the required share and all_within (and any means)
 
@@ -259,8 +260,7 @@ def weekly_compliance(
     within = _per_period(inside, week_of, n_weeks)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(counted > 0, within / counted * 100, np.nan)
-    all_within = _per_period(outside_wide, week_of, n_weeks) == 0
-    compliant = (counted > 0) & (share >= required_share - 1e-9) & all_within
-    return Compliance(
-        counted, _per_period(~present, week_of, n_weeks), within, share, all_within, compliant
-    )
+    beyond = _per_period(outside_wide, week_of, n_weeks)
+    compliant = (counted > 0) & (share >= required_share - 1e-9) & (beyond == 0)
+    incomplete = _per_period(~present, week_of, n_weeks)
+    return Compliance(counted, incomplete, within, share, beyond, beyond == 0, compliant)
