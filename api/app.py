@@ -17,6 +17,7 @@ from api.routes import (
     devices,
     health,
     lineloss,
+    power_quality,
     quantities,
     reads,
     topology,
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(topology.meters_router)
     app.include_router(lineloss.router)
     app.include_router(analytics.router)
+    app.include_router(power_quality.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
