@@ -147,11 +147,8 @@ def _compute_day(store: AnalyticsStore, policy: PQPolicy, day: date, tz: ZoneInf
     exp = np.repeat(met.placed[rows.meter][:, None], Tq, axis=1)
     q_v = pq.qualification(v, nominal, up, low, np.zeros(Tq, int), 1, METER_STEP, exp)
     c_v = _tenmin(v, nominal, policy)
-    areas = sorted({a for a in met.area if a is not None})
-    area_of = np.array(
-        [areas.index(met.area[i]) if met.area[i] is not None else -1 for i in rows.meter],
-        dtype=np.int64,
-    )
+    areas, meter_area = _area_index(met)
+    area_of = meter_area[rows.meter]
     q_a = pq.combine(q_v, area_of, len(areas))
     c_a = {k: _group_sum(c_v[k], area_of, len(areas)) for k in c_v}
 
@@ -180,7 +177,7 @@ def _rows(q: pq.Qualification, keep: np.ndarray) -> pq.Qualification:
 class PhaseRows:
     meter: np.ndarray  # (r,) index into Meters
     phase_idx: np.ndarray  # (r,) 0…2: which voltage quantity
-    label: list[str]  # the phase the voltage is of
+    phase_code: np.ndarray  # (r,) 0…2: the phase the voltage is of (A, B, C)
 
 
 def _meter_phase_rows(met: load.Meters, v3: np.ndarray) -> PhaseRows:
@@ -188,15 +185,20 @@ def _meter_phase_rows(met: load.Meters, v3: np.ndarray) -> PhaseRows:
     unplaced meter with that phase's readings) A, B, C; a single-phase one its phase, whose
     voltage comes as 32.7.0."""
     seen = np.isfinite(v3).any(axis=2)  # (3, n)
-    meter, idx, label = [], [], []
-    for i in np.flatnonzero(met.placed | seen.any(axis=0)):
-        if met.placed[i] and not met.three_phase[i]:
-            meter.append(i), idx.append(0), label.append(met.phase[i])
-            continue
-        for p in range(3):
-            if (met.placed[i] and met.three_phase[i]) or seen[p, i]:
-                meter.append(i), idx.append(p), label.append("ABC"[p])
-    return PhaseRows(np.array(meter, dtype=np.int64), np.array(idx, dtype=np.int64), label)
+    single = met.placed & ~met.three_phase
+    first = (np.arange(3) == 0)[:, None]
+    mask = np.where(single[None, :], first, (met.placed & met.three_phase)[None, :] | seen)
+    meter, idx = np.nonzero(mask.T)  # by meter, then phase
+    own = np.array(["ABC".find(p[0]) if len(p) == 1 else 0 for p in met.phase], dtype=np.int64)
+    code = np.where(single[meter], own[meter], idx)
+    return PhaseRows(meter.astype(np.int64), idx.astype(np.int64), code.astype(np.int64))
+
+
+def _area_index(met: load.Meters) -> tuple[list[str], np.ndarray]:
+    """The areas' names (sorted) and each meter's index among them (−1: none)."""
+    named = np.array([a or "" for a in met.area] or [""], dtype=str)  # "" sorts first
+    unique, inverse = np.unique(np.append(named, ""), return_inverse=True)
+    return unique[1:].tolist(), (inverse[: len(met.area)] - 1).astype(np.int64)
 
 
 def _tenmin(means: np.ndarray, nominal: np.ndarray, policy: PQPolicy) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import psycopg
 
+from analytics import pgbinary
 from analytics import power_quality as pq
 
 _V_COLS = (
@@ -40,36 +41,76 @@ def _f(x) -> float | None:
     return None if np.isnan(x) else x
 
 
-def _vrows(kind, names, phases, start, q: pq.Qualification, c, nominal, up, low, classes):
-    out = []
-    for i, name in enumerate(names):
-        out.append(
-            (
-                kind,
-                name,
-                phases[i],
-                "day",
-                start,
-                None if nominal is None else _f(nominal[i]),
-                None if up is None else _f(up[i]),
-                None if low is None else _f(low[i]),
-                None if classes is None else classes[i],
-                float(q.monitored[i, 0]),
-                float(q.missing[i, 0]),
-                float(q.over[i, 0]),
-                float(q.under[i, 0]),
-                _f(q.rate[i, 0]),
-                _f(q.max_v[i, 0]),
-                _f(q.min_v[i, 0]),
-                int(c["means"][i]),
-                int(c["within"][i]),
-                int(c["outside_wide"][i]),
-                int(c["incomplete"][i]),
-                1,
-                None,
-            )
-        )
-    return out
+_PHASES = ["A", "B", "C", "-"]
+_V_IN = """
+    CREATE TEMP TABLE IF NOT EXISTS pq_voltage_in (
+        name_idx int4, phase_idx int2, class_idx int2, nominal_v float8, upper_pct float8,
+        lower_pct float8, monitored_s float8, missing_s float8, over_s float8, under_s float8,
+        rate float8, max_v float8, min_v float8, tenmin_means int4, tenmin_within int4,
+        tenmin_outside_wide int4, tenmin_incomplete int4
+    ) ON COMMIT DROP
+"""
+_U_IN = """
+    CREATE TEMP TABLE IF NOT EXISTS pq_unbalance_in (
+        name_idx int4, n_values int4, n_sequence int4, within_normal int4, beyond_short int4,
+        max_pct float8
+    ) ON COMMIT DROP
+"""
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: list[tuple[np.ndarray, str]]) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(pgbinary.encode(columns))
+
+
+def _write_voltage(
+    conn,
+    kind: str,
+    names: list[str],
+    name_idx,
+    phase_idx,
+    start: datetime,
+    q: pq.Qualification,
+    c: dict,
+    nominal=None,
+    up=None,
+    low=None,
+    class_idx=None,
+) -> int:
+    """One kind's day rows: row r is names[name_idx[r]], phase _PHASES[phase_idx[r]]."""
+    r = len(name_idx)
+    if r == 0:
+        return 0
+    nan = np.full(r, np.nan)
+    conn.execute(_V_IN)
+    _copy(conn, "pq_voltage_in", [
+        (np.asarray(name_idx, np.int32), "int4"),
+        (np.asarray(phase_idx, np.int16), "int2"),
+        (np.full(r, -1, np.int16) if class_idx is None else class_idx.astype(np.int16), "int2"),
+        (nan if nominal is None else np.asarray(nominal, float), "float8"),
+        (nan if up is None else np.asarray(up, float), "float8"),
+        (nan if low is None else np.asarray(low, float), "float8"),
+        *((getattr(q, f)[:, 0].astype(float), "float8") for f in _Q_FIELDS),
+        *((np.asarray(c[k]).astype(np.int32), "int4") for k in _C_FIELDS),
+    ])  # fmt: skip
+    cur = conn.execute(
+        f"INSERT INTO pq_voltage ({_V_COLS}) SELECT %(kind)s, n.name,"
+        " (%(phases)s::text[])[i.phase_idx + 1], 'day', %(start)s,"
+        " NULLIF(nominal_v, 'NaN'), NULLIF(upper_pct, 'NaN'), NULLIF(lower_pct, 'NaN'),"
+        " ('{A,B,C,D}'::text[])[NULLIF(i.class_idx + 1, 0)], monitored_s, missing_s, over_s,"
+        " under_s, NULLIF(rate, 'NaN'), NULLIF(max_v, 'NaN'), NULLIF(min_v, 'NaN'),"
+        " tenmin_means, tenmin_within, tenmin_outside_wide, tenmin_incomplete, 1, NULL"
+        " FROM pq_voltage_in i JOIN unnest(%(names)s::text[]) WITH ORDINALITY AS n(name, idx)"
+        " ON n.idx = i.name_idx + 1" + _V_UPSERT[_V_UPSERT.index(" ON CONFLICT") :],
+        {"kind": kind, "phases": _PHASES, "start": start, "names": names},
+    )
+    n = cur.rowcount
+    conn.execute("TRUNCATE pq_voltage_in")
+    return n
+
+
+_Q_FIELDS = ("monitored", "missing", "over", "under", "rate", "max_v", "min_v")
+_C_FIELDS = ("means", "within", "outside_wide", "incomplete")
 
 
 def write_day(
@@ -79,70 +120,58 @@ def write_day(
     monitors,
     meters,
     areas,
-    classes,
-    unbalance,
+    classes: pq.Qualification,
+    unbalance: dict,
     weights: tuple[float, ...],
 ) -> int:
+    """The day rows of every kind, then the day's composite from its class rows."""
     mon, has, up_m, low_m, q_m, c_m = monitors
     keep = np.flatnonzero(has)
-    sub = pq.Qualification(
+    q_keep = pq.Qualification(
         **{f: getattr(q_m, f)[keep] for f in pq.Qualification.__dataclass_fields__}
     )
-    rows = _vrows(
-        "monitor",
-        [mon.names[i] for i in keep],
-        ["-"] * len(keep),
-        start,
-        sub,
-        {k: v[keep] for k, v in c_m.items()},
-        mon.nominal[keep],
-        up_m[keep],
-        low_m[keep],
-        ["ABCD"[k] if k >= 0 else None for k in mon.class_of[keep]],
-    )
+    c_keep = {k: v[keep] for k, v in c_m.items()}
+    dash = _PHASES.index("-")
+    n = _write_voltage(
+        conn, "monitor", mon.names, keep, np.full(len(keep), dash), start, q_keep, c_keep,
+        mon.nominal[keep], up_m[keep], low_m[keep], mon.class_of[keep],
+    )  # fmt: skip
     met, prow, up, low, nominal, q_v, c_v = meters
-    names = [met.names[i] for i in prow.meter]
-    rows += _vrows("meter", names, prow.label, start, q_v, c_v, nominal, up, low, None)
-    area_names, q_a, c_a = areas
-    dash = ["-"] * len(area_names)
-    rows += _vrows("area", area_names, dash, start, q_a, c_a, None, None, None, None)
-    per_class = classes
-    class_of = mon.class_of[keep]
-    c_cls = {
-        k: np.bincount(class_of[class_of >= 0], v[keep][class_of >= 0], 4) for k, v in c_m.items()
-    }
-    rows += _vrows(
-        "class", list("ABCD"), ["-"] * 4, start, per_class, c_cls, None, None, None, None
+    n += _write_voltage(
+        conn, "meter", met.names, prow.meter, prow.phase_code, start, q_v, c_v, nominal, up, low
     )
-    with conn.cursor() as cur:
-        cur.executemany(_V_UPSERT, rows)
-    n = len(rows) + _write_composite(conn, "day", [start], weights)
+    area_names, q_a, c_a = areas
+    G = len(area_names)
+    n += _write_voltage(conn, "area", area_names, np.arange(G), np.full(G, dash), start, q_a, c_a)
+    cls = mon.class_of[keep]
+    known = cls >= 0
+    c_cls = {k: np.bincount(cls[known], v[known], 4) for k, v in c_keep.items()}
+    n += _write_voltage(
+        conn, "class", list(pq.CLASSES), np.arange(4), np.full(4, dash), start, classes, c_cls
+    )
+    n += _write_composite(conn, "day", [start], weights)
     sel = unbalance["meters"]
-    urows = []
     for quantity in ("voltage", "current") if len(sel) else ():
         u = unbalance[quantity]
-        for j, i in enumerate(sel):
-            nv, within = int(u["n_values"][j]), int(u["within_normal"][j])
-            share = within / nv * 100 if nv else None
-            urows.append(
-                (
-                    met.names[i],
-                    quantity,
-                    "day",
-                    start,
-                    nv,
-                    int(u["n_sequence"][j]),
-                    within,
-                    int(u["beyond_short"][j]),
-                    _f(u["max_pct"][j]),
-                    share,
-                    None,
-                    1,
-                )
-            )
-    with conn.cursor() as cur:
-        cur.executemany(_U_UPSERT, urows)
-    return n + len(urows)
+        conn.execute(_U_IN)
+        _copy(conn, "pq_unbalance_in", [
+            (sel.astype(np.int32), "int4"),
+            *((u[k].astype(np.int32), "int4")
+              for k in ("n_values", "n_sequence", "within_normal", "beyond_short")),
+            (u["max_pct"].astype(float), "float8"),
+        ])  # fmt: skip
+        cur = conn.execute(
+            f"INSERT INTO pq_unbalance ({_U_COLS}) SELECT n.name, %(q)s, 'day', %(start)s,"
+            " n_values, n_sequence, within_normal, beyond_short, NULLIF(max_pct, 'NaN'),"
+            " CASE WHEN n_values > 0 THEN within_normal * 100.0 / n_values END, NULL, 1"
+            " FROM pq_unbalance_in i JOIN unnest(%(names)s::text[]) WITH ORDINALITY"
+            " AS n(name, idx) ON n.idx = i.name_idx + 1"
+            + _U_UPSERT[_U_UPSERT.index(" ON CONFLICT") :],
+            {"q": quantity, "start": start, "names": met.names},
+        )
+        n += cur.rowcount
+        conn.execute("TRUNCATE pq_unbalance_in")
+    return n
 
 
 def write_flags(conn, day: date, mon, has, up_m, low_m, q_m, stats: dict, policy) -> int:

@@ -186,3 +186,9 @@ def test_weeks_and_months_sum_their_days_and_the_watermark_holds(conn):
     ).fetchone()
     assert nxt == (96 * 900, None)
     assert np.isclose(voltage(conn, "meter", "c1", "B", "week")["missing_s"], 1800 + 96 * 900)
+
+
+def test_nothing_to_do_without_voltages(conn):
+    summary = run_power_quality(AnalyticsStore(conn), POLICY, NOW)
+    assert (summary.days, summary.rows, summary.reasons) == ([], 0, ["no voltages yet"])
+    assert conn.execute("SELECT count(*) FROM analytics_watermarks").fetchone()[0] == 0
