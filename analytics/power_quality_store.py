@@ -28,7 +28,7 @@ class Monitors:
     names: list[str]
     nominal: np.ndarray  # (m,) V: attribute nominal_voltage, else the monitor's own, else site
     class_of: np.ndarray  # (m,) 0…3 = A…D, −1 unknown
-    commissioned: np.ndarray  # (m,) unix seconds, −inf: always
+    commissioned: np.ndarray  # (m,) unix seconds, +inf: not known
 
 
 @dataclass
@@ -58,7 +58,7 @@ def monitors(conn: psycopg.Connection, site_nominal: float) -> Monitors:
         [r[1] for r in rows],
         np.array([r[2] or r[3] or site_nominal for r in rows], dtype=float),
         np.array([classes.get(r[4], -1) for r in rows], dtype=np.int64),
-        np.array([-np.inf if r[5] is None else r[5] for r in rows], dtype=float),
+        np.array([np.inf if r[5] is None else r[5] for r in rows], dtype=float),
     )
 
 

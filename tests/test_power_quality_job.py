@@ -192,3 +192,27 @@ def test_nothing_to_do_without_voltages(conn):
     summary = run_power_quality(AnalyticsStore(conn), POLICY, NOW)
     assert (summary.days, summary.rows, summary.reasons) == ([], 0, ["no voltages yet"])
     assert conn.execute("SELECT count(*) FROM analytics_watermarks").fetchone()[0] == 0
+
+
+def test_a_silent_monitor_is_missing_only_once_commissioned(conn):
+    seed(conn)
+    conn.execute(
+        "INSERT INTO devices (name, kind, protocol, endpoint, poll_interval, attributes)"
+        " VALUES ('vm-3', 'voltage_monitor', 'modbus_rtu', 'pty', 600, %s)",
+        (psycopg.types.json.Jsonb({"commissioned": (DAY - timedelta(days=9)).isoformat()}),),
+    )
+    run_power_quality(AnalyticsStore(conn), POLICY, NOW + timedelta(days=1))
+    rows = conn.execute(
+        "SELECT name, start, monitored_s, missing_s, rate FROM pq_voltage"
+        " WHERE kind = 'monitor' AND period = 'day' ORDER BY start, name"
+    ).fetchall()
+    later = DAY + timedelta(days=1)
+    # vm-1, vm-2: readings and statistics on day 1 only, no commissioning date: no row on
+    # day 2; vm-3 (commissioned, never heard from): the whole of both days missing
+    assert [(n, s) for n, s, *_ in rows] == [
+        ("vm-1", DAY),
+        ("vm-2", DAY),
+        ("vm-3", DAY),
+        ("vm-3", later),
+    ]
+    assert {tuple(r[2:]) for r in rows if r[0] == "vm-3"} == {(0, 86400, None)}
