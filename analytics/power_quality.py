@@ -110,21 +110,24 @@ def qualification(
 
 
 def _per_period(mask: np.ndarray, period_of: np.ndarray, n_periods: int) -> np.ndarray:
-    """Count of True per row and period (n, P)."""
-    n = mask.shape[0]
-    out = np.zeros((n, n_periods + 1))
-    np.add.at(out.T, period_of, mask.T.astype(float))  # −1 lands in the spare last column
-    return out[:, :n_periods]
+    """Count of True per row and period (n, P): a product with the one-hot (T, P) of the
+    periods (−1 matches none)."""
+    onehot = (period_of[:, None] == np.arange(n_periods)[None, :]).astype(np.float32)
+    return (mask.astype(np.float32) @ onehot).astype(float)
 
 
 def _extremes(v: np.ndarray, period_of: np.ndarray, n_periods: int):
+    """Max and min per row and period, NaN where none is present (a loop per period)."""
     n = v.shape[0]
-    vmax = np.full((n, n_periods + 1), -np.inf)
-    vmin = np.full((n, n_periods + 1), np.inf)
-    np.fmax.at(vmax.T, period_of, v.T)  # fmax/fmin skip NaN
-    np.fmin.at(vmin.T, period_of, v.T)
-    vmax, vmin = vmax[:, :n_periods], vmin[:, :n_periods]
-    return np.where(np.isfinite(vmax), vmax, np.nan), np.where(np.isfinite(vmin), vmin, np.nan)
+    vmax = np.full((n, n_periods), np.nan)
+    vmin = np.full((n, n_periods), np.nan)
+    for p in range(n_periods):
+        cols = v[:, period_of == p]
+        hi = np.fmax.reduce(cols, axis=1, initial=-np.inf)  # fmax: NaN loses
+        lo = np.fmin.reduce(cols, axis=1, initial=np.inf)
+        vmax[:, p] = np.where(np.isfinite(hi), hi, np.nan)
+        vmin[:, p] = np.where(np.isfinite(lo), lo, np.nan)
+    return vmax, vmin
 
 
 def combine(q: Qualification, group_of: np.ndarray, n_groups: int) -> Qualification:
