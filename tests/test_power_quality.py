@@ -166,3 +166,19 @@ def test_settings_refuse_limits_beyond_the_35kv_sum_rule():
         Settings(pq_voltage_limits=[(220, 7, -10), (35000, 7, -3.5)])
     with pytest.raises(ValueError, match="upper ≥ 0"):
         Settings(pq_voltage_limits=[(220, -1, -10)])
+
+
+def test_the_job_policy_follows_the_settings():
+    from analytics.power_quality_job import policy_from_settings
+    from gridread.settings import Settings
+
+    s = Settings(
+        pq_voltage_limits=[(220, 5, -5)],
+        pq_class_weights=(1, 0, 0, 0),
+        pq_monitor_disagreement_pp=1.5,
+        nominal_voltage=230.0,
+        timezone="UTC",
+    )
+    p = policy_from_settings(s)
+    assert (p.limits, p.class_weights, p.disagreement_pp) == (((220, 5, -5),), (1, 0, 0, 0), 1.5)
+    assert (p.site_nominal_v, p.timezone, p.weekly_share) == (230.0, "UTC", 95.0)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
-from api.deps import Conn
+from api.deps import Conn, LocalTz
 from api.params import TEXT, UNAVAILABLE, IsoDate, IsoInstant, invalid, window
 
 router = APIRouter(prefix="/power-quality", tags=["power quality"], responses=UNAVAILABLE)
@@ -192,13 +192,14 @@ async def unbalance(
 @router.get("/monitor-flags", response_model=MonitorFlagsPublic)
 async def monitor_flags(
     conn: Conn,
+    tz: LocalTz,
     first: Annotated[IsoDate | None, Query(description="first local day, default: 31 back")] = None,
     last: Annotated[IsoDate | None, Query(description="last local day, default: today")] = None,
     flagged: Annotated[bool | None, Query(description="only the flagged (or not) days")] = None,
     name: Name = None,
 ):
     """The voltage monitors' own daily statistics beside gridread's, per local day."""
-    last_ = last or date.today()
+    last_ = last or datetime.now(tz).date()
     first_ = first or last_ - timedelta(days=31)
     for field, d in (("first", first_), ("last", last_)):
         if not date(1, 1, 2) <= d < date(9999, 12, 31):
