@@ -144,7 +144,10 @@ def _compute_day(store: AnalyticsStore, policy: PQPolicy, day: date, tz: ZoneInf
     v = v3[rows.phase_idx, rows.meter]
     up, low = pq.limits_for(met.system_v[rows.meter], table)
     nominal = met.nominal[rows.meter]
-    exp = np.repeat(met.placed[rows.meter][:, None], Tq, axis=1)
+    starts = lo + METER_STEP * np.arange(Tq)
+    exp = met.placed[rows.meter][:, None] & (
+        starts[None, :] >= met.commissioned[rows.meter][:, None]
+    )
     q_v = pq.qualification(v, nominal, up, low, np.zeros(Tq, int), 1, METER_STEP, exp)
     c_v = _tenmin(v, nominal, policy)
     areas, meter_area = _area_index(met)

@@ -41,6 +41,7 @@ class Meters:
     area: list[str | None]
     system_v: np.ndarray  # (n,) system nominal V (for the limits table)
     nominal: np.ndarray  # (n,) phase-to-neutral V the meter should see (secondary)
+    commissioned: np.ndarray  # (n,) unix seconds, −inf: not known (expected when placed)
 
 
 def monitors(conn: psycopg.Connection, site_nominal: float) -> Monitors:
@@ -70,7 +71,9 @@ def meters(conn: psycopg.Connection, at: int, site_nominal: float) -> Meters:
     phase voltage over the PT ratio (a head)."""
     rows = conn.execute(
         "SELECT d.id, d.name, (d.attributes->>'nominal_voltage')::float8, mp.role,"
-        "  coalesce(mp.phase, 'ABC'), mp.pt_ratio, a.name, a.lv_voltage_kv, f.voltage_kv"
+        "  coalesce(mp.phase, 'ABC'), mp.pt_ratio, a.name, a.lv_voltage_kv,"
+        "  f.voltage_kv,"
+        "  extract(epoch FROM (d.attributes->>'commissioned')::timestamptz)::float8"
         " FROM devices d LEFT JOIN metering_points mp ON mp.device_id = d.id"
         "  AND mp.valid_from <= to_timestamp(%s)"
         "  AND (mp.valid_to IS NULL OR mp.valid_to > to_timestamp(%s))"
@@ -79,7 +82,7 @@ def meters(conn: psycopg.Connection, at: int, site_nominal: float) -> Meters:
         (at, at),
     ).fetchall()
     system, nominal = [], []
-    for _id, _name, attr, role, phase, pt, _area, lv_kv, feeder_kv in rows:
+    for _id, _name, attr, role, phase, pt, _area, lv_kv, feeder_kv, _since in rows:
         if role == "feeder_head":
             system.append(feeder_kv * 1000)
             nominal.append(attr or feeder_kv * 1000 / np.sqrt(3) / pt)
@@ -99,6 +102,7 @@ def meters(conn: psycopg.Connection, at: int, site_nominal: float) -> Meters:
         [r[6] for r in rows],
         np.array(system, dtype=float),
         np.array(nominal, dtype=float),
+        np.array([-np.inf if r[9] is None else r[9] for r in rows], dtype=float),
     )
 
 

@@ -95,6 +95,10 @@ def seed(conn) -> None:
     readings(conn, total, "81.7.2", [240.0] * 4, Q)
 
 
+def grid_ids(conn) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, id FROM areas").fetchall())
+
+
 def voltage(conn, kind: str, name: str, phase: str = "-", period: str = "day") -> dict:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
@@ -201,7 +205,12 @@ def test_a_silent_monitor_is_missing_only_once_commissioned(conn):
         " VALUES ('vm-3', 'voltage_monitor', 'modbus_rtu', 'pty', 600, %s)",
         (psycopg.types.json.Jsonb({"commissioned": (DAY - timedelta(days=9)).isoformat()}),),
     )
+    c3 = device(conn, "c3", commissioned=DAY + timedelta(hours=12))
+    place(conn, c3, "customer", area=grid_ids(conn)["a-01"], valid_from=DAY)
+    conn.execute("UPDATE metering_points SET phase = 'A' WHERE device_id = %s", (c3,))
     run_power_quality(AnalyticsStore(conn), POLICY, NOW + timedelta(days=1))
+    # c3: placed all day but commissioned at noon, never read: 48 intervals missing, not 96
+    assert voltage(conn, "meter", "c3", "A")["missing_s"] == 48 * 900
     rows = conn.execute(
         "SELECT name, start, monitored_s, missing_s, rate FROM pq_voltage"
         " WHERE kind = 'monitor' AND period = 'day' ORDER BY start, name"
