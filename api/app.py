@@ -19,6 +19,7 @@ from api.routes import (
     devices,
     health,
     lineloss,
+    power_quality,
     quantities,
     reads,
     topology,
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(topology.meters_router)
     app.include_router(lineloss.router)
     app.include_router(analytics_routes.router)
+    app.include_router(power_quality.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

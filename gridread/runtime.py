@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
+from analytics.power_quality_job import policy_from_settings, run_power_quality
 from analytics.store import AnalyticsStore
 from api.app import create_app
 from collectors.base import PolledCollector, ReadingSink
@@ -431,6 +432,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
             store = AnalyticsStore(conn)
             summary = run_lineloss(store, policy, datetime.now(UTC))
             checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
+            run_power_quality(store, policy_from_settings(settings), datetime.now(UTC))
             if checked:
                 log.info("meter errors and meter-to-area check: %d rows", checked)
             return summary

@@ -178,6 +178,67 @@ class Settings(BaseSettings):
         description="meter errors: sd of the prior on each service line's loss from its own"
         " voltage drop against the area total's (relative); 0: no prior",
     )
+    # power quality (analytics/power_quality*.py)
+    pq_voltage_limits: list[tuple[float, float, float]] = Field(
+        default=[
+            (220.0, 7.0, -10.0),
+            (380.0, 7.0, -7.0),
+            (10000.0, 7.0, -7.0),
+            (35000.0, 5.0, -5.0),
+        ],
+        description="voltage qualification limits: rows (system nominal V, upper %, lower %);"
+        " a system uses the row of the largest nominal ≤ its own",
+    )
+    pq_sum_deviation_from_v: float = Field(
+        default=35000.0,
+        gt=0,
+        description="rows at or above this nominal: |upper| + |lower| ≤"
+        " pq_sum_deviation_max_pct (GB/T 12325, 35 kV and above)",
+    )
+    pq_sum_deviation_max_pct: float = Field(default=10.0, gt=0)
+    pq_class_weights: tuple[float, float, float, float] = Field(
+        default=(0.5, 1 / 6, 1 / 6, 1 / 6),
+        description="composite voltage qualification rate: weights of classes A, B, C, D",
+    )
+    pq_voltage_unbalance_limits: tuple[float, float] = Field(
+        default=(2.0, 4.0), description="% voltage unbalance: normal (95 %), short-term (all)"
+    )
+    pq_current_unbalance_limits: tuple[float, float] = Field(
+        default=(2.0, 4.0), description="% current unbalance: normal (95 %), short-term (all)"
+    )
+    pq_weekly_band_pct: tuple[float, float] = Field(
+        default=(10.0, -10.0), description="EN 50160: % band 95 % of a week's 10-min means keep"
+    )
+    pq_weekly_wide_pct: tuple[float, float] = Field(
+        default=(10.0, -15.0), description="EN 50160: % band all 10-min means keep"
+    )
+    pq_weekly_share: float = Field(default=95.0, gt=0, le=100)
+    pq_monitor_disagreement_pp: float = Field(
+        default=0.5,
+        ge=0,
+        description="pp between a monitor's own daily rate and gridread's above which the day"
+        " is flagged",
+    )
+
+    @model_validator(mode="after")
+    def _pq_limits(self) -> Settings:
+        if not self.pq_voltage_limits:
+            raise ValueError("pq_voltage_limits needs at least one row")
+        for nominal, upper, lower in self.pq_voltage_limits:
+            if nominal <= 0 or upper < 0 or lower > 0:
+                raise ValueError(
+                    f"pq_voltage_limits row {nominal:g} V: nominal > 0, upper ≥ 0, lower ≤ 0"
+                )
+            if nominal >= self.pq_sum_deviation_from_v and (
+                upper - lower > self.pq_sum_deviation_max_pct + 1e-9
+            ):
+                raise ValueError(
+                    f"pq_voltage_limits row {nominal:g} V: |upper| + |lower| must be ≤"
+                    f" {self.pq_sum_deviation_max_pct:g} %"
+                )
+        if any(w < 0 for w in self.pq_class_weights) or sum(self.pq_class_weights) <= 0:
+            raise ValueError("pq_class_weights: non-negative, not all 0")
+        return self
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:
