@@ -178,6 +178,17 @@ class Settings(BaseSettings):
         description="meter errors: sd of the prior on each service line's loss from its own"
         " voltage drop against the area total's (relative); 0: no prior",
     )
+    anomaly_rules: str = Field(
+        default="",
+        description="anomaly rules file (TOML, analytics/anomaly_rules.toml's format);"
+        " empty: the built-in one",
+    )
+    anomaly_days: int = Field(
+        default=14, ge=3, le=92, description="abnormal readings: days of history per run"
+    )
+    anomaly_nominal_v: float = Field(
+        default=220.0, gt=0, description="abnormal readings: nominal phase voltage (V)"
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:

@@ -33,6 +33,7 @@ from ingest.exceptions import SchemaError
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
 from ingest.schema_analytics import ANALYTICS_MIGRATION
+from ingest.schema_anomalies import ANOMALIES_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
 
@@ -165,6 +166,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     TOPOLOGY_MIGRATION,  # 7 (5 and 6 are the rollups': ingest.rollups)
     ANALYTICS_MIGRATION,  # 8
     MULTIPLIER_MIGRATION,  # 9 (ingest/schema_multiplier.py)
+    ANOMALIES_MIGRATION,  # 12 (ingest/schema_anomalies.py)
 ]
 
 _READINGS_COLUMNS = """
