@@ -20,6 +20,7 @@ from api.routes import (
     quantities,
     reads,
     topology,
+    worklist,
 )
 from ingest.localtime import DEFAULT_TIMEZONE
 
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(topology.meters_router)
     app.include_router(lineloss.router)
     app.include_router(analytics.router)
+    app.include_router(worklist.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

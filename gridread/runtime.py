@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import uvicorn
 
+from analytics.anomaly_job import AnomalyPolicy, run_anomalies
 from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
@@ -412,6 +413,10 @@ def analytics_service(url: str, settings: Settings) -> Service:
         service_loss=settings.meter_error_service_loss,
         drop_prior_sd=settings.meter_error_drop_prior_sd,
     )
+    anomalies = AnomalyPolicy.from_file(
+        policy, settings.anomaly_rules, days=settings.anomaly_days,
+        nominal_v=settings.anomaly_nominal_v,
+    )  # fmt: skip
 
     def once() -> RunSummary:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -420,6 +425,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
             checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
             if checked:
                 log.info("meter errors and meter-to-area check: %d rows", checked)
+            run_anomalies(store, anomalies, datetime.now(UTC))
             return summary
 
     async def run() -> None:
