@@ -42,13 +42,14 @@ def test_worklist_ranked_per_area_with_evidence(client):
 def test_status_workflow_and_refusals(client):
     case = client.get("/worklist", params={"kind": "stopped"}).json()["data"][0]
     url = f"/worklist/cases/{case['id']}"
+    status = f"{url}/status"
     # open → confirmed skips the inspection: refused
-    r = client.patch(url, json={"status": "confirmed"})
+    r = client.patch(status, json={"status": "confirmed"})
     assert r.status_code == 409 and "allowed assigned" in r.json()["detail"]
     # assigned without an assignee: refused
-    assert client.patch(url, json={"status": "assigned"}).status_code == 422
-    assert client.patch(url, json={"status": "nonsense"}).status_code == 422
-    r = client.patch(url, json={"status": "assigned", "assignee": "li.wei", "note": "visit Tue"})
+    assert client.patch(status, json={"status": "assigned"}).status_code == 422
+    assert client.patch(status, json={"status": "nonsense"}).status_code == 422
+    r = client.patch(status, json={"status": "assigned", "assignee": "li.wei", "note": "visit Tue"})
     assert r.status_code == 200 and r.json()["assignee"] == "li.wei"
     r = client.post(f"{url}/transitions", json={"status": "confirmed", "note": "register jammed"})
     assert r.status_code == 201
@@ -60,7 +61,7 @@ def test_status_workflow_and_refusals(client):
         ("assigned", "confirmed"),
     ]
     # closed: nothing more
-    assert client.patch(url, json={"status": "open"}).status_code == 409
+    assert client.patch(status, json={"status": "open"}).status_code == 409
     # no longer in the default (live) worklist, but listed by status
     assert client.get("/worklist", params={"kind": "stopped"}).json()["count"] == 0
     listed = client.get("/worklist", params={"status": "confirmed"}).json()
@@ -77,6 +78,6 @@ def test_status_workflow_and_refusals(client):
 
 def test_unknown_case_is_404(client):
     assert client.get("/worklist/cases/999999").status_code == 404
-    r = client.patch("/worklist/cases/999999", json={"status": "assigned", "assignee": "x"})
+    r = client.patch("/worklist/cases/999999/status", json={"status": "assigned", "assignee": "x"})
     assert r.status_code == 404
     assert client.get("/worklist/cases/0").status_code == 422

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from api.deps import Conn
-from api.params import TEXT, UNAVAILABLE
+from api.params import TEXT, UNAVAILABLE, invalid
 from api.schemas import ErrorPublic
 
 router = APIRouter(prefix="/worklist", tags=["worklist"], responses=UNAVAILABLE)
@@ -28,7 +28,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 NOT_FOUND: dict[int | str, dict] = {404: {"model": ErrorPublic, "description": "No such case"}}
 CONFLICT: dict[int | str, dict] = {
-    409: {"model": ErrorPublic, "description": "Transition not allowed from the case's status"}
+    400: {"model": ErrorPublic, "description": "The body is not JSON"},
+    409: {"model": ErrorPublic, "description": "Transition not allowed from the case's status"},
 }
 
 
@@ -139,7 +140,9 @@ async def case(conn: Conn, case_id: CaseId):
 
 
 @router.patch(
-    "/cases/{case_id}", response_model=CaseDetailPublic, responses={**NOT_FOUND, **CONFLICT}
+    "/cases/{case_id}/status",
+    response_model=CaseDetailPublic,
+    responses={**NOT_FOUND, **CONFLICT},
 )
 async def update_case(conn: Conn, case_id: CaseId, body: TransitionIn):
     """Move a case along open → assigned → confirmed | false_positive (or assigned → open);
@@ -160,7 +163,7 @@ async def add_transition(conn: Conn, case_id: CaseId, body: TransitionIn):
 
 async def _transition(conn, case_id: int, body: TransitionIn) -> dict:
     if body.status == "assigned" and not body.assignee:
-        raise HTTPException(422, "an assigned case needs an assignee")
+        raise invalid("assignee", None, "an assigned case needs an assignee", where="body")
     async with conn.transaction():
         row = await (
             await conn.execute(
