@@ -10,6 +10,7 @@ Missing is NaN and never hits a rule: no data, no verdict.
 from __future__ import annotations
 
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ RULE_NAMES = (
     "voltage_loss", "current_loss", "current_unbalance", "clock_drift",
     "demand_over_contract", "cover_open", "power_down", "consumption_drop", "loss_step",
     "drop_with_loss", "area_loss_high", "area_loss_negative", "meter_error", "misassigned",
-    "wrong_multiplier",
+    "wrong_multiplier", "multiplier_jump",
 )  # fmt: skip
 
 
@@ -106,7 +107,10 @@ class AnomalyInput:
     meter_error_flagged: NDArray[np.bool_] | None = None
     misassigned: NDArray[np.bool_] | None = None
     wrong_multiplier: NDArray[np.bool_] | None = None
-    multiplier_change: NDArray[np.int64] | None = None  # (n,) interval of a ledger change, −1
+    # (n,) the interval of a ledger multiplier change (−1: none) and new / old multiplier
+    multiplier_change: NDArray[np.int64] | None = None
+    multiplier_ratio: NDArray[np.float64] | None = None
+    area_of: NDArray[np.int64] | None = None  # (n,) ledger area per meter (−1: none)
 
 
 @dataclass(frozen=True)
@@ -332,6 +336,14 @@ def _day_starts(day_of: NDArray[np.int64]) -> NDArray[np.int64]:
 def _split_stats(x: NDArray[np.float64], min_days: int):
     """Best split of (n, D) daily values (NaN: unknown) by Welch's z of mean(before) −
     mean(after): (day d, z, mean before, mean after) per meter, d = −1 where none."""
+    z, mb, ma = _split_matrix(x, min_days)
+    best = np.abs(z).argmax(axis=1)
+    zb = _pick(z, best)
+    return np.where(zb != 0, best + 1, -1), zb, _pick(mb, best), _pick(ma, best)
+
+
+def _split_matrix(x: NDArray[np.float64], min_days: int):
+    """Welch's z, mean before, mean after for every split day 1 … D−1: (n, D − 1) each."""
     ok = np.isfinite(x)
     v = np.where(ok, x, 0.0)
     c = np.cumsum(np.c_[np.zeros(len(x)), ok], axis=1)[:, 1:-1]
@@ -345,10 +357,7 @@ def _split_stats(x: NDArray[np.float64], min_days: int):
         va = np.maximum(sa2 / na - ma**2, 0.0) * na / (na - 1)
         z = (mb - ma) / np.sqrt(vb / c + va / na)
     z = np.where((c >= min_days) & (na >= min_days) & np.isfinite(z), z, 0.0)
-    best = np.abs(z).argmax(axis=1)
-    pick = lambda a: np.take_along_axis(a, best[:, None], axis=1)[:, 0]  # noqa: E731
-    zb = pick(z)
-    return np.where(zb != 0, best + 1, -1), zb, pick(mb), pick(ma)
+    return z, mb, ma
 
 
 def _day_rule(inp, rule, starts, day, hit, value, kinds=None, **extra) -> RuleHits:
@@ -367,12 +376,37 @@ def _consumption_drop(inp: AnomalyInput, rule: Rule) -> RuleHits:
     return _day_rule(inp, rule, starts, day, hit, drop, z=z, before=before, after=after)
 
 
-def _beta_split(inp: AnomalyInput, min_days: float):
+def _cleaned_dloss(inp: AnomalyInput) -> NDArray[np.float64]:
+    """Δloss less what the area's members' own service lines explain: per area, least
+    squares of Δloss on every member's Δ(E²) (a line's I²R goes with its load squared, and
+    with spiky loads it is most of what moves the loss from one interval to the next); the
+    residual per member row. A loop per area (each area its own regression)."""
+    dr = np.diff(inp.area_loss, axis=1, prepend=np.nan)
+    e2 = np.diff(np.nan_to_num(inp.energy) ** 2, axis=1, prepend=np.nan)
+    out = dr.copy()
+    areas = np.unique(inp.area_of[inp.area_of >= 0])
+    for a in areas:
+        rows = np.flatnonzero((inp.area_of == a) & np.isfinite(inp.area_loss).any(axis=1))
+        if len(rows) == 0:
+            continue
+        x = e2[rows].T  # (T, m)
+        with warnings.catch_warnings():  # an interval every member misses: NaN, as it should
+            warnings.simplefilter("ignore", RuntimeWarning)
+            y = np.nanmedian(dr[rows], axis=0)
+        ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
+        if ok.sum() <= 2 * len(rows):
+            continue  # too few intervals to fit: left as is
+        coef = np.linalg.lstsq(x[ok], y[ok], rcond=None)[0]
+        out[rows] = dr[rows] - np.where(np.isfinite(x), x, 0.0) @ coef
+    return out
+
+
+def _beta_split(inp: AnomalyInput, min_days: float, dr: NDArray[np.float64] | None = None):
     """β = Σ Δloss·ΔE / Σ ΔE² before and after each split day (first differences keep each
     meter's own switching and drop the daily shape that all meters share): (starts, z of
     β_after − β_before, β_before, β_after), (n, D − 1) each; z = 0 where a side is short."""
     starts = _day_starts(inp.day_of)
-    dr = np.diff(inp.area_loss, axis=1, prepend=np.nan)
+    dr = np.diff(inp.area_loss, axis=1, prepend=np.nan) if dr is None else dr
     de = np.diff(inp.energy, axis=1, prepend=np.nan)
     ok = np.isfinite(dr) & np.isfinite(de)
     dr, de = np.where(ok, dr, 0.0), np.where(ok, de, 0.0)
@@ -428,18 +462,55 @@ def _drop_with_loss(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
     if inp.area_loss is None or inp.energy.shape[1] < 2:
         return None
     min_days = int(_p(rule, "min_days", 2))
-    starts, z, bb, ba = _beta_split(inp, min_days)
-    daily = np.add.reduceat(inp.energy, starts, axis=1)
-    day, dz, before, after = _split_stats(daily, min_days)
+    clean = inp.area_of is not None and bool(rule.params.get("clean_service_loss", True))
+    starts, z, bb, ba = _beta_split(inp, min_days, _cleaned_dloss(inp) if clean else None)
+    dzm, mb, ma = _split_matrix(np.add.reduceat(inp.energy, starts, axis=1), min_days)
+    # the day where both sides are strongest at once: max over days of min(drop z, loss z)
+    both = np.minimum(dzm, z)
+    col = both.argmax(axis=1)
+    day = np.where((dzm != 0) & (z != 0), 1, 0)[np.arange(len(col)), col] * (col + 1)
+    day = np.where(day > 0, day, -1)
+    dz, before, after = _pick(dzm, col), _pick(mb, col), _pick(ma, col)
     with np.errstate(invalid="ignore", divide="ignore"):
         drop = 1.0 - after / before
-    col = day - 1
     zl, step = _pick(z, col), _pick(ba, col) - _pick(bb, col)
     hit = (
         (day >= 0) & (dz >= _p(rule, "min_drop_z", 2.5)) & (drop >= _p(rule, "min_drop", 0.15))
         & (zl >= _p(rule, "min_loss_z", 2.0)) & (step >= _p(rule, "min_step", 0.1))
     )  # fmt: skip
     return _day_rule(inp, rule, starts, day, hit, drop, drop_z=dz, loss_z=zl, loss_step=step)
+
+
+def _multiplier_jump(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
+    """A ledger multiplier change that the field did not make: the primary energy jumps by
+    the ledger's ratio at that interval (a real CT swap leaves it continuous: the secondary
+    register slows by the same ratio). Hit when the mean after / before lies nearer (in log)
+    to the ratio than to 1 and the jump's z is large."""
+    if inp.multiplier_change is None or inp.multiplier_ratio is None:
+        return None
+    n_t = inp.energy.shape[1]
+    k = inp.multiplier_change
+    after = np.arange(n_t)[None, :] >= k[:, None]
+    e = inp.energy
+    ok = np.isfinite(e)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sides = []
+        for m in (ok & ~after, ok & after):  # before, after
+            cnt = m.sum(axis=1)
+            mean = np.where(m, e, 0.0).sum(axis=1) / cnt
+            var = np.where(m, (e - mean[:, None]) ** 2, 0.0).sum(axis=1) / (cnt - 1)
+            sides.append((cnt, mean, var))
+        (nb, mb, vb), (na, ma, va) = sides
+        z = (ma - mb) / np.sqrt(vb / nb + va / na)
+        observed = np.log(ma / mb)
+        expected = np.log(inp.multiplier_ratio)
+        nearer = np.abs(observed - expected) < np.abs(observed)
+    min_n = _p(rule, "min_intervals", 96)
+    hit = (k >= 0) & (nb >= min_n) & (na >= min_n) & nearer & (np.abs(z) >= _p(rule, "min_z", 3.0))
+    ratio = np.exp(observed)
+    return _per_meter(
+        rule, hit, k, np.where(hit, na, 0), ratio, z=z, ledger_ratio=inp.multiplier_ratio
+    )
 
 
 def _area_status(inp: AnomalyInput, rule: Rule, status: Status) -> RuleHits | None:
@@ -486,6 +557,7 @@ _RULES = {
     "consumption_drop": _consumption_drop,
     "loss_step": _loss_step,
     "drop_with_loss": _drop_with_loss,
+    "multiplier_jump": _multiplier_jump,
     "area_loss_high": lambda i, r: _area_status(i, r, Status.HIGH),
     "area_loss_negative": lambda i, r: _area_status(i, r, Status.NEGATIVE),
     "meter_error": _meter_error,

@@ -110,13 +110,21 @@ def load_input(
     area_of = np.where(placed.any(axis=1), topo.area[np.arange(n), last], -1).astype(np.int64)
     days = _day_starts(grid.start, grid.end, tz)
     day_of = np.searchsorted(days, grid.starts, side="right") - 1
+    change = _multiplier_change(topo.multiplier)
+    at = np.maximum(change, 1)
+    rows = np.arange(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(
+            change > 0, topo.multiplier[rows, at] / topo.multiplier[rows, at - 1], np.nan
+        )
     inp = AnomalyInput(
         energy=energy, flags=flags, day_of=day_of, step=STEP, export=export, voltage=volts,
         current=amps, nominal_v=np.full(n, policy.nominal_v), consumer=customer,
         area_loss=np.where(customer[:, None], area_loss, np.nan),
         area_status=_area_status(store, topo, area_of),
         events=_events(store, topo),
-        multiplier_change=_multiplier_change(topo.multiplier),
+        multiplier_change=change, multiplier_ratio=ratio,
+        area_of=np.where(customer, area_of, -1),
         **_issue9(store, topo, end),
     )  # fmt: skip
     return inp, area_of

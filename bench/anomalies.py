@@ -76,12 +76,13 @@ def ledger_input(world):
     mult = np.repeat(g.multiplier[:, None], T, axis=1)
     area_of = np.repeat(g.meter_area[:, None], T, axis=1)
     labels = np.full(n, None, dtype=object)
-    changed = np.full(n, -1)
+    changed, ratio = np.full(n, -1), np.full(n, np.nan)
     for f in tr.faults:
         labels[f.meter] = {"wrong_area": "misassigned"}.get(f.kind, f.kind)
         if f.kind == "wrong_multiplier":
             mult[f.meter, f.k :] = f.params["ct_ratio"] * g.pt[f.meter]
             changed[f.meter] = f.k
+            ratio[f.meter] = f.params["ct_ratio"] * g.pt[f.meter] / g.multiplier[f.meter]
         elif f.kind == "wrong_area":
             area_of[f.meter, f.k :] = g.areas.index(f.params["area"])
     modulus = np.where(np.isfinite(tr.modulus), tr.modulus, np.inf)
@@ -113,7 +114,8 @@ def ledger_input(world):
         voltage=tr.voltage[:, None, :], nominal_v=np.full(n, 220.0),
         consumer=customer, area_loss=np.where(customer[:, None], meter_loss, np.nan),
         misassigned=mapping.flagged & customer, wrong_multiplier=wrong_mult,
-        multiplier_change=changed,
+        multiplier_change=changed, multiplier_ratio=ratio,
+        area_of=np.where(customer, area_of[:, -1], -1),
     )  # fmt: skip
     return inp, area_of[:, -1], labels
 
