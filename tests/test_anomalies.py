@@ -9,6 +9,7 @@ from analytics.anomalies import (
     AnomalyInput,
     Events,
     Rule,
+    _cleaned_dloss,
     evaluate,
     load_rules,
     sustained,
@@ -258,3 +259,65 @@ def test_rules_file_loads_and_bad_files_say_why(tmp_path):
     bad.write_text('[rule.stopped]\nseverity = "high"\nsuggests = "x"\n')
     with pytest.raises(ValueError, match="lacks 'weight'"):
         load_rules(bad)
+
+
+def test_drop_with_loss_both_sides_on_one_day():
+    # 6 days × 2 intervals. Registered energy per day: 1+3, 1+3.5, 1+2.5, then a theft of
+    # half the load: 0.5+1.5, 0.5+1.75, 0.5+1.25 (daily 4, 4.5, 3.5, 2, 2.25, 1.75).
+    # The area's loss: 1, plus the stolen energy (= the registered, share ½) from t = 6.
+    # The rule takes the day maximising min(drop z, loss z):
+    # - split before day 3: drop z = (4 − 2)/√(0.25/3 + 0.0625/3) = 6.197, but the loss side
+    #   carries the transition (t = 6: Δloss +0.5 while ΔE −2): β_a = 4.6875/9.6875, z 1.93;
+    # - split before day 4: daily 4, 4.5, 3.5, 2 (mean 3.5, var 3.5/3) against 2.25, 1.75
+    #   (mean 2, var 0.125): z = 1.5/√(1.1667/4 + 0.125/2) = 2.5205, drop 1 − 2/3.5 = 0.4286;
+    #   loss: after (t = 8…11) Δloss = ΔE exactly → β_a = 1, residual 0; before (t = 1…7)
+    #   Σ Δloss·ΔE = 0.5·(−2) + 1·1 = 0 → β_b = 0, Σ ΔE² = 27.75, Σ Δloss² = 1.25:
+    #   var β_b = (1.25/7)/27.75 → z = 1/√0.006435 = 12.466; min 2.52 > 1.93 → day 4.
+    e = np.array([[1, 3, 1, 3.5, 1, 2.5, 0.5, 1.5, 0.5, 1.75, 0.5, 1.25]])
+    inp = AnomalyInput(
+        energy=e,
+        flags=np.zeros(e.shape, np.int8),
+        day_of=np.repeat(np.arange(6), 2),
+        area_loss=np.where(np.arange(12) >= 6, 1 + e, 1.0),
+    )
+    params = dict(min_drop=0.2, min_drop_z=2.5, min_loss_z=2.0, min_step=0.1, min_days=2)
+    h = evaluate(inp, rule("drop_with_loss", "theft", **params))["drop_with_loss"]
+    assert h.hit[0] and h.first[0] == 8 and h.suggests[0] == "theft"
+    assert h.value[0] == pytest.approx(1 - 2 / 3.5)
+    assert h.extra["drop_z"][0] == pytest.approx(1.5 / np.sqrt(3.5 / 3 / 4 + 0.125 / 2))
+    assert h.extra["loss_step"][0] == pytest.approx(1.0)
+    assert h.extra["loss_z"][0] == pytest.approx(1 / np.sqrt(1.25 / 7 / 27.75))
+    # a drop of 0.43 below min_drop 0.5: no hit
+    params["min_drop"] = 0.5
+    assert not evaluate(inp, rule("drop_with_loss", **params))["drop_with_loss"].hit[0]
+
+
+def test_service_line_losses_are_taken_out_of_the_area_loss_first():
+    # two customers of one area; the loss is exactly their service lines' I²R, 0.1·E1² +
+    # 0.2·E2²: the regression on Δ(E²) explains all of it, nothing is left to track a load
+    rng = np.random.default_rng(0)
+    e = rng.uniform(0.1, 2.0, (2, 40))
+    loss = np.broadcast_to(0.1 * e[0] ** 2 + 0.2 * e[1] ** 2, (2, 40))
+    inp = AnomalyInput(e, np.zeros(e.shape, np.int8), np.repeat(np.arange(4), 10),
+                       area_loss=loss.copy(), area_of=np.array([0, 0]))  # fmt: skip
+    assert np.nanmax(np.abs(_cleaned_dloss(inp))) < 1e-9
+    assert np.nanmax(np.abs(np.diff(loss, axis=1))) > 0.1  # the raw loss did move
+
+
+def test_multiplier_jump_tells_a_ledger_only_change_from_a_real_ct_swap():
+    # 200 intervals, the ledger's multiplier doubles at t = 100 for meters 0 and 1.
+    # Meter 0: the field did not change (wrong ledger): primary energy 1, 3, … then 2, 6, …
+    #   means 2 → 4, ratio 2 = the ledger's; z = 2/√(1.0101/100 + 4.0404/100) = 8.90
+    #   (sample variances 100/99 and 400/99).
+    # Meter 1: a real CT swap: the primary energy goes on as before (ratio 1): no hit.
+    # Meter 2: no ledger change: not tested.
+    base_e = np.tile([1.0, 3.0], 100)
+    e = np.stack([np.where(np.arange(200) >= 100, 2 * base_e, base_e), base_e, base_e])
+    inp = base(
+        e, multiplier_change=np.array([100, 100, -1]), multiplier_ratio=np.array([2.0, 2.0, np.nan])
+    )
+    h = evaluate(inp, rule("multiplier_jump", "wrong_multiplier", min_z=3.0, min_intervals=96))
+    h = h["multiplier_jump"]
+    assert h.hit.tolist() == [True, False, False]
+    assert h.first[0] == 100 and h.value[0] == pytest.approx(2.0)
+    assert h.extra["z"][0] == pytest.approx(2 / np.sqrt((100 / 99) / 100 + (400 / 99) / 100))
