@@ -43,7 +43,7 @@ class Rule:
 
 def load_rules(path: str | Path = RULES_FILE) -> dict[str, Rule]:
     """The rules file → {name: Rule}; a one-line ValueError for anything unknown or missing."""
-    data = tomllib.loads(Path(path).read_text())
+    data = _read(path)
     rules: dict[str, Rule] = {}
     for name, body in data.get("rule", {}).items():
         if name not in RULE_NAMES:
@@ -62,9 +62,18 @@ def load_rules(path: str | Path = RULES_FILE) -> dict[str, Rule]:
     return rules
 
 
+def _read(path: str | Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: anomaly rules file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+
+
 def worklist_policy(path: str | Path = RULES_FILE) -> dict[str, float]:
     """The rules file's [worklist] table (min_score)."""
-    data = tomllib.loads(Path(path).read_text()).get("worklist", {})
+    data = _read(path).get("worklist", {})
     return {"min_score": float(data.get("min_score", 2.0))}
 
 

@@ -259,6 +259,11 @@ def test_rules_file_loads_and_bad_files_say_why(tmp_path):
     bad.write_text('[rule.stopped]\nseverity = "high"\nsuggests = "x"\n')
     with pytest.raises(ValueError, match="lacks 'weight'"):
         load_rules(bad)
+    bad.write_text("[rule.stopped\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_rules(bad)
+    with pytest.raises(ValueError, match="rules file not found"):
+        load_rules(tmp_path / "missing.toml")
 
 
 def test_drop_with_loss_both_sides_on_one_day():
