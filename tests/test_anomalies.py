@@ -9,11 +9,11 @@ from analytics.anomalies import (
     AnomalyInput,
     Events,
     Rule,
-    _cleaned_dloss,
     evaluate,
     load_rules,
     sustained,
 )
+from analytics.anomaly_balance import _cleaned_dloss
 from analytics.anomaly_score import score, worklist
 from analytics.energy import Flag, interval_energy
 from analytics.lineloss import Status
