@@ -23,6 +23,7 @@ from api.routes import (
     quantities,
     reads,
     topology,
+    worklist,
 )
 from ingest.localtime import DEFAULT_TIMEZONE
 
@@ -73,6 +74,7 @@ def create_app(
     app.include_router(lineloss.router)
     app.include_router(analytics_routes.router)
     app.include_router(power_quality.router)
+    app.include_router(worklist.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -18,6 +18,7 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI
 
+from analytics.anomaly_job import AnomalyPolicy, run_anomalies
 from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
@@ -426,6 +427,10 @@ def analytics_service(url: str, settings: Settings) -> Service:
         service_loss=settings.meter_error_service_loss,
         drop_prior_sd=settings.meter_error_drop_prior_sd,
     )
+    anomalies = AnomalyPolicy.from_file(
+        policy, settings.anomaly_rules, days=settings.anomaly_days,
+        nominal_v=settings.anomaly_nominal_v,
+    )  # fmt: skip
 
     def once() -> RunSummary:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -435,6 +440,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
             run_power_quality(store, policy_from_settings(settings), datetime.now(UTC))
             if checked:
                 log.info("meter errors and meter-to-area check: %d rows", checked)
+            run_anomalies(store, anomalies, datetime.now(UTC))
             return summary
 
     async def run() -> None:

@@ -239,6 +239,17 @@ class Settings(BaseSettings):
         if any(w < 0 for w in self.pq_class_weights) or sum(self.pq_class_weights) <= 0:
             raise ValueError("pq_class_weights: non-negative, not all 0")
         return self
+    anomaly_rules: str = Field(
+        default="",
+        description="anomaly rules file (TOML, analytics/anomaly_rules.toml's format);"
+        " empty: the built-in one",
+    )
+    anomaly_days: int = Field(
+        default=14, ge=3, le=92, description="abnormal readings: days of history per run"
+    )
+    anomaly_nominal_v: float = Field(
+        default=220.0, gt=0, description="abnormal readings: nominal phase voltage (V)"
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:

@@ -33,6 +33,7 @@ from ingest.exceptions import SchemaError
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
 from ingest.schema_analytics import ANALYTICS_MIGRATION
+from ingest.schema_anomalies import ANOMALIES_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_pq import PQ_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
@@ -167,6 +168,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ANALYTICS_MIGRATION,  # 8
     MULTIPLIER_MIGRATION,  # 9 (ingest/schema_multiplier.py)
     PQ_MIGRATION,  # 10 (ingest/schema_pq.py)
+    ANOMALIES_MIGRATION,  # 12 (ingest/schema_anomalies.py)
 ]
 
 _READINGS_COLUMNS = """

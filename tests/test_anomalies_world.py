@@ -1,0 +1,92 @@
+"""Abnormal readings against the simulated world's injected faults (ground truth): the
+rules, score and worklist on what the ledger sees (bench/anomalies.py builds the worlds:
+faults on random customers from day 3 on, plus meter errors and clock drift as distractors).
+
+Targets of issue 10: precision and recall ≥ 0.9 per fault kind. Met here for stopped meters,
+reverse wiring, wrong multiplier and misassigned meters; theft (20–50 % of the load) is
+checked at its precision target and at the recall it reaches (docs/analytics.md,
+"Abnormal readings": households whose stolen share is a few tens of Wh per interval stay
+below what the area's balance resolves), so that a regression shows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from analytics.anomaly_job import AnomalyPolicy, run_anomalies
+from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
+from analytics.jobs import run_lineloss
+from analytics.store import AnalyticsStore
+from bench.accuracy import POLICY
+from bench.anomalies import measure, scenario
+from bench.world_db import store_world
+from ingest.schema import ensure_partitions
+
+
+@pytest.fixture(scope="module")
+def result():
+    return measure([1, 2], days=14)
+
+
+@pytest.mark.parametrize("kind", ["stopped", "reverse_wiring", "wrong_multiplier", "misassigned"])
+def test_kinds_at_target(result, kind):
+    r = result[kind]
+    assert r["real"] == 8  # 4 per world
+    assert r["precision"] >= 0.9 and r["recall"] >= 0.9, r
+    assert r["precision_at_1pct"] >= 0.9, r
+
+
+def test_theft_precision_at_target_recall_as_measured(result):
+    r = result["theft"]
+    assert r["real"] == 16
+    assert r["precision"] >= 0.9, r
+    assert r["recall"] >= 0.7, r  # target 0.9: missed (see the module docstring)
+
+
+def test_the_job_through_postgresql_finds_the_worlds_faults(migrated_url):
+    # one feeder × 3 areas × 40 customers, 8 days, stored through the real writer (registers
+    # and voltages; the reverse-wired meters' export register added, which store_world does
+    # not carry); the line-loss job, the diagnostics and the anomalies job as in `gridread run`
+    days = 8
+    world = scenario(3, days=days, areas=3, meters=40, feeders=1)
+    ids = store_world(migrated_url, world)
+    g, tr = world.grid, world.truth
+    truth = {}
+    for f in tr.faults:
+        truth[g.meters[f.meter]] = {"wrong_area": "misassigned"}.get(f.kind, f.kind)
+    end = world.spec.start + timedelta(days=days)
+    now = end + timedelta(seconds=POLICY.settle_s + 1)
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        rows = []
+        for f in tr.faults:
+            if f.kind == "reverse_wiring":
+                for k, t in enumerate(tr.boundaries.tolist()):
+                    rows.append((ids[g.meters[f.meter]], t, float(tr.export[f.meter, k])))
+        ensure_partitions(
+            conn, {world.spec.start.date() + timedelta(days=d) for d in range(-1, days + 2)}
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO readings (device_id, quantity, ts, value)"
+                " VALUES (%s, '2.8.0', to_timestamp(%s), %s)",
+                rows,
+            )
+        store = AnalyticsStore(conn)
+        run_lineloss(store, POLICY, now)
+        run_diagnostics(store, DiagnosticsPolicy(lineloss=POLICY, days=days), now)
+        assert run_anomalies(store, AnomalyPolicy.from_file(POLICY, days=days), now) > 0
+        cases = conn.execute(
+            "SELECT d.name, c.kind FROM anomaly_cases c JOIN devices d ON d.id = c.device_id"
+        ).fetchall()
+    said: dict[str, set[str]] = {}
+    for name, kind in cases:
+        said.setdefault(name, set()).add(kind)
+    for kind in ("stopped", "reverse_wiring", "wrong_multiplier", "misassigned"):
+        real = {m for m, k in truth.items() if k == kind}
+        labelled = {m for m, ks in said.items() if kind in ks}
+        assert real, kind
+        found = len(real & labelled) / len(real)
+        precise = len(real & labelled) / max(len(labelled), 1)
+        assert found >= 0.9 and precise >= 0.9, (kind, real, labelled)
