@@ -20,6 +20,7 @@ import uvicorn
 from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
+from analytics.reliability_job import reliability_policy, run_reliability
 from analytics.store import AnalyticsStore
 from api.app import create_app
 from collectors.base import PolledCollector, ReadingSink
@@ -418,6 +419,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
             store = AnalyticsStore(conn)
             summary = run_lineloss(store, policy, datetime.now(UTC))
             checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
+            run_reliability(conn, reliability_policy(settings), datetime.now(UTC))
             if checked:
                 log.info("meter errors and meter-to-area check: %d rows", checked)
             return summary

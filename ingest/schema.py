@@ -34,6 +34,7 @@ from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
 from ingest.schema_analytics import ANALYTICS_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
+from ingest.schema_reliability import RELIABILITY_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     TOPOLOGY_MIGRATION,  # 7 (5 and 6 are the rollups': ingest.rollups)
     ANALYTICS_MIGRATION,  # 8
     MULTIPLIER_MIGRATION,  # 9 (ingest/schema_multiplier.py)
+    RELIABILITY_MIGRATION,  # 11 (ingest/schema_reliability.py)
 ]
 
 _READINGS_COLUMNS = """

@@ -1,0 +1,186 @@
+"""Loads what the reliability job needs for a window into arrays: the customers and where
+they are, the interruption records by scope, the outage notices.
+
+Scope of a record, by the device that made it:
+* a customer's meter (metering point role ``customer``, or the ``area_total`` of a dedicated
+  area, which is its customer's meter): that customer;
+* a public area's total meter, or a device whose ``attributes`` name an ``area`` (a
+  concentrator, a voltage monitor): every customer of that area;
+* a feeder-head meter, or a device whose ``attributes`` name a ``feeder``: every customer of
+  the feeder's areas.
+Each device's placement is its latest metering point overlapping the window. Records of a
+device placed nowhere, or ending before they start, are counted and reported, not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from analytics import pgbinary
+from analytics.reliability import Kind
+
+KIND_NAMES = ("unplanned", "planned", "limited")  # analytics.reliability.Kind
+
+
+@dataclass
+class Records:
+    owner: np.ndarray  # customer, area or feeder index
+    start: np.ndarray  # int64
+    end: np.ndarray  # float64, NaN: open
+
+    @classmethod
+    def empty(cls) -> Records:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+
+@dataclass
+class ReliabilityInput:
+    customer_ids: np.ndarray  # (n,) device ids
+    customer_area: np.ndarray  # (n,) area index
+    area_names: list[str]
+    area_feeder: np.ndarray  # (A,) feeder index
+    feeder_names: list[str]
+    customers: Records = field(default_factory=Records.empty)
+    areas: Records = field(default_factory=Records.empty)
+    feeders: Records = field(default_factory=Records.empty)
+    notice_area: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    notice_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    notice_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    notice_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    unplaced: int = 0  # records of devices placed nowhere
+    refused: int = 0  # records ending before they start
+
+
+_PLACEMENT = """
+SELECT DISTINCT ON (mp.device_id) mp.device_id, mp.role, mp.area_id, mp.feeder_id,
+       a.kind = 'dedicated'
+FROM metering_points mp LEFT JOIN areas a ON a.id = mp.area_id
+WHERE mp.valid_from < to_timestamp(%(hi)s)
+  AND (mp.valid_to IS NULL OR mp.valid_to > to_timestamp(%(lo)s))
+ORDER BY mp.device_id, mp.valid_from DESC
+"""
+
+_EVENTS = """
+COPY (SELECT e.device_id, floor(extract(epoch FROM e.ts))::int8,
+             COALESCE(extract(epoch FROM (e.detail->>'end')::timestamptz)::float8, 'NaN')
+      FROM events e
+      WHERE e.kind = ANY({kinds}) AND e.ts >= to_timestamp({lo}) AND e.ts < to_timestamp({hi})
+) TO STDOUT (FORMAT BINARY)
+"""
+
+
+def load_events(conn: psycopg.Connection, kinds: list[str], lo: int, hi: int) -> list[np.ndarray]:
+    """(device_id, start, end) of the events of `kinds` starting in [lo, hi), binary COPY."""
+    stmt = sql.SQL(_EVENTS).format(
+        kinds=sql.Literal(list(kinds)), lo=sql.Literal(lo), hi=sql.Literal(hi)
+    )
+    with conn.cursor() as cur, cur.copy(stmt) as copy:
+        data = b"".join(bytes(block) for block in copy)
+    return pgbinary.decode(data, ["int4", "int8", "float8"])
+
+
+def load_input(
+    conn: psycopg.Connection,
+    lo: int,
+    hi: int,
+    *,
+    customer_events: list[str],
+    group_events: list[str],
+) -> ReliabilityInput:
+    """Everything for records starting in [lo, hi) (unix seconds)."""
+    feeders = conn.execute("SELECT id, name FROM feeders ORDER BY id").fetchall()
+    areas = conn.execute("SELECT id, name, feeder_id FROM areas ORDER BY id").fetchall()
+    feeder_ids = np.array([f[0] for f in feeders], dtype=np.int64)
+    area_ids = np.array([a[0] for a in areas], dtype=np.int64)
+    area_feeder = np.searchsorted(feeder_ids, np.array([a[2] for a in areas], dtype=np.int64))
+    area_by_name = {a[1]: i for i, a in enumerate(areas)}
+    feeder_by_name = {f[1]: i for i, f in enumerate(feeders)}
+
+    # device → (scope, index): 0 customer, 1 area, 2 feeder
+    placed: dict[int, tuple[int, int]] = {}
+    cust_ids, cust_area = [], []
+    for dev, role, area_id, feeder_id, dedicated in conn.execute(
+        _PLACEMENT, {"lo": lo, "hi": hi}
+    ).fetchall():
+        if role == "customer" or (role == "area_total" and dedicated):
+            placed[dev] = (0, len(cust_ids))
+            cust_ids.append(dev)
+            cust_area.append(int(np.searchsorted(area_ids, area_id)))
+        elif role == "area_total":
+            placed[dev] = (1, int(np.searchsorted(area_ids, area_id)))
+        else:
+            placed[dev] = (2, int(np.searchsorted(feeder_ids, feeder_id)))
+    for dev, area, feeder in conn.execute(
+        "SELECT id, attributes->>'area', attributes->>'feeder' FROM devices"
+        " WHERE kind <> 'meter' AND (attributes ? 'area' OR attributes ? 'feeder')"
+    ).fetchall():
+        if dev not in placed and area in area_by_name:
+            placed[dev] = (1, area_by_name[area])
+        elif dev not in placed and feeder in feeder_by_name:
+            placed[dev] = (2, feeder_by_name[feeder])
+
+    out = ReliabilityInput(
+        customer_ids=np.array(cust_ids, dtype=np.int64),
+        customer_area=np.array(cust_area, dtype=np.int64),
+        area_names=[a[1] for a in areas],
+        area_feeder=area_feeder,
+        feeder_names=[f[1] for f in feeders],
+    )
+    devs = np.array(sorted(placed), dtype=np.int64)
+    scope = np.array([placed[d][0] for d in devs], dtype=np.int8)
+    index = np.array([placed[d][1] for d in devs], dtype=np.int64)
+    for kinds, allowed in ((customer_events, (0, 1, 2)), (group_events, (1, 2))):
+        dev, start, end = load_events(conn, kinds, lo, hi)
+        pos = np.clip(np.searchsorted(devs, dev), 0, max(devs.size - 1, 0))
+        known = devs.size > 0
+        hit = (devs[pos] == dev) if known else np.zeros(dev.size, dtype=bool)
+        sc = np.where(hit, scope[pos] if known else -1, -1)
+        hit &= np.isin(sc, allowed)
+        bad = end < start  # NaN (open) compares False
+        out.unplaced += int((~hit).sum())
+        out.refused += int((hit & bad).sum())
+        hit &= ~bad
+        for s, name in ((0, "customers"), (1, "areas"), (2, "feeders")):
+            m = hit & (sc == s)
+            old: Records = getattr(out, name)
+            setattr(
+                out,
+                name,
+                Records(
+                    np.r_[old.owner, index[pos[m]]],
+                    np.r_[old.start, start[m]],
+                    np.r_[old.end, end[m]],
+                ),
+            )
+    _notices(conn, out, lo, hi, area_by_name, feeder_by_name)
+    return out
+
+
+def _notices(conn, out: ReliabilityInput, lo: int, hi: int, area_by_name, feeder_by_name):
+    """Notices overlapping the window, a feeder's repeated for each of its areas."""
+    rows = conn.execute(
+        'SELECT scope, name, kind, extract(epoch FROM start)::int8, extract(epoch FROM "end")::int8'
+        ' FROM outage_notices WHERE start < to_timestamp(%s) AND "end" > to_timestamp(%s)',
+        (hi, lo),
+    ).fetchall()
+    area, start, end, kind = [], [], [], []
+    for scope, name, k, s, e in rows:
+        if scope == "area" and name in area_by_name:
+            targets = [area_by_name[name]]
+        elif scope == "feeder" and name in feeder_by_name:
+            targets = np.flatnonzero(out.area_feeder == feeder_by_name[name]).tolist()
+        else:
+            raise ValueError(f"outage notice for unknown {scope} {name!r}")
+        for a in targets:
+            area.append(a)
+            start.append(s)
+            end.append(e)
+            kind.append(Kind.PLANNED if k == "planned" else Kind.LIMITED)
+    out.notice_area = np.array(area, dtype=np.int64)
+    out.notice_start = np.array(start, dtype=np.int64)
+    out.notice_end = np.array(end, dtype=np.int64)
+    out.notice_kind = np.array(kind, dtype=np.int8)
