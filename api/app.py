@@ -19,6 +19,7 @@ from api.routes import (
     lineloss,
     quantities,
     reads,
+    reliability,
     topology,
 )
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(topology.meters_router)
     app.include_router(lineloss.router)
     app.include_router(analytics.router)
+    app.include_router(reliability.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
