@@ -184,3 +184,31 @@ def _notices(conn, out: ReliabilityInput, lo: int, hi: int, area_by_name, feeder
     out.notice_start = np.array(start, dtype=np.int64)
     out.notice_end = np.array(end, dtype=np.int64)
     out.notice_kind = np.array(kind, dtype=np.int8)
+
+
+def add_notice(
+    conn: psycopg.Connection,
+    scope: str,
+    name: str,
+    kind: str,
+    start,
+    end,
+    reason: str | None = None,
+) -> int:
+    """Store an outage notice (planned 计划停电 / limited supply 限电) of an area or feeder;
+    a clear error for an unknown group, kind or an empty window."""
+    if scope not in ("area", "feeder") or kind not in ("planned", "limited"):
+        raise ValueError(f"outage notice: scope {scope!r} / kind {kind!r} not known")
+    table = "areas" if scope == "area" else "feeders"
+    found = conn.execute(
+        sql.SQL("SELECT 1 FROM {} WHERE name = %s").format(sql.Identifier(table)), (name,)
+    ).fetchone()
+    if found is None:
+        raise ValueError(f"outage notice: no {scope} named {name!r}")
+    if not end > start:
+        raise ValueError(f"outage notice for {scope} {name}: end {end} not after start {start}")
+    return conn.execute(
+        'INSERT INTO outage_notices (scope, name, kind, start, "end", reason)'
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (scope, name, kind, start, end, reason),
+    ).fetchone()[0]
