@@ -6,9 +6,9 @@ monitor's loss of voltage or a concentrator's outage report (every customer of i
 feeder: `expand`). Per customer the records are merged into intervals (`merge_customer`):
 records of one customer that overlap or lie within `tolerance` seconds (devices' clocks
 differ) are one interruption. A record without its end (the power-up was never recorded) is
-*open*: it is closed only by an overlapping record with a known end (the area's monitor saw
-the voltage return); otherwise its duration is unknown, and it is counted apart (`open`),
-never guessed.
+*open*: it is closed only by a record with a known end that overlaps it (± `tolerance`: the
+area's monitor saw the voltage return); otherwise its duration is unknown, and it is counted
+apart (`open`), never guessed.
 
 Indices (IEEE 1366, DL/T 836), per group g and period p, N_g customers served, each
 interruption in the period holding its *start*:
@@ -85,8 +85,9 @@ def merge_customer(
     """Per customer, overlapping records (or ones `tolerance` s apart) → one interruption.
 
     An open record (end NaN) stands for [start, start] and is closed when a record with a
-    known end covers it in the same block; the block stays open when its latest open start
-    is at or after its latest known end. The kind is set later (`classify`)."""
+    known end covers it in the same block (its start before that end, or at most `tolerance`
+    after it: clocks differ); otherwise the block stays open. The kind is set later
+    (`classify`)."""
     customer = np.asarray(customer, dtype=np.int64)
     start = np.asarray(start, dtype=np.int64)
     end = np.asarray(end, dtype=float)
@@ -105,13 +106,13 @@ def merge_customer(
     block = np.cumsum(new) - 1
     first = np.flatnonzero(new)
     nb = first.size
-    b_end = np.maximum.reduceat(e, first) if nb else np.zeros(0, np.int64)
     known_end = np.full(nb, -1, dtype=np.int64)
     np.maximum.at(known_end, block[~op], e[~op])
     open_start = np.full(nb, -1, dtype=np.int64)
     np.maximum.at(open_start, block[op], s[op])
-    still_open = (open_start >= 0) & (open_start >= known_end)
-    b_end = np.where(still_open, np.nan, np.maximum(b_end, known_end).astype(float))
+    # an open start up to `tolerance` after the known end is that end, seen by another clock
+    still_open = (open_start >= 0) & ((known_end < 0) | (open_start > known_end + tolerance))
+    b_end = np.where(still_open, np.nan, known_end.astype(float))
     return Blocks(c[first], s[first], b_end, np.zeros(nb, dtype=np.int8))
 
 

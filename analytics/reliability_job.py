@@ -186,6 +186,8 @@ def _compute_year(conn, policy: ReliabilityPolicy, year: int, now: datetime, sum
     tz = ZoneInfo(policy.timezone)
     months = _month_bounds(year, tz, int(now.timestamp()))
     lo, hi = int(months[0]), int(months[-1])
+    if hi <= lo:  # `now` is the year's first instant: nothing of it yet
+        return
     data = load_input(
         conn,
         lo - policy.lookback_s,
@@ -196,6 +198,9 @@ def _compute_year(conn, policy: ReliabilityPolicy, year: int, now: datetime, sum
     summary.years.append(year)
     summary.unplaced += data.unplaced
     summary.refused += data.refused
+    if data.stray_notices:
+        summary.reasons.append(f"notices of unknown groups not used: {data.stray_notices}")
+        log.warning("reliability: outage notices of unknown groups: %s", data.stray_notices)
     blocks, found = compute(data, policy, lo, hi)
     excludes = tuple(rel.Kind(KIND_NAMES.index(k)) for k in policy.rs3_excludes)
     A, F = len(data.area_names), len(data.feeder_names)

@@ -53,6 +53,7 @@ class ReliabilityInput:
     notice_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     unplaced: int = 0  # records of devices placed nowhere
     refused: int = 0  # records ending before they start
+    stray_notices: list[str] = field(default_factory=list)  # notices of unknown groups
 
 
 _PLACEMENT = """
@@ -173,8 +174,9 @@ def _notices(conn, out: ReliabilityInput, lo: int, hi: int, area_by_name, feeder
             targets = [area_by_name[name]]
         elif scope == "feeder" and name in feeder_by_name:
             targets = np.flatnonzero(out.area_feeder == feeder_by_name[name]).tolist()
-        else:
-            raise ValueError(f"outage notice for unknown {scope} {name!r}")
+        else:  # its area or feeder was renamed or removed since: reported, not used
+            out.stray_notices.append(f"{scope} {name}")
+            continue
         for a in targets:
             area.append(a)
             start.append(s)

@@ -164,3 +164,17 @@ def test_periods_hold_interruptions_by_their_start():
     assert r.sustained.tolist() == [[1, 0]]
     # no interruptions at all in the second day: CAIDI undefined, ASAI 1
     assert np.isnan(r.caidi[0, 1]) and r.asai[0, 1] == 1.0
+
+
+def test_open_record_just_after_a_known_end_is_that_end_by_another_clock():
+    # customer 0: the concentrator's record 1000 … 1005 (a 5 s outage); the meter's clock is
+    # 10 s fast: its power-down at 1010, power-up lost. 1010 ≤ 1005 + tolerance 60: closed at
+    # 1005. Customer 1: an open record 100 s after a known end (> 60): a second, open one.
+    b = merge_customer(
+        np.array([0, 0, 1, 1]),
+        np.array([1000, 1010, 1000, 1105]),
+        np.array([1005, NAN, 1005, NAN]),
+        tolerance=60,
+    )
+    assert b.customer.tolist() == [0, 1, 1]
+    np.testing.assert_array_equal(b.end, [1005, 1005, NAN])

@@ -9,6 +9,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from analytics.reliability_job import ReliabilityPolicy, run_reliability
+from analytics.reliability_store import add_notice
 from ingest.events import store_events
 from ingest.model import Event
 from tests.lineloss_fixture import device, grid, place
@@ -147,3 +148,26 @@ def test_job_is_incremental_and_takes_late_events(site):
     assert (sysm["sustained"], sysm["customer_minutes"]) == (10, pytest.approx(870.0))
     n = conn.execute("SELECT count(*) FROM interruptions").fetchone()[0]
     assert n == 6  # replaced, not added twice
+
+
+def test_notice_of_a_removed_area_is_reported_not_used(site):
+    conn, _ = site
+    conn.execute(
+        'INSERT INTO outage_notices (scope, name, kind, start, "end")'
+        " VALUES ('area', 'gone', 'limited', %s, %s)",
+        (local(10, 9), local(10, 12)),
+    )
+    s = run_reliability(conn, POLICY, NOW)
+    assert any("area gone" in r for r in s.reasons)
+    kind = conn.execute("SELECT kind FROM interruptions WHERE start = %s", (local(10, 10),))
+    assert kind.fetchone() == ("unplanned",)
+
+
+def test_add_notice_refuses_bad_input(site):
+    conn, _ = site
+    with pytest.raises(ValueError, match="no area named 'nowhere'"):
+        add_notice(conn, "area", "nowhere", "planned", local(1, 9), local(1, 10))
+    with pytest.raises(ValueError, match="not after start"):
+        add_notice(conn, "feeder", "f-01", "planned", local(1, 10), local(1, 9))
+    with pytest.raises(ValueError, match="kind 'maybe' not known"):
+        add_notice(conn, "area", "a-01", "maybe", local(1, 9), local(1, 10))
