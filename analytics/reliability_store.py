@@ -56,13 +56,25 @@ class ReliabilityInput:
     stray_notices: list[str] = field(default_factory=list)  # notices of unknown groups
 
 
+# Per device its scope (0 customer, 1 area, 2 feeder) and the area's or feeder's id: its
+# latest metering point overlapping the window, else the area / feeder its attributes name.
 _PLACEMENT = """
-SELECT DISTINCT ON (mp.device_id) mp.device_id, mp.role, mp.area_id, mp.feeder_id,
-       a.kind = 'dedicated'
-FROM metering_points mp LEFT JOIN areas a ON a.id = mp.area_id
-WHERE mp.valid_from < to_timestamp(%(hi)s)
-  AND (mp.valid_to IS NULL OR mp.valid_to > to_timestamp(%(lo)s))
-ORDER BY mp.device_id, mp.valid_from DESC
+COPY (SELECT DISTINCT ON (device_id) device_id, scope, group_id FROM (
+    SELECT mp.device_id, 0 AS prio, mp.valid_from,
+           (CASE WHEN mp.role = 'customer' OR a.kind = 'dedicated' THEN 0
+                 WHEN mp.role = 'area_total' THEN 1 ELSE 2 END)::int2 AS scope,
+           COALESCE(mp.area_id, mp.feeder_id)::int4 AS group_id
+    FROM metering_points mp LEFT JOIN areas a ON a.id = mp.area_id
+    WHERE mp.valid_from < to_timestamp({hi})
+      AND (mp.valid_to IS NULL OR mp.valid_to > to_timestamp({lo}))
+    UNION ALL
+    SELECT d.id, 1, '-infinity', (CASE WHEN a.id IS NOT NULL THEN 1 ELSE 2 END)::int2,
+           COALESCE(a.id, f.id)::int4
+    FROM devices d
+    LEFT JOIN areas a ON a.name = d.attributes->>'area'
+    LEFT JOIN feeders f ON f.name = d.attributes->>'feeder'
+    WHERE d.kind <> 'meter' AND (a.id IS NOT NULL OR f.id IS NOT NULL)
+) p ORDER BY device_id, prio, valid_from DESC) TO STDOUT (FORMAT BINARY)
 """
 
 _EVENTS = """
@@ -101,39 +113,23 @@ def load_input(
     area_by_name = {a[1]: i for i, a in enumerate(areas)}
     feeder_by_name = {f[1]: i for i, f in enumerate(feeders)}
 
-    # device → (scope, index): 0 customer, 1 area, 2 feeder
-    placed: dict[int, tuple[int, int]] = {}
-    cust_ids, cust_area = [], []
-    for dev, role, area_id, feeder_id, dedicated in conn.execute(
-        _PLACEMENT, {"lo": lo, "hi": hi}
-    ).fetchall():
-        if role == "customer" or (role == "area_total" and dedicated):
-            placed[dev] = (0, len(cust_ids))
-            cust_ids.append(dev)
-            cust_area.append(int(np.searchsorted(area_ids, area_id)))
-        elif role == "area_total":
-            placed[dev] = (1, int(np.searchsorted(area_ids, area_id)))
-        else:
-            placed[dev] = (2, int(np.searchsorted(feeder_ids, feeder_id)))
-    for dev, area, feeder in conn.execute(
-        "SELECT id, attributes->>'area', attributes->>'feeder' FROM devices"
-        " WHERE kind <> 'meter' AND (attributes ? 'area' OR attributes ? 'feeder')"
-    ).fetchall():
-        if dev not in placed and area in area_by_name:
-            placed[dev] = (1, area_by_name[area])
-        elif dev not in placed and feeder in feeder_by_name:
-            placed[dev] = (2, feeder_by_name[feeder])
-
+    stmt = sql.SQL(_PLACEMENT).format(lo=sql.Literal(lo), hi=sql.Literal(hi))
+    with conn.cursor() as cur, cur.copy(stmt) as copy:
+        data = b"".join(bytes(block) for block in copy)
+    devs, scope, group_id = pgbinary.decode(data, ["int4", "int2", "int4"])
+    devs = devs.astype(np.int64)  # sorted: DISTINCT ON orders by device
+    index = np.where(
+        scope == 2, np.searchsorted(feeder_ids, group_id), np.searchsorted(area_ids, group_id)
+    )
+    is_cust = scope == 0
+    index[is_cust] = np.arange(int(is_cust.sum()))  # a customer: its row
     out = ReliabilityInput(
-        customer_ids=np.array(cust_ids, dtype=np.int64),
-        customer_area=np.array(cust_area, dtype=np.int64),
+        customer_ids=devs[is_cust],
+        customer_area=np.searchsorted(area_ids, group_id[is_cust]).astype(np.int64),
         area_names=[a[1] for a in areas],
         area_feeder=area_feeder,
         feeder_names=[f[1] for f in feeders],
     )
-    devs = np.array(sorted(placed), dtype=np.int64)
-    scope = np.array([placed[d][0] for d in devs], dtype=np.int8)
-    index = np.array([placed[d][1] for d in devs], dtype=np.int64)
     for kinds, allowed in ((customer_events, (0, 1, 2)), (group_events, (1, 2))):
         dev, start, end = load_events(conn, kinds, lo, hi)
         pos = np.clip(np.searchsorted(devs, dev), 0, max(devs.size - 1, 0))
