@@ -79,21 +79,28 @@ COPY (SELECT DISTINCT ON (device_id) device_id, scope, group_id FROM (
 
 _EVENTS = """
 COPY (SELECT e.device_id, floor(extract(epoch FROM e.ts))::int8,
-             COALESCE(extract(epoch FROM (e.detail->>'end')::timestamptz)::float8, 'NaN')
+             COALESCE(extract(epoch FROM (e.detail->>'end')::timestamptz)::float8, 'NaN'),
+             (e.kind = ANY({group}))::int::int2
       FROM events e
       WHERE e.kind = ANY({kinds}) AND e.ts >= to_timestamp({lo}) AND e.ts < to_timestamp({hi})
 ) TO STDOUT (FORMAT BINARY)
 """
 
 
-def load_events(conn: psycopg.Connection, kinds: list[str], lo: int, hi: int) -> list[np.ndarray]:
-    """(device_id, start, end) of the events of `kinds` starting in [lo, hi), binary COPY."""
+def load_events(
+    conn: psycopg.Connection, customer_kinds: list[str], group_kinds: list[str], lo: int, hi: int
+) -> list[np.ndarray]:
+    """(device_id, start, end, is_group) of the events of those kinds starting in [lo, hi),
+    in one scan, by binary COPY."""
     stmt = sql.SQL(_EVENTS).format(
-        kinds=sql.Literal(list(kinds)), lo=sql.Literal(lo), hi=sql.Literal(hi)
+        kinds=sql.Literal([*customer_kinds, *group_kinds]),
+        group=sql.Literal(list(group_kinds)),
+        lo=sql.Literal(lo),
+        hi=sql.Literal(hi),
     )
     with conn.cursor() as cur, cur.copy(stmt) as copy:
         data = b"".join(bytes(block) for block in copy)
-    return pgbinary.decode(data, ["int4", "int8", "float8"])
+    return pgbinary.decode(data, ["int4", "int8", "float8", "int2"])
 
 
 def load_input(
@@ -130,29 +137,19 @@ def load_input(
         area_feeder=area_feeder,
         feeder_names=[f[1] for f in feeders],
     )
-    for kinds, allowed in ((customer_events, (0, 1, 2)), (group_events, (1, 2))):
-        dev, start, end = load_events(conn, kinds, lo, hi)
-        pos = np.clip(np.searchsorted(devs, dev), 0, max(devs.size - 1, 0))
-        known = devs.size > 0
-        hit = (devs[pos] == dev) if known else np.zeros(dev.size, dtype=bool)
-        sc = np.where(hit, scope[pos] if known else -1, -1)
-        hit &= np.isin(sc, allowed)
-        bad = end < start  # NaN (open) compares False
-        out.unplaced += int((~hit).sum())
-        out.refused += int((hit & bad).sum())
-        hit &= ~bad
-        for s, name in ((0, "customers"), (1, "areas"), (2, "feeders")):
-            m = hit & (sc == s)
-            old: Records = getattr(out, name)
-            setattr(
-                out,
-                name,
-                Records(
-                    np.r_[old.owner, index[pos[m]]],
-                    np.r_[old.start, start[m]],
-                    np.r_[old.end, end[m]],
-                ),
-            )
+    dev, start, end, is_group = load_events(conn, customer_events, group_events, lo, hi)
+    pos = np.clip(np.searchsorted(devs, dev), 0, max(devs.size - 1, 0))
+    known = devs.size > 0
+    hit = (devs[pos] == dev) if known else np.zeros(dev.size, dtype=bool)
+    sc = np.where(hit, scope[pos] if known else -1, -1)
+    hit &= (sc >= 0) & ~((is_group == 1) & (sc == 0))  # a group kind needs a group device
+    bad = end < start  # NaN (open) compares False
+    out.unplaced = int((~hit).sum())
+    out.refused = int((hit & bad).sum())
+    hit &= ~bad
+    for s, name in ((0, "customers"), (1, "areas"), (2, "feeders")):
+        m = hit & (sc == s)
+        setattr(out, name, Records(index[pos[m]], start[m], end[m]))
     _notices(conn, out, lo, hi, area_by_name, feeder_by_name)
     return out
 

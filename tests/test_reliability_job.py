@@ -171,3 +171,18 @@ def test_add_notice_refuses_bad_input(site):
         add_notice(conn, "feeder", "f-01", "planned", local(1, 10), local(1, 9))
     with pytest.raises(ValueError, match="kind 'maybe' not known"):
         add_notice(conn, "area", "a-01", "maybe", local(1, 9), local(1, 10))
+
+
+def test_records_not_usable_are_counted_not_used(site):
+    conn, ids = site
+    store_events(
+        conn,
+        [
+            down(ids["c3"], local(22, 10), local(22, 9)),  # ends before it starts
+            down(ids["c4"], local(23, 10), local(23, 11), "outage"),  # a group kind, a meter
+        ],
+    )
+    s = run_reliability(conn, POLICY, NOW)
+    assert (s.unplaced, s.refused) == (1 + 1, 1)  # the stray device's and c4's; c3's
+    got = conn.execute("SELECT count(*) FROM interruptions WHERE start >= %s", (local(22, 0),))
+    assert got.fetchone() == (0,)
