@@ -184,5 +184,5 @@ def test_records_not_usable_are_counted_not_used(site):
     )
     s = run_reliability(conn, POLICY, NOW)
     assert (s.unplaced, s.refused) == (1 + 1, 1)  # the stray device's and c4's; c3's
-    got = conn.execute("SELECT count(*) FROM interruptions WHERE start >= %s", (local(22, 0),))
+    got = conn.execute("SELECT count(*) FROM interruptions WHERE start >= %s", (local(22, 8),))
     assert got.fetchone() == (0,)
