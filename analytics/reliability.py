@@ -96,20 +96,19 @@ def merge_customer(
         raise ValueError(f"record {bad}: ends before it starts ({end[bad]:.0f} < {start[bad]})")
     is_open = np.isnan(end)
     eff_end = np.where(is_open, start, end).astype(np.int64)
-    order = np.lexsort((start, customer))
-    c, s, e, op = customer[order], start[order], eff_end[order], is_open[order]
-    key_s = c * SHIFT + s
+    key_s = customer * SHIFT + start
+    order = np.argsort(key_s, kind="stable")
+    c, s, e, op, key_s = customer[order], start[order], eff_end[order], is_open[order], key_s[order]
     key_e = c * SHIFT + e
     reach = np.maximum.accumulate(key_e)  # running max end (customer-separated by SHIFT)
     new = np.ones(s.size, dtype=bool)
     new[1:] = key_s[1:] > reach[:-1] + tolerance
-    block = np.cumsum(new) - 1
     first = np.flatnonzero(new)
     nb = first.size
-    known_end = np.full(nb, -1, dtype=np.int64)
-    np.maximum.at(known_end, block[~op], e[~op])
-    open_start = np.full(nb, -1, dtype=np.int64)
-    np.maximum.at(open_start, block[op], s[op])
+    if nb == 0:
+        return Blocks(c, s, np.zeros(0), np.zeros(0, dtype=np.int8))
+    known_end = np.maximum.reduceat(np.where(op, -1, e), first)  # rows sorted by block
+    open_start = np.maximum.reduceat(np.where(op, s, -1), first)
     # an open start up to `tolerance` after the known end is that end, seen by another clock
     still_open = (open_start >= 0) & ((known_end < 0) | (open_start > known_end + tolerance))
     b_end = np.where(still_open, np.nan, known_end.astype(float))
@@ -169,8 +168,9 @@ def area_interruptions(
     if not keep.all():
         raise ValueError(f"{int((~keep).sum())} interruption(s) of customers in no area")
     e = np.where(blocks.open, blocks.start, blocks.end).astype(np.int64)
-    order = np.lexsort((blocks.start, a))
-    key_s = a[order] * SHIFT + blocks.start[order]
+    key_s = a * SHIFT + blocks.start
+    order = np.argsort(key_s, kind="stable")
+    key_s = key_s[order]
     reach = np.maximum.accumulate(a[order] * SHIFT + e[order])
     new = np.ones(order.size, dtype=bool)
     new[1:] = key_s[1:] > reach[:-1] + tolerance
@@ -181,12 +181,15 @@ def area_interruptions(
     first = order[new]
     op = blocks.open
     dur = np.nan_to_num(blocks.duration)
-    end = np.full(k, -np.inf)
-    np.maximum.at(end, of_block, np.where(op, -np.inf, blocks.end))
+    if k == 0:
+        end = np.zeros(0)
+        kind = np.zeros(0, dtype=np.int8)
+    else:  # in `order` the rows of an interruption are contiguous: reduceat at their firsts
+        at = np.flatnonzero(new)
+        end = np.maximum.reduceat(np.where(op, -np.inf, blocks.end)[order], at)
+        kind = np.maximum.reduceat(np.asarray(blocks.kind, dtype=np.int8)[order], at)
     n_open = np.bincount(of_block, weights=op, minlength=k).astype(np.int64)
     end = np.where((n_open > 0) | np.isinf(end), np.nan, end)
-    kind = np.zeros(k, dtype=np.int8)
-    np.maximum.at(kind, of_block, blocks.kind)
     return Interruptions(
         area=a[first],
         start=blocks.start[first],

@@ -178,3 +178,11 @@ def test_open_record_just_after_a_known_end_is_that_end_by_another_clock():
     )
     assert b.customer.tolist() == [0, 1, 1]
     np.testing.assert_array_equal(b.end, [1005, 1005, NAN])
+
+
+def test_no_records_no_interruptions_indices_zero():
+    b = merge_customer(np.zeros(0, int), np.zeros(0, int), np.zeros(0), tolerance=60)
+    r = area_interruptions(b, np.array([0, 0]), tolerance=60, threshold=300)
+    assert r.area.size == 0 and r.end.size == 0
+    x = indices(b, np.array([0, 0]), 1, BOUNDS, threshold=300)
+    assert x.saifi.tolist() == [[0.0]] and x.asai.tolist() == [[1.0]] and np.isnan(x.caidi[0, 0])
