@@ -3,7 +3,7 @@ month and year; incremental by watermark.
 
 The unit of recomputation is a local calendar year (its months, the year, the interruptions
 starting in it). Kept with the watermark (``analytics_watermarks``, job ``reliability``): per
-year a fingerprint (count and hash sum) of the interruption events starting in it, and one
+year a fingerprint (count, Σ time + device) of the interruption events starting in it, and one
 hash of the placements, areas, feeders, devices' area/feeder attributes and outage notices.
 A run recomputes the years whose fingerprint changed (new or late-read events), all years
 when the topology or the notices changed, and the current year once per local day (its
@@ -116,8 +116,10 @@ def run_reliability(
 
 def _fingerprints(conn, kinds: list[str], timezone: str) -> dict[str, list[int]]:
     rows = conn.execute(
+        # events are stored once and never updated (ingest/events.py: ON CONFLICT DO
+        # NOTHING), so a row added or removed is all that can change a year
         "SELECT extract(year FROM ts AT TIME ZONE %s)::int, count(*),"
-        " sum(hashtext(concat_ws('|', device_id, ts, kind, detail))::int8)"
+        " sum(extract(epoch FROM ts)::int8 + device_id)::int8"
         " FROM events WHERE kind = ANY(%s) GROUP BY 1",
         (timezone, kinds),
     ).fetchall()
