@@ -104,6 +104,14 @@ def run_reliability(
             "  topology = EXCLUDED.topology, updated_at = now()",
             (JOB, now, Jsonb({"years": years, "topology": topo})),
         )
+    if summary.years:
+        log.info(
+            "reliability: years %s: %d interruptions, %d index rows (%s)",
+            summary.years,
+            summary.interruptions,
+            summary.rows,
+            "; ".join(summary.reasons) or "the current year",
+        )
     if summary.unplaced or summary.refused:
         log.warning(
             "reliability: %d event(s) of devices placed nowhere, %d ending before they start:"

@@ -186,3 +186,16 @@ def test_records_not_usable_are_counted_not_used(site):
     assert (s.unplaced, s.refused) == (1 + 1, 1)  # the stray device's and c4's; c3's
     got = conn.execute("SELECT count(*) FROM interruptions WHERE start >= %s", (local(22, 8),))
     assert got.fetchone() == (0,)
+
+
+def test_momentary_threshold_and_rs3_kinds_are_settings(site):
+    conn, _ = site
+    # threshold 60 s: d-01's 2-minute interruption is sustained; RS-3 leaving out only the
+    # limited kind counts the planned 600 minutes: 240 + 600 + 2 = 842
+    policy = ReliabilityPolicy(timezone=TZ, threshold_s=60, rs3_excludes=("limited",))
+    run_reliability(conn, policy, NOW)
+    sysm = indices(conn, "system", "system", "month", NOV)
+    assert (sysm["sustained"], sysm["momentary"]) == (10, 0)
+    assert sysm["customer_minutes"] == pytest.approx(842.0)
+    assert sysm["minutes_rs3"] == pytest.approx(842.0)
+    assert sysm["rs3"] == pytest.approx(sysm["rs1"])
