@@ -22,6 +22,7 @@ from api.routes import (
     power_quality,
     quantities,
     reads,
+    reliability,
     topology,
     worklist,
 )
@@ -75,6 +76,7 @@ def create_app(
     app.include_router(analytics_routes.router)
     app.include_router(power_quality.router)
     app.include_router(worklist.router)
+    app.include_router(reliability.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

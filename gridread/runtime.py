@@ -23,6 +23,7 @@ from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
 from analytics.power_quality_job import policy_from_settings, run_power_quality
+from analytics.reliability_job import reliability_policy, run_reliability
 from analytics.store import AnalyticsStore
 from api.app import create_app
 from collectors.base import PolledCollector, ReadingSink
@@ -438,6 +439,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
             summary = run_lineloss(store, policy, datetime.now(UTC))
             checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
             run_power_quality(store, policy_from_settings(settings), datetime.now(UTC))
+            run_reliability(conn, reliability_policy(settings), datetime.now(UTC))
             if checked:
                 log.info("meter errors and meter-to-area check: %d rows", checked)
             run_anomalies(store, anomalies, datetime.now(UTC))

@@ -249,6 +249,33 @@ class Settings(BaseSettings):
     )
     anomaly_nominal_v: float = Field(
         default=220.0, gt=0, description="abnormal readings: nominal phase voltage (V)"
+    reliability_momentary_threshold: int = Field(
+        default=300,
+        gt=0,
+        description="s: an interruption shorter than this is momentary (IEEE 1366: 5 min)",
+    )
+    reliability_tolerance: int = Field(
+        default=60,
+        ge=0,
+        description="s: records this near each other are one interruption (devices' clocks)",
+    )
+    reliability_lookback_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="days: how long an interruption may last (records this far back are read)",
+    )
+    reliability_rs3_excludes: list[Literal["planned", "limited"]] = Field(
+        default=["planned", "limited"],
+        description="interruption kinds RS-3 leaves out (DL/T 836)",
+    )
+    reliability_customer_events: list[str] = Field(
+        default=["power_down"],
+        description="event kinds of a meter's power-down record (ts start, detail.end)",
+    )
+    reliability_group_events: list[str] = Field(
+        default=["voltage_loss", "outage"],
+        description="event kinds of a monitor's loss of voltage / a concentrator's outage"
+        " report: all customers of the device's area (or feeder)",
     )
 
     @model_validator(mode="after")

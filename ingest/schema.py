@@ -36,6 +36,7 @@ from ingest.schema_analytics import ANALYTICS_MIGRATION
 from ingest.schema_anomalies import ANOMALIES_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_pq import PQ_MIGRATION
+from ingest.schema_reliability import RELIABILITY_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ANALYTICS_MIGRATION,  # 8
     MULTIPLIER_MIGRATION,  # 9 (ingest/schema_multiplier.py)
     PQ_MIGRATION,  # 10 (ingest/schema_pq.py)
+    RELIABILITY_MIGRATION,  # 11 (ingest/schema_reliability.py)
     ANOMALIES_MIGRATION,  # 12 (ingest/schema_anomalies.py)
 ]
 
