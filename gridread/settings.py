@@ -220,25 +220,6 @@ class Settings(BaseSettings):
         " is flagged",
     )
 
-    @model_validator(mode="after")
-    def _pq_limits(self) -> Settings:
-        if not self.pq_voltage_limits:
-            raise ValueError("pq_voltage_limits needs at least one row")
-        for nominal, upper, lower in self.pq_voltage_limits:
-            if nominal <= 0 or upper < 0 or lower > 0:
-                raise ValueError(
-                    f"pq_voltage_limits row {nominal:g} V: nominal > 0, upper ≥ 0, lower ≤ 0"
-                )
-            if nominal >= self.pq_sum_deviation_from_v and (
-                upper - lower > self.pq_sum_deviation_max_pct + 1e-9
-            ):
-                raise ValueError(
-                    f"pq_voltage_limits row {nominal:g} V: |upper| + |lower| must be ≤"
-                    f" {self.pq_sum_deviation_max_pct:g} %"
-                )
-        if any(w < 0 for w in self.pq_class_weights) or sum(self.pq_class_weights) <= 0:
-            raise ValueError("pq_class_weights: non-negative, not all 0")
-        return self
     anomaly_rules: str = Field(
         default="",
         description="anomaly rules file (TOML, analytics/anomaly_rules.toml's format);"
@@ -249,6 +230,7 @@ class Settings(BaseSettings):
     )
     anomaly_nominal_v: float = Field(
         default=220.0, gt=0, description="abnormal readings: nominal phase voltage (V)"
+    )
     reliability_momentary_threshold: int = Field(
         default=300,
         gt=0,
@@ -277,6 +259,26 @@ class Settings(BaseSettings):
         description="event kinds of a monitor's loss of voltage / a concentrator's outage"
         " report: all customers of the device's area (or feeder)",
     )
+
+    @model_validator(mode="after")
+    def _pq_limits(self) -> Settings:
+        if not self.pq_voltage_limits:
+            raise ValueError("pq_voltage_limits needs at least one row")
+        for nominal, upper, lower in self.pq_voltage_limits:
+            if nominal <= 0 or upper < 0 or lower > 0:
+                raise ValueError(
+                    f"pq_voltage_limits row {nominal:g} V: nominal > 0, upper ≥ 0, lower ≤ 0"
+                )
+            if nominal >= self.pq_sum_deviation_from_v and (
+                upper - lower > self.pq_sum_deviation_max_pct + 1e-9
+            ):
+                raise ValueError(
+                    f"pq_voltage_limits row {nominal:g} V: |upper| + |lower| must be ≤"
+                    f" {self.pq_sum_deviation_max_pct:g} %"
+                )
+        if any(w < 0 for w in self.pq_class_weights) or sum(self.pq_class_weights) <= 0:
+            raise ValueError("pq_class_weights: non-negative, not all 0")
+        return self
 
     @model_validator(mode="after")
     def _bands(self) -> Settings:
