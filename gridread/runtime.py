@@ -11,20 +11,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import uvicorn
 from fastapi import FastAPI
 
-from analytics.anomaly_job import AnomalyPolicy, run_anomalies
-from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
-from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
-from analytics.lineloss import Bands
-from analytics.power_quality_job import policy_from_settings, run_power_quality
-from analytics.reliability_job import reliability_policy, run_reliability
-from analytics.store import AnalyticsStore
 from api.app import create_app
 from collectors.base import PolledCollector, ReadingSink
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
@@ -35,6 +27,7 @@ from collectors.modbus.voltage_monitor import VoltageMonitorCollector
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
+from gridread.analytics_service import analytics_service, lineloss_policy
 from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory, stored_nominals
 from gridread.services import (
@@ -385,19 +378,6 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
         raise SystemExit(f"gridread: error: {supervisor.fatal}")
 
 
-def lineloss_policy(settings: Settings) -> LineLossPolicy:
-    return LineLossPolicy(
-        timezone=settings.timezone,
-        min_coverage=settings.lineloss_min_coverage,
-        bands=Bands(settings.lineloss_negative_below, settings.lineloss_high_above),
-        settle_s=round(settings.analytics_settle_delay),
-        reread_window_s=round(settings.analytics_reread_days * 86400),
-        align_tolerance_s=settings.register_align_tolerance,
-        register_modulus=settings.register_modulus,
-        register_max_step=settings.register_max_step,
-    )
-
-
 def api_app(
     url: str, settings: Settings, *, service_states: Callable[[], list[dict]] = list
 ) -> FastAPI:
@@ -408,60 +388,6 @@ def api_app(
         service_states=service_states,
         analytics=lineloss_policy(settings),
     )
-
-
-def analytics_service(url: str, settings: Settings) -> Service:
-    """The `analytics` service: the line-loss job every ``analytics_interval`` seconds and the
-    daily diagnostics (meter errors, meter-to-area check) when a local day is complete, on a
-    connection of its own per run (in a thread: the job is numpy and blocking psycopg)."""
-    policy = lineloss_policy(settings)
-
-    diagnostics = DiagnosticsPolicy(
-        lineloss=policy,
-        days=settings.diagnostics_days,
-        default_accuracy_pct=settings.meter_default_accuracy_pct,
-        max_ci_pct=settings.meter_error_max_ci_pct,
-        mapping_margin=settings.mapping_margin,
-        mapping_min_overlap=settings.mapping_min_overlap,
-        multiplier_tolerance=settings.multiplier_step_tolerance,
-        multiplier_implausible_pct=settings.multiplier_implausible_pct,
-        service_loss=settings.meter_error_service_loss,
-        drop_prior_sd=settings.meter_error_drop_prior_sd,
-    )
-    anomalies = AnomalyPolicy.from_file(
-        policy, settings.anomaly_rules, days=settings.anomaly_days,
-        nominal_v=settings.anomaly_nominal_v,
-    )  # fmt: skip
-
-    def once() -> RunSummary:
-        with psycopg.connect(url, autocommit=True) as conn:
-            store = AnalyticsStore(conn)
-            summary = run_lineloss(store, policy, datetime.now(UTC))
-            checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
-            run_power_quality(store, policy_from_settings(settings), datetime.now(UTC))
-            run_reliability(conn, reliability_policy(settings), datetime.now(UTC))
-            if checked:
-                log.info("meter errors and meter-to-area check: %d rows", checked)
-            run_anomalies(store, anomalies, datetime.now(UTC))
-            return summary
-
-    async def run() -> None:
-        while True:
-            try:
-                summary = await asyncio.to_thread(once)
-                if summary.rows:
-                    log.info(
-                        "line loss: %d rows for %s … %s (%s)",
-                        summary.rows,
-                        summary.computed_from,
-                        summary.computed_until,
-                        "; ".join(summary.reasons) or "new intervals",
-                    )
-            except psycopg.Error as exc:
-                log.warning("line-loss job failed (will retry): %s", exc)
-            await asyncio.sleep(settings.analytics_interval)
-
-    return Service("analytics", run)
 
 
 async def _maintenance(url: str, settings: Settings) -> None:

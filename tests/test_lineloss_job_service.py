@@ -63,3 +63,42 @@ def _empty():
 def test_bands_in_the_wrong_order_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="lineloss_high_above must be ≥ lineloss_negative_below"):
         load_settings({"lineloss_high_above": -5})
+
+
+def test_a_failing_job_is_counted_and_the_jobs_after_it_still_run(migrated_url, caplog):
+    """Before, the jobs ran one after the other in one function: a power-quality error (e.g.
+    a monitor on a PT secondary with no limits row) stopped the reliability and anomaly jobs
+    of every pass, and a non-database error failed the whole service."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import REGISTRY
+
+    from gridread.analytics_service import Job, analytics_jobs, run_jobs
+
+    def broken(conn, store, now):
+        raise ValueError("no voltage limits for a 57.7 V system")
+
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        world(conn)
+        jobs = analytics_jobs(load_settings({}))
+        names = [j.name for j in jobs]
+        assert names == ["lineloss", "diagnostics", "power_quality", "reliability", "anomalies"]
+        jobs.insert(1, Job("broken", broken))
+        before = (
+            REGISTRY.get_sample_value("gridread_analytics_job_failures_total", {"job": "broken"})
+            or 0.0
+        )
+        done = run_jobs(conn, jobs, datetime.now(UTC))
+        assert done == {"broken": False, **{n: True for n in names}}
+        after = REGISTRY.get_sample_value(
+            "gridread_analytics_job_failures_total", {"job": "broken"}
+        )
+        assert after == before + 1
+        assert "analytics job broken failed" in caplog.text
+        # the jobs after it did their work: the line loss before it and the ones after stored
+        (rows,) = conn.execute("SELECT count(*) FROM lineloss").fetchone()
+        assert rows > 0
+        (marks,) = conn.execute(
+            "SELECT count(*) FROM analytics_watermarks WHERE job <> 'lineloss'"
+        ).fetchone()
+        assert marks >= 1
