@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from gridread.inventory import parse_inventory, store_inventory
+from gridread.inventory import parse_inventory, store_inventory, stored_nominals
 from ingest.model import Reading
+from ingest.plausibility import DEFAULT_NOMINAL_VOLTAGE, shipped_rules
 from ingest.schema import ensure_partitions, migrate
 from ingest.writer import ReadingWriter
 from simulators.world.spec import INVENTORY_FAULTS
@@ -40,7 +41,8 @@ def store_world(url: str, world: World, drop: dict[str, tuple[int, int]] | None 
         migrate(conn, timezone=TIMEZONE)
         ids = store_inventory(conn, parsed, actor="bench")
         ensure_partitions(conn, days)
-    asyncio.run(_write(url, _readings(world, ids, drop or {})))
+        nominals = stored_nominals(conn)  # as `gridread run` screens: each device's nominal
+    asyncio.run(_write(url, _readings(world, ids, drop or {}), nominals))
     return ids
 
 
@@ -65,8 +67,11 @@ def _readings(world: World, ids: dict, drop: dict[str, tuple[int, int]]) -> list
     return out
 
 
-async def _write(url: str, readings: list[Reading]) -> None:
-    writer = ReadingWriter(url, batch_size=50_000, max_delay=0.05, max_queued=400_000)
+async def _write(url: str, readings: list[Reading], nominals: dict[int, float]) -> None:
+    screen = shipped_rules().for_devices(nominals, DEFAULT_NOMINAL_VOLTAGE)
+    writer = ReadingWriter(
+        url, batch_size=50_000, max_delay=0.05, max_queued=400_000, screen=screen
+    )
     task = asyncio.create_task(writer.run())
     try:
         for i in range(0, len(readings), 10_000):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from simulators.world import physics
 from simulators.world.faults import quantize
 from simulators.world.spec import STEP
 
@@ -116,6 +117,16 @@ def modbus_units(world: World, area_totals: str = "modbus") -> dict[int, str]:
     return {u: m for u, m in enumerate(names, 1)}
 
 
+def _nominal(world: World, meter: str) -> dict[str, float]:
+    """A feeder head's phase voltage behind its PT (10 kV/√3/100 ≈ 57.7 V): without it the
+    plausibility screen judges its voltages against the site's 220 V and stores them SUSPECT."""
+    g = world.grid
+    i = g.index(meter)
+    if g.role[i] != "feeder_head":
+        return {}
+    return {"nominal_voltage": round(physics.MV_KV * 1000.0 / np.sqrt(3.0) / g.pt[i], 1)}
+
+
 def bus_address(world: World, meter: str) -> str:
     return f"{world.grid.index(meter) + 1:012d}"
 
@@ -163,6 +174,7 @@ def inventory(
                 "register_map": register_map,
                 "poll_interval": poll_interval,
             }
+            | _nominal(world, m)
             for u, m in modbus_units(world, area_totals).items()
         ],
         "replacement": [
