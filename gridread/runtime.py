@@ -21,6 +21,8 @@ from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import LineLossPolicy, RunSummary, run_lineloss
 from analytics.lineloss import Bands
 from analytics.store import AnalyticsStore
+from analytics.vee import VeePolicy
+from analytics.vee_job import VeeJobPolicy, run_vee
 from api.app import create_app
 from collectors.base import PolledCollector, ReadingSink
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
@@ -394,6 +396,24 @@ def lineloss_policy(settings: Settings) -> LineLossPolicy:
     )
 
 
+def vee_policy(settings: Settings) -> VeeJobPolicy:
+    return VeeJobPolicy(
+        vee=VeePolicy(
+            max_linear_gap=settings.vee_max_linear_gap,
+            sum_tolerance_kwh=settings.vee_sum_tolerance_kwh,
+            tou_tolerance_kwh=settings.vee_tou_tolerance_kwh,
+            max_linear_days=settings.vee_max_linear_days,
+        ),
+        timezone=settings.timezone,
+        settle_s=round(settings.analytics_settle_delay),
+        reread_days=round(settings.analytics_reread_days),
+        profile_days=settings.vee_profile_days,
+        weekend=tuple(d - 1 for d in settings.vee_weekend),
+        align_tolerance_s=settings.register_align_tolerance,
+        max_step=settings.register_max_step,
+    )
+
+
 def analytics_service(url: str, settings: Settings) -> Service:
     """The `analytics` service: the line-loss job every ``analytics_interval`` seconds and the
     daily diagnostics (meter errors, meter-to-area check) when a local day is complete, on a
@@ -418,6 +438,7 @@ def analytics_service(url: str, settings: Settings) -> Service:
             store = AnalyticsStore(conn)
             summary = run_lineloss(store, policy, datetime.now(UTC))
             checked = run_diagnostics(store, diagnostics, datetime.now(UTC))
+            run_vee(conn, vee_policy(settings), datetime.now(UTC))  # validated reads (VEE)
             if checked:
                 log.info("meter errors and meter-to-area check: %d rows", checked)
             return summary

@@ -35,6 +35,7 @@ from ingest.rollups import ensure_rollups
 from ingest.schema_analytics import ANALYTICS_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
+from ingest.schema_vee import VEE_MIGRATION
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     TOPOLOGY_MIGRATION,  # 7 (5 and 6 are the rollups': ingest.rollups)
     ANALYTICS_MIGRATION,  # 8
     MULTIPLIER_MIGRATION,  # 9 (ingest/schema_multiplier.py)
+    VEE_MIGRATION,  # 13 (ingest/schema_vee.py)
 ]
 
 _READINGS_COLUMNS = """
