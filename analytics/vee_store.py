@@ -277,4 +277,4 @@ def edit_read(
             " VALUES (%s, 'edit', 'validated_read', %s, %s, %s)",
             (actor, f"{device_id}/{quantity}/{ts.isoformat()}", Jsonb(before), Jsonb(after)),
         )
-    return {"version": version + 1, "value": float(value), "method": "edited"}
+    return {"version": version + 1, "value": float(value), "method": "edited", "rules": rules}

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.query import refuse_repeated_query_parameters
 from api.routes import (
     analytics,
+    billing,
     concentrators,
     devices,
     health,
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(topology.meters_router)
     app.include_router(lineloss.router)
     app.include_router(analytics.router)
+    app.include_router(billing.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
