@@ -44,6 +44,7 @@ class VeeJobPolicy:
     align_tolerance_s: int = 300
     max_step: float = 10_000.0  # secondary kWh per 15 min above which: a spike
     block_days: int = 7  # days loaded and validated at once
+    meter_chunk: int = 5000  # meters loaded and validated at once (bounded memory)
 
 
 @dataclass
@@ -120,9 +121,17 @@ def _blocks(days: list[date], zone: ZoneInfo, size: int, summary: VeeSummary) ->
 def _validate(conn: psycopg.Connection, policy: VeeJobPolicy, days: list[date], zone) -> int:
     start = _midnight(days[0], zone)
     end = start + len(days) * 86400
-    ids = devices_with_reads(conn, start, end)
-    if not len(ids):
-        return 0
+    all_ids = devices_with_reads(conn, start, end)
+    written = 0
+    for lo in range(0, len(all_ids), policy.meter_chunk):  # a loop per chunk of meters
+        ids = all_ids[lo : lo + policy.meter_chunk]
+        written += _validate_meters(conn, policy, days, start, ids)
+    return written
+
+
+def _validate_meters(
+    conn: psycopg.Connection, policy: VeeJobPolicy, days: list[date], start: int, ids
+) -> int:
     block = load_block(conn, ids, start, len(days), tolerance=policy.align_tolerance_s)
     history = load_history(conn, ids, start, policy.profile_days)
     hist_days = [

@@ -21,7 +21,7 @@ from analytics.vee_store import EditError, edit_read
 from ingest.schema import ensure_partitions
 from tests.lineloss_fixture import DAY, Q, device
 
-POLICY = VeeJobPolicy(timezone="Asia/Shanghai", settle_s=1800)
+POLICY = VeeJobPolicy(timezone="Asia/Shanghai", settle_s=1800, meter_chunk=1)  # 2 chunks
 NOW = DAY + timedelta(days=2, seconds=1800)
 D = timedelta(days=1)
 

@@ -40,6 +40,7 @@ from api.params import (
     aware,
     invalid,
 )
+from api.schemas import ErrorPublic
 
 router = APIRouter(prefix="/billing", tags=["billing"], responses=UNAVAILABLE)
 
@@ -316,7 +317,11 @@ async def reads(
     return out
 
 
-@router.post("/reads/{name}/edit", response_model=ValidatedReadPublic, responses=NOT_FOUND)
+@router.post(
+    "/reads/{name}/edit",
+    response_model=ValidatedReadPublic,
+    responses={**NOT_FOUND, 400: {"model": ErrorPublic, "description": "The body is not JSON"}},
+)
 async def edit(request: Request, conn: Conn, name: DeviceName, body: EditCreate) -> dict:
     """Replace a validated read with a person's value (a new version, method `edited`; the
     previous version kept; an audit_log row). No authentication yet (issue 11)."""
