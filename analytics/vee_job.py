@@ -26,6 +26,7 @@ from analytics.vee_store import (
     devices_with_reads,
     load_block,
     load_history,
+    overlay_edits,
     write_result,
 )
 
@@ -133,6 +134,7 @@ def _validate_meters(
     conn: psycopg.Connection, policy: VeeJobPolicy, days: list[date], start: int, ids
 ) -> int:
     block = load_block(conn, ids, start, len(days), tolerance=policy.align_tolerance_s)
+    overlay_edits(conn, block)  # a person's frozen value counts in the checks around it
     history = load_history(conn, ids, start, policy.profile_days)
     hist_days = [
         days[0] - timedelta(days=policy.profile_days - k) for k in range(policy.profile_days)

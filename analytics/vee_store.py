@@ -124,6 +124,36 @@ def load_block(
     )
 
 
+def overlay_edits(conn: psycopg.Connection, block: Block) -> int:
+    """Put the edited frozen registers (current versions, method edited) of the block in
+    place of what was read, so that a person's value takes part in the sum-check and the
+    TOU check of the days around it; returns how many."""
+    idx, q_idx, ts, value = _copy_out(
+        conn,
+        "COPY (SELECT (m.idx - 1)::int4, array_position({qs}::text[], v.quantity)::int2,"
+        " floor(extract(epoch FROM v.ts))::int8, v.value"
+        " FROM validated_reads v JOIN unnest({ids}::int4[]) WITH ORDINALITY AS m(device_id, idx)"
+        "   ON v.device_id = m.device_id"
+        " WHERE v.current AND v.method = 'edited' AND v.quantity = ANY({qs}::text[])"
+        "   AND v.ts >= to_timestamp({lo}) AND v.ts <= to_timestamp({hi})"
+        ") TO STDOUT (FORMAT BINARY)",
+        {
+            "qs": FROZEN,
+            "ids": [int(d) for d in block.device_ids],
+            "lo": block.start,
+            "hi": block.start + block.days * 86400,
+        },
+        ["int4", "int2", "int8", "float8"],
+    )
+    d = (ts - block.start) // 86400
+    total = q_idx == 1
+    block.frozen[idx[total], d[total]] = value[total]
+    block.frozen_quality[idx[total], d[total]] = 0
+    tou = ~total
+    block.tou[idx[tou], q_idx[tou] - 2, d[tou]] = value[tou]
+    return len(idx)
+
+
 def load_history(
     conn: psycopg.Connection, device_ids: np.ndarray, start: int, days: int, step: int = 900
 ) -> np.ndarray:

@@ -145,5 +145,11 @@ def test_edit_is_versioned_audited_and_kept_by_the_job(conn):
         " WHERE entity = 'validated_read'"
     ).fetchall()
     assert audit == [("li", "edit", "validated_read", "300.0", "292.0")]
-    run_vee(conn, POLICY, NOW)  # the job leaves the edit alone
+    # the job leaves the edit alone, and checks the day against it: 292 − 196 = 96 = Σ the
+    # day's intervals, so they pass the sum-check now (new versions, valid)
+    v2 = current(conn, m2)
+    assert not any(v2[ts + k * Q][3] for k in range(96))
+    run_vee(conn, POLICY, NOW)
     assert current(conn, m2, "1.8.0*d")[ts + D][:2] == (292, "edited")
+    v2 = current(conn, m2)
+    assert all(v2[ts + k * Q][3] and v2[ts + k * Q][4] == 2 for k in range(96))
