@@ -23,6 +23,7 @@ from analytics.vee_estimate import day_type_profile
 from analytics.vee_pipeline import run_vee_block
 from analytics.vee_store import (
     QUANTITIES,
+    REACTIVE,
     devices_with_reads,
     load_block,
     load_history,
@@ -153,4 +154,17 @@ def _validate_meters(
         profile=profile,
         policy=policy.vee,
     )
-    return write_result(conn, block, result)
+    # reactive energy (3.8.0): the same VEE on its profile registers, no frozen registers
+    r_hist = load_history(conn, ids, start, policy.profile_days, quantity=REACTIVE)
+    no_frozen = np.full(block.frozen.shape, np.nan)
+    reactive = run_vee_block(
+        block.reactive,
+        block.reactive_quality,
+        np.full(len(ids), policy.max_step),
+        no_frozen,
+        np.zeros(no_frozen.shape, dtype=np.int16),
+        per_day=block.per_day,
+        profile=day_type_profile(r_hist, kind, target),
+        policy=policy.vee,
+    )
+    return write_result(conn, block, result, reactive)

@@ -22,7 +22,8 @@ from analytics.vee_pipeline import VeeResult
 
 PROFILE = "1.8.0"
 FROZEN = ["1.8.0*d", "1.8.1*d", "1.8.2*d", "1.8.3*d", "1.8.4*d"]
-QUANTITIES = [PROFILE, *FROZEN]  # the codes the COPY streams carry as an int2 index
+REACTIVE = "3.8.0"  # reactive import Q+: its 15-min energy is validated like 1.8.0's
+QUANTITIES = [PROFILE, *FROZEN, REACTIVE]  # the codes the COPY streams carry as an int2 index
 METHODS = [m.name.lower() for m in Method]
 _NP = {"int2": np.int16, "int4": np.int32, "int8": np.int64, "float8": np.float64}
 
@@ -45,6 +46,8 @@ class Block:
     frozen: np.ndarray  # (n, D+1)
     frozen_quality: np.ndarray  # (n, D+1)
     tou: np.ndarray  # (n, 4, D+1)
+    reactive: np.ndarray  # (n, T+1) 3.8.0 registers
+    reactive_quality: np.ndarray  # (n, T+1)
 
 
 def devices_with_reads(conn: psycopg.Connection, lo: int, hi: int) -> np.ndarray:
@@ -96,16 +99,22 @@ def load_block(
         ["int4", "int2", "int8", "float8", "int2"],
     )
     q_idx = q_idx - 1
-    prof = q_idx == 0
-    # SUSPECT values go in too (VEE decides); only a NaN is no reading
-    regs = align_registers(idx[prof], ts[prof], value[prof], n, start, step, t + 1, tolerance)
-    qual = np.zeros((n, t + 1), dtype=np.int16)
-    k = np.rint((ts[prof] - start) / step).astype(np.int64)
-    near = (k >= 0) & (k <= t) & (np.abs(ts[prof] - (start + k * step)) <= tolerance)
-    np.bitwise_or.at(qual, (idx[prof][near], k[near]), quality[prof][near])
+
+    def on_boundaries(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # SUSPECT values go in too (VEE decides); only a NaN is no reading
+        regs = align_registers(idx[mask], ts[mask], value[mask], n, start, step, t + 1, tolerance)
+        qual = np.zeros((n, t + 1), dtype=np.int16)
+        k = np.rint((ts[mask] - start) / step).astype(np.int64)
+        near = (k >= 0) & (k <= t) & (np.abs(ts[mask] - (start + k * step)) <= tolerance)
+        np.bitwise_or.at(qual, (idx[mask][near], k[near]), quality[mask][near])
+        return regs, qual
+
+    regs, qual = on_boundaries(q_idx == 0)
+    reactive, reactive_q = on_boundaries(q_idx == len(FROZEN) + 1)
     frozen = np.full((5, n, days + 1), np.nan)
     fq = np.zeros((n, days + 1), dtype=np.int16)
-    fz = ~prof & ((ts - start) % 86400 == 0) & (ts >= start) & (ts <= end)
+    fz = (q_idx >= 1) & (q_idx <= len(FROZEN))
+    fz &= ((ts - start) % 86400 == 0) & (ts >= start) & (ts <= end)
     d = (ts[fz] - start) // 86400
     frozen[q_idx[fz] - 1, idx[fz], d] = value[fz]
     total = q_idx[fz] == 1
@@ -121,6 +130,8 @@ def load_block(
         frozen=frozen[0],
         frozen_quality=fq,
         tou=np.moveaxis(frozen[1:], 0, 1),
+        reactive=reactive,
+        reactive_quality=reactive_q,
     )
 
 
@@ -155,7 +166,12 @@ def overlay_edits(conn: psycopg.Connection, block: Block) -> int:
 
 
 def load_history(
-    conn: psycopg.Connection, device_ids: np.ndarray, start: int, days: int, step: int = 900
+    conn: psycopg.Connection,
+    device_ids: np.ndarray,
+    start: int,
+    days: int,
+    step: int = 900,
+    quantity: str = PROFILE,
 ) -> np.ndarray:
     """Validated 15-min energy (n, days, per_day) of the `days` days before `start`; NaN
     where not validated (the same-day-type profile's input)."""
@@ -169,7 +185,7 @@ def load_history(
         " WHERE v.quantity = {q} AND v.current AND v.valid AND v.value IS NOT NULL"
         "   AND v.ts >= to_timestamp({lo}) AND v.ts < to_timestamp({hi})"
         ") TO STDOUT (FORMAT BINARY)",
-        {"ids": [int(d) for d in device_ids], "q": PROFILE, "lo": lo, "hi": start},
+        {"ids": [int(d) for d in device_ids], "q": quantity, "lo": lo, "hi": start},
         ["int4", "int8", "float8"],
     )
     out = np.full((len(device_ids), days * per_day), np.nan)
@@ -178,48 +194,69 @@ def load_history(
     return out.reshape(len(device_ids), days, per_day)
 
 
-def write_result(conn: psycopg.Connection, block: Block, r: VeeResult) -> int:
-    """Write the block's validated reads as new versions where value, method, rules or
-    validity changed (an edited current value is left alone); return the rows written."""
+def _days_seen(block: Block, regs: np.ndarray, frozen: np.ndarray | None) -> np.ndarray:
+    """(n, D): the device has any reading in the day (a day before it was installed or
+    after it was removed is not written)."""
+    n = regs.shape[0]
+    ok = np.isfinite(regs)
+    seen = ok[:, :-1].reshape(n, block.days, block.per_day).any(axis=2)
+    seen |= ok[:, block.per_day :: block.per_day]
+    if frozen is not None:
+        fz = np.isfinite(frozen)
+        seen |= fz[:, :-1] | fz[:, 1:]
+    return seen
+
+
+def _interval_rows(block: Block, r: VeeResult, q: int, seen: np.ndarray) -> list[np.ndarray]:
     n, t = r.energy.shape
-    d1 = block.days + 1
-    # a device's day is written only where it has any reading in it (not before it was
-    # installed, not after it was removed)
-    regs = np.isfinite(block.registers)
-    seen = regs[:, :-1].reshape(n, block.days, block.per_day).any(axis=2)
-    seen |= regs[:, block.per_day :: block.per_day]
-    fz = np.isfinite(block.frozen)
-    seen |= fz[:, :-1] | fz[:, 1:]
-    keep_i = np.repeat(seen, block.per_day, axis=1).ravel()
-    keep_f = np.zeros((n, d1), dtype=bool)
-    keep_f[:, :-1] |= seen
-    keep_f[:, 1:] |= seen
-    keep_f = np.repeat(keep_f[:, None, :], 5, axis=1).ravel()
-    ids = block.device_ids.astype(np.int32)
+    keep = np.repeat(seen, block.per_day, axis=1).ravel()
     starts = block.start + np.arange(t, dtype=np.int64) * block.step
-    cols = [
-        (np.repeat(ids, t), np.zeros(n * t, np.int16), np.tile(starts, n)),
-        (r.energy.ravel(), r.method.ravel(), r.rules.ravel(), r.valid.ravel()),
-    ]
+    ids = block.device_ids.astype(np.int32)
+    cols = [np.repeat(ids, t), np.full(n * t, q, np.int16), np.tile(starts, n)]
+    cols += [r.energy.ravel(), r.method.ravel(), r.rules.ravel(), r.valid.ravel()]
+    return [c[keep] for c in cols]
+
+
+def _frozen_rows(block: Block, r: VeeResult, seen: np.ndarray) -> list[np.ndarray]:
+    n, d1 = r.frozen.shape
+    keep = np.zeros((n, d1), dtype=bool)
+    keep[:, :-1] |= seen
+    keep[:, 1:] |= seen
+    keep = np.repeat(keep[:, None, :], 5, axis=1).ravel()
     fts = block.start + np.arange(d1, dtype=np.int64) * 86400
-    f_vals = np.concatenate([r.frozen[:, None, :], r.tou], axis=1)  # (n, 5, D+1)
+    values = np.concatenate([r.frozen[:, None, :], r.tou], axis=1)  # (n, 5, D+1)
     tou_method = np.where(np.isnan(block.tou) & np.isfinite(r.tou), 1, 0)
-    f_method = np.concatenate([r.frozen_method[:, None, :], tou_method], axis=1)
+    method = np.concatenate([r.frozen_method[:, None, :], tou_method], axis=1)
     tou_rules = np.where(tou_method == 1, int(Rule.TOU_REMAINDER), 0)
     tou_rules |= np.where(np.isnan(block.tou), int(Rule.GAP), 0)
-    f_rules = np.concatenate([r.frozen_rules[:, None, :], tou_rules], axis=1)
-    f_valid = np.concatenate(
+    rules = np.concatenate([r.frozen_rules[:, None, :], tou_rules], axis=1)
+    valid = np.concatenate(
         [r.frozen_valid[:, None, :], np.repeat(r.tou_valid[:, None, :], 4, axis=1)], axis=1
     )
-    dev = np.repeat(ids, 5 * d1)
-    qi = np.tile(np.repeat(np.arange(1, 6, dtype=np.int16), d1), n)
-    frozen_cols = [dev, qi, np.tile(fts, n * 5), f_vals, f_method, f_rules, f_valid]
+    ids = block.device_ids.astype(np.int32)
+    cols = [
+        np.repeat(ids, 5 * d1),
+        np.tile(np.repeat(np.arange(1, 6, dtype=np.int16), d1), n),
+        np.tile(fts, n * 5),
+    ]
+    cols += [values.ravel(), method.ravel(), rules.ravel(), valid.ravel()]
+    return [c[keep] for c in cols]
+
+
+def write_result(
+    conn: psycopg.Connection, block: Block, r: VeeResult, reactive: VeeResult | None = None
+) -> int:
+    """Write the block's validated reads (and the reactive energy's, if given) as new
+    versions where value, method, rules or validity changed (an edited current value is
+    left alone); return the rows written."""
+    seen = _days_seen(block, block.registers, block.frozen)
+    parts = [_interval_rows(block, r, 0, seen), _frozen_rows(block, r, seen)]
+    if reactive is not None:
+        q = QUANTITIES.index(REACTIVE)
+        parts.append(_interval_rows(block, reactive, q, _days_seen(block, block.reactive, None)))
     types = ["int4", "int2", "int8", "float8", "int2", "int4", "int2"]
     data = pgbinary.encode(
-        [
-            (np.concatenate([a.ravel()[keep_i], b.ravel()[keep_f]]).astype(_NP[k]), k)
-            for a, b, k in zip([*cols[0], *cols[1]], frozen_cols, types, strict=True)
-        ]
+        [(np.concatenate([p[i] for p in parts]).astype(_NP[k]), k) for i, k in enumerate(types)]
     )
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS vee_new (device_id int4, q int2, ts int8,"

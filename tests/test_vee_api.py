@@ -2,10 +2,12 @@
 tests/test_vee_job.py: m1 complete after estimation, m2's day 1 failing the sum-check).
 
 m1, local day 2026-11-10: frozen 100 → 196: 96 kWh (multiplier 1, not placed); TOU a
-quarter each: 25 → 49 = 24 kWh each; reactive 3.8.0 read 50 → 80 = 30 kvarh; power factor
-96/√(96² + 30²) = 96/100.578 = 0.95448; demand: every interval 1 kWh → 4 kW, first at
-00:00; estimated values went in (the gap, the SUSPECT read). 2026-11-11: 196 → 292, reactive
-80 → 100 = 20: pf 96/√(96² + 20²) = 0.97898; nothing estimated that day.
+quarter each: 25 → 49 = 24 kWh each; reactive 3.8.0 registers 50 + 0.3125·k on day 0 (96 ×
+0.3125 = 30 kvarh; boundary 20 not read: estimated linearly) and + 0.25 a step on day 1
+(24 kvarh); power factor 96/√(96² + 30²) = 96/100.578 = 0.95448; demand: every interval
+1 kWh → 4 kW, first at 00:00; estimated values went in (the gap, the SUSPECT read).
+2026-11-11: 196 → 292, pf 96/√(96² + 24²) = 0.97014; nothing estimated that day.
+m2 has no reactive reads at all.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from analytics.vee_job import run_vee
 from api.app import create_app
-from tests.test_vee_job import DAY, NOW, POLICY, D, meter, put
+from tests.test_vee_job import DAY, NOW, POLICY, D, Q, meter, put
 
 DAYS = {"start": "2026-11-10", "end": "2026-11-12"}
 
@@ -31,8 +33,10 @@ def client(migrated_url: str) -> Iterator[TestClient]:
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         m1 = meter(conn, "m1", [100, 196, 292])
         meter(conn, "m2", [100, 196, 300])
-        for k, q in enumerate([50, 80, 100]):
-            put(conn, m1, "3.8.0", DAY + k * D, q)
+        for k in range(193):
+            if k != 20:
+                q = 50 + 0.3125 * k if k <= 96 else 80 + 0.25 * (k - 96)
+                put(conn, m1, "3.8.0", DAY + k * Q, q)
         run_vee(conn, POLICY, NOW)
     with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as c:
         yield c
@@ -47,18 +51,19 @@ def test_export_json(client):
     a = rows["m1", "2026-11-09"]  # 2026-11-10 local starts 16:00 UTC the day before
     assert (a["register_start"], a["register_end"], a["energy_kwh"]) == (100, 196, 96)
     assert [a[f"{t}_kwh"] for t in ("sharp", "peak", "flat", "valley")] == [24] * 4
-    assert a["reactive_kvarh"] == 30
+    assert a["reactive_kvarh"] == pytest.approx(30)
     assert a["power_factor"] == pytest.approx(96 / math.hypot(96, 30))
     assert a["demand_kw"] == pytest.approx(4) and a["demand_at"].startswith("2026-11-09T16:00")
     assert a["estimated"] and a["unvalidated"] == []
     b = rows["m1", "2026-11-10"]
-    assert b["power_factor"] == pytest.approx(96 / math.hypot(96, 20)) and not b["estimated"]
+    assert b["reactive_kvarh"] == pytest.approx(24)
+    assert b["power_factor"] == pytest.approx(96 / math.hypot(96, 24)) and not b["estimated"]
     c = rows["m2", "2026-11-10"]  # its frozen 300 fails the sum-check: nothing of day 1
     assert c["register_end"] is None and c["energy_kwh"] is None and c["demand_kw"] is None
     assert c["unvalidated"] == [
         "register_end",
         "tou",
-        "reactive",
+        "reactive (0 of 96 intervals validated)",
         "demand (0 of 96 intervals validated)",
     ]
 

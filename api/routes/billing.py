@@ -3,8 +3,8 @@ the editing of a read (with a reason; the audit log keeps who and why).
 
 Per meter and local day or month: the frozen total 1.8.0 at the period's start and end,
 energy, TOU energy (1.8.1 sharp 尖, 1.8.2 peak 峰, 1.8.3 flat 平, 1.8.4 valley 谷), reactive
-energy (3.8.0 register reads at the period boundaries: present, not SUSPECT, not going back)
-and the average power factor P/√(P² + Q²), demand (largest validated 15-min energy × 4).
+energy (the validated 15-min 3.8.0 energy summed) and the average power factor
+P/√(P² + Q²), demand (largest validated 15-min energy × 4).
 Energies are primary (× the multiplier in force at the period start; 1 for a meter not
 placed in the grid), registers secondary. A figure whose inputs are not all validated is
 null and named in the row's ``unvalidated``: only validated data is exported.
@@ -129,7 +129,7 @@ WITH p AS (
                   AND v.ts >= %(lo)s AND v.ts <= %(hi)s)
 )
 SELECT d.name, p.start, p.stop, coalesce(mp.multiplier, 1),
-       fs.v, fe.v, iv.peak, iv.peak_at, iv.n_valid, iv.n_est, q.q0, q.q1
+       fs.v, fe.v, iv.peak, iv.peak_at, iv.n_valid, iv.n_est, q.q_sum, q.q_valid, q.q_est
 FROM d CROSS JOIN p
 LEFT JOIN LATERAL (
     SELECT multiplier FROM metering_points m WHERE m.device_id = d.id
@@ -154,10 +154,10 @@ LEFT JOIN LATERAL (
       AND v.ts >= p.start AND v.ts < p.stop
 ) iv ON true
 LEFT JOIN LATERAL (
-    SELECT (SELECT value FROM readings r WHERE r.device_id = d.id AND r.quantity = '3.8.0'
-              AND r.ts = p.start AND r.quality & 4 = 0) AS q0,
-           (SELECT value FROM readings r WHERE r.device_id = d.id AND r.quantity = '3.8.0'
-              AND r.ts = p.stop AND r.quality & 4 = 0) AS q1
+    SELECT sum(value) FILTER (WHERE valid) AS q_sum, count(*) FILTER (WHERE valid) AS q_valid,
+           count(*) FILTER (WHERE valid AND method <> 'actual') AS q_est
+    FROM validated_reads v WHERE v.device_id = d.id AND v.current AND v.quantity = '3.8.0'
+      AND v.ts >= p.start AND v.ts < p.stop
 ) q ON true
 WHERE p.stop IS NOT NULL
 ORDER BY d.name, p.start
@@ -165,7 +165,7 @@ ORDER BY d.name, p.start
 
 
 def _row(rec: tuple) -> dict:
-    name, start, stop, mult, fs, fe, peak, peak_at, n_valid, n_est, q0, q1 = rec
+    name, start, stop, mult, fs, fe, peak, peak_at, n_valid, n_est, q_sum, q_valid, q_est = rec
     fs, fe = fs or {}, fe or {}
     missing: list[str] = []
     estimated = bool(n_est)
@@ -190,13 +190,15 @@ def _row(rec: tuple) -> dict:
         tou[f"{label}_kwh"] = (b - a) * mult if a is not None and b is not None else None
     if any(v is None for v in tou.values()):
         missing.append("tou")
-    reactive = (q1 - q0) * mult if q0 is not None and q1 is not None and q1 >= q0 else None
+    expected = round((stop - start).total_seconds() / 900)
+    reactive = q_sum * mult if q_sum is not None and q_valid == expected else None
     if reactive is None:
-        missing.append("reactive")
+        missing.append(f"reactive ({q_valid or 0} of {expected} intervals validated)")
+    else:
+        estimated |= bool(q_est)
     pf = None
     if energy is not None and reactive is not None and (energy > 0 or reactive > 0):
         pf = energy / math.hypot(energy, reactive)
-    expected = round((stop - start).total_seconds() / 900)
     demand = peak * 4 * mult if peak is not None and n_valid == expected else None
     if demand is None:
         missing.append(f"demand ({n_valid or 0} of {expected} intervals validated)")
