@@ -105,10 +105,12 @@ def validate_profile(
     max_step: NDArray[np.float64],
     *,
     frozen: NDArray[np.float64] | None = None,
+    frozen_quality: NDArray[np.integer] | None = None,
     per_day: int = 96,
 ) -> tuple[NDArray[np.float64], ProfileCheck]:
     """Validate profile registers (n, T+1); return the registers with missing day boundaries
-    filled from valid frozen registers (``frozen`` (n, D+1), rule FROM_FROZEN) and the check.
+    filled from frozen registers (``frozen`` (n, D+1), not SUSPECT by ``frozen_quality``;
+    rule FROM_FROZEN) and the check.
 
     A boundary is bad when missing, or when both intervals around it fail (a spike up then
     back down: the boundary is the outlier), or when it is SUSPECT and an interval next to
@@ -135,6 +137,8 @@ def validate_profile(
             )
         at = reg[:, ::per_day]  # a view: filling it fills reg
         fill = np.isnan(at) & np.isfinite(fz)
+        if frozen_quality is not None:  # a SUSPECT frozen register fills nothing
+            fill &= (np.asarray(frozen_quality) & int(Quality.SUSPECT)) == 0
         at[fill] = fz[fill]
         b_rules[:, ::per_day] |= np.where(fill, int(Rule.FROM_FROZEN), 0).astype(np.int32)
     suspect = (q & int(Quality.SUSPECT)) != 0

@@ -60,7 +60,9 @@ def run_vee_block(
 ) -> VeeResult:
     """VEE of D whole days: profile registers (n, D·per_day + 1), frozen (n, D+1), TOU
     (n, 4, D+1) or None (all NaN), the same-day-type profile (n, D·per_day) or None."""
-    reg, check = validate_profile(registers, quality, max_step, frozen=frozen, per_day=per_day)
+    reg, check = validate_profile(
+        registers, quality, max_step, frozen=frozen, frozen_quality=frozen_quality, per_day=per_day
+    )
     est, b_method, b_est_rules = estimate_profile(reg, check.bad, profile, policy)
     b_rules = check.boundary_rules | b_est_rules
     energy = np.diff(est, axis=1)

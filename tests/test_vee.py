@@ -124,6 +124,14 @@ def test_missing_midnight_from_frozen_and_frozen_from_profile():
     np.testing.assert_allclose(r.registers[0], [0, 0.75, 1.5, 2.25, 3, 4.25, 5.5, 6.75, 8])
     assert r.energy[0, :4].sum() == pytest.approx(3) and r.energy[0, 4:].sum() == 5
     assert r.valid.all() and list(r.day_rules[0]) == [0, 0]
+    # a SUSPECT frozen register fills nothing: F1 = 3 flagged → R4 stays a gap, estimated
+    # from the profile between R0 = 0 and R8 = 8: flat → 4; the day-0 sum 4 ≠ 3 → SUM_CHECK
+    r = block(reg, frozen=[0, 3, 8], fq=[0, Q_SUSPECT, 0], per_day=4, profile=[1] * 8,
+              policy=VeePolicy(max_linear_gap=1))  # fmt: skip
+    assert r.registers[0, 4] == 4 and not r.rules[0, 0] & Rule.FROM_FROZEN
+    # both days fail (4 vs 3, 4 vs 5): the SUSPECT F1 is re-estimated from the profile: 4
+    assert r.frozen[0, 1] == 4 and r.frozen_rules[0, 1] & Rule.FROM_PROFILE
+    assert r.frozen_method[0, 1] == Method.ESTIMATED and r.valid.all() and r.frozen_valid.all()
     # the other way: F1 missing, profile complete 0..8 → F1 := R4 = 4 (FROM_PROFILE)
     r = block([0, 1, 2, 3, 4, 5, 6, 7, 8], frozen=[0, NAN, 8], per_day=4)
     assert r.frozen[0, 1] == 4 and r.frozen_method[0, 1] == Method.ESTIMATED
