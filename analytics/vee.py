@@ -35,8 +35,10 @@ __all__ = [
     "ProfileCheck",
     "Rule",
     "VeePolicy",
+    "unwrap",
     "validate_frozen",
     "validate_profile",
+    "wrapped_diff",
 ]
 
 
@@ -66,6 +68,7 @@ class Rule(IntFlag):
     FROM_PROFILE = 2048  # a frozen register taken from the validated profile register
     TOU_REMAINDER = 4096  # a missing TOU register = total − the other three
     UNESTIMATED = 8192  # bad and could not be estimated: not validated
+    ROLLOVER = 16384  # the register wrapped at its modulus over this interval (energy kept)
 
     def names(self) -> list[str]:
         return [r.name.lower() for r in Rule if r and r in self]  # type: ignore[union-attr]
@@ -99,6 +102,48 @@ class ProfileCheck:
     bad: NDArray[np.bool_]
 
 
+def unwrap(
+    registers: NDArray[np.float64], modulus: NDArray[np.float64] | None, max_step: NDArray
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Registers (n, K) made continuous across rollovers, and where each wrap was seen.
+
+    A register below the last one read before it, by no more than the modulus allows
+    (``0 ≤ R + modulus − R_prev ≤ max_step × positions between``), wrapped (999999.99 →
+    0.02); from there on the modulus is added. ``modulus`` (n,), inf or None: never wraps.
+    """
+    reg = np.asarray(registers, dtype=np.float64)
+    n, k = reg.shape
+    wrapped = np.zeros((n, k), dtype=bool)
+    if modulus is None:
+        return reg, wrapped
+    mod = np.broadcast_to(np.asarray(modulus, dtype=np.float64).reshape(-1, 1), (n, 1))
+    step = np.broadcast_to(np.asarray(max_step, dtype=np.float64).reshape(-1, 1), (n, 1))
+    idx = np.broadcast_to(np.arange(k), (n, k))
+    finite = np.isfinite(reg)
+    last = np.maximum.accumulate(np.where(finite, idx, -1), axis=1)
+    prev_idx = np.full((n, k), -1)
+    prev_idx[:, 1:] = last[:, :-1]
+    prev = reg[np.arange(n)[:, None], np.clip(prev_idx, 0, k - 1)]
+    jump = reg + mod - prev
+    with np.errstate(invalid="ignore"):
+        wrapped = finite & (prev_idx >= 0) & np.isfinite(mod) & (reg < prev)
+        wrapped &= (jump >= 0) & (jump <= step * (idx - prev_idx))
+    offset = np.cumsum(wrapped, axis=1) * np.where(np.isfinite(mod), mod, 0.0)
+    return reg + offset, wrapped
+
+
+def wrapped_diff(x: NDArray[np.float64], modulus: NDArray[np.float64] | None) -> NDArray:
+    """A difference of registers (n, …) reduced to (−modulus/2, modulus/2]: registers that
+    wrap independently (the total and its TOU registers) compare modulo the modulus."""
+    x = np.asarray(x, dtype=np.float64)
+    if modulus is None:
+        return x
+    mod = np.asarray(modulus, dtype=np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+    ok = np.isfinite(mod)
+    safe = np.where(ok, mod, 1.0)
+    return np.where(ok, x - safe * np.round(x / safe), x)
+
+
 def validate_profile(
     registers: NDArray[np.float64],
     quality: NDArray[np.integer],
@@ -107,6 +152,7 @@ def validate_profile(
     frozen: NDArray[np.float64] | None = None,
     frozen_quality: NDArray[np.integer] | None = None,
     per_day: int = 96,
+    modulus: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], ProfileCheck]:
     """Validate profile registers (n, T+1); return the registers with missing day boundaries
     filled from frozen registers (``frozen`` (n, D+1), not SUSPECT by ``frozen_quality``;
@@ -114,7 +160,9 @@ def validate_profile(
 
     A boundary is bad when missing, or when both intervals around it fail (a spike up then
     back down: the boundary is the outlier), or when it is SUSPECT and an interval next to
-    it fails. A SUSPECT boundary with plausible intervals either side is accepted and keeps
+    it fails. Registers that wrapped at ``modulus`` (n,) are unwrapped first (:func:`unwrap`;
+    the returned registers are continuous, ROLLOVER on the interval). A SUSPECT boundary
+    with plausible intervals either side is accepted and keeps
     the SUSPECT rule (VEE decided, and says why). An interval that fails alone (a reset, a
     single implausible jump) is left failing: no boundary can be blamed.
     """
@@ -141,6 +189,7 @@ def validate_profile(
             fill &= (np.asarray(frozen_quality) & int(Quality.SUSPECT)) == 0
         at[fill] = fz[fill]
         b_rules[:, ::per_day] |= np.where(fill, int(Rule.FROM_FROZEN), 0).astype(np.int32)
+    reg, wrapped = unwrap(reg, modulus, max_step)  # registers returned continuous
     suspect = (q & int(Quality.SUSPECT)) != 0
     missing = np.isnan(reg)
     b_rules |= np.where(missing, int(Rule.GAP), 0).astype(np.int32)
@@ -150,6 +199,7 @@ def validate_profile(
     i_rules = np.where(np.isnan(d), int(Rule.GAP), 0).astype(np.int32)
     i_rules |= np.where(d < 0, int(Rule.NEGATIVE), 0).astype(np.int32)
     i_rules |= np.where(d > step, int(Rule.SPIKE), 0).astype(np.int32)
+    i_rules |= np.where(wrapped[:, 1:], int(Rule.ROLLOVER), 0).astype(np.int32)
     fails = (d < 0) | (d > step)
     before = np.zeros((n, t1), dtype=bool)  # the interval ending at the boundary fails
     after = np.zeros((n, t1), dtype=bool)  # the interval starting at it fails
@@ -175,12 +225,14 @@ def validate_frozen(
     *,
     tou: NDArray[np.float64] | None = None,
     policy: VeePolicy = DEFAULT_POLICY,
+    modulus: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     """Rules for daily frozen registers (n, D+1) and for each day (n, D).
 
     ``day_energy`` (n, D): the day's validated profile energy (secondary, NaN where any of
     its intervals is not validated). A day fails the sum-check when both frozen registers
-    and the day's energy are known and ``|F[d+1] − F[d] − energy| > sum_tolerance``; a
+    and the day's energy are known and ``|F[d+1] − F[d] − energy| > sum_tolerance`` (F
+    continuous: :func:`unwrap`); a
     frozen register below the previous one is NOT_MONOTONIC (both days fail). ``tou``
     (n, 4, D+1): the tariff registers 1.8.1…1.8.4; where all four and the total are known
     and ``|Σ tou − total| > tou_tolerance`` the boundary fails TOU_SUM.
@@ -205,6 +257,6 @@ def validate_frozen(
         t = np.asarray(tou, dtype=np.float64)
         if t.shape != (n, 4, d1):
             raise ValueError(f"validate_frozen: tou must be ({n}, 4, {d1}) (got {t.shape})")
-        tou_off = np.abs(t.sum(axis=1) - f) > policy.tou_tolerance_kwh
+        tou_off = np.abs(wrapped_diff(t.sum(axis=1) - f, modulus)) > policy.tou_tolerance_kwh
         rules |= np.where(tou_off, int(Rule.TOU_SUM), 0).astype(np.int32)
     return rules, day

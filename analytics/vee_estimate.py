@@ -158,7 +158,7 @@ def estimate_frozen(
 
 
 def estimate_tou(
-    tou: NDArray[np.float64], total: NDArray[np.float64]
+    tou: NDArray[np.float64], total: NDArray[np.float64], modulus: NDArray | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """TOU registers (n, 4, D+1) with a single missing one filled as the total minus the
     other three (TOU_REMAINDER) where that is ≥ 0; and where it was filled."""
@@ -167,5 +167,8 @@ def estimate_tou(
     missing = np.isnan(t)
     one = missing.sum(axis=1) == 1
     rest = tot - np.nansum(t, axis=1)
+    if modulus is not None:  # registers wrap independently: the remainder modulo
+        mod = np.asarray(modulus, dtype=np.float64).reshape(-1, 1)
+        rest = np.where(np.isfinite(mod), np.mod(rest, np.where(np.isfinite(mod), mod, 1)), rest)
     fill = missing & (one & np.isfinite(rest) & (rest >= 0))[:, None, :]
     return np.where(fill, rest[:, None, :], t), fill

@@ -45,6 +45,7 @@ class VeeJobPolicy:
     weekend: tuple[int, ...] = (5, 6)  # ISO weekday − 1 of the "weekend" day type
     align_tolerance_s: int = 300
     max_step: float = 10_000.0  # secondary kWh per 15 min above which: a spike
+    modulus: float = 1_000_000.0  # registers wrap here (XXXXXX.XX kWh); inf: never
     block_days: int = 7  # days loaded and validated at once
     meter_chunk: int = 5000  # meters loaded and validated at once (bounded memory)
 
@@ -143,6 +144,7 @@ def _validate_meters(
     kind = np.array([d.weekday() in policy.weekend for d in hist_days], dtype=np.int8)
     target = np.array([d.weekday() in policy.weekend for d in days], dtype=np.int8)
     profile = day_type_profile(history, kind, target)
+    modulus = np.full(len(ids), policy.modulus)
     result = run_vee_block(
         block.registers,
         block.quality,
@@ -153,6 +155,7 @@ def _validate_meters(
         tou=block.tou,
         profile=profile,
         policy=policy.vee,
+        modulus=modulus,
     )
     # reactive energy (3.8.0): the same VEE on its profile registers, no frozen registers
     r_hist = load_history(conn, ids, start, policy.profile_days, quantity=REACTIVE)
@@ -166,5 +169,6 @@ def _validate_meters(
         per_day=block.per_day,
         profile=day_type_profile(r_hist, kind, target),
         policy=policy.vee,
+        modulus=modulus,
     )
     return write_result(conn, block, result, reactive)

@@ -19,8 +19,10 @@ from analytics.vee import (
     NOT_VALID,
     Rule,
     VeePolicy,
+    unwrap,
     validate_frozen,
     validate_profile,
+    wrapped_diff,
 )
 from analytics.vee_estimate import estimate_frozen, estimate_profile, estimate_tou
 
@@ -57,11 +59,20 @@ def run_vee_block(
     tou: NDArray[np.float64] | None = None,
     profile: NDArray[np.float64] | None = None,
     policy: VeePolicy = DEFAULT_POLICY,
+    modulus: NDArray[np.float64] | None = None,
 ) -> VeeResult:
     """VEE of D whole days: profile registers (n, D·per_day + 1), frozen (n, D+1), TOU
-    (n, 4, D+1) or None (all NaN), the same-day-type profile (n, D·per_day) or None."""
+    (n, 4, D+1) or None (all NaN), the same-day-type profile (n, D·per_day) or None;
+    ``modulus`` (n,): where the registers wrap (None: never). Registers come out as the
+    meter shows them (wrapped), energies across a wrap right."""
     reg, check = validate_profile(
-        registers, quality, max_step, frozen=frozen, frozen_quality=frozen_quality, per_day=per_day
+        registers,
+        quality,
+        max_step,
+        frozen=frozen,
+        frozen_quality=frozen_quality,
+        per_day=per_day,
+        modulus=modulus,
     )
     est, b_method, b_est_rules = estimate_profile(reg, check.bad, profile, policy)
     b_rules = check.boundary_rules | b_est_rules
@@ -71,12 +82,13 @@ def run_vee_block(
     n, t = energy.shape
     days = t // per_day
 
-    f = np.asarray(frozen, dtype=np.float64)
+    day_step = np.asarray(max_step, dtype=np.float64) * per_day
+    f, _ = unwrap(np.asarray(frozen, dtype=np.float64), modulus, day_step)
     fq = np.asarray(frozen_quality)
     t4 = np.full((n, 4, days + 1), np.nan) if tou is None else np.asarray(tou, dtype=float)
     ok = np.isfinite(energy) & ((rules & NOT_VALID) == 0)
     day_energy = np.where(ok, energy, np.nan).reshape(n, days, per_day).sum(axis=2)
-    f_rules, day_rules = validate_frozen(f, fq, day_energy, tou=t4, policy=policy)
+    f_rules, day_rules = validate_frozen(f, fq, day_energy, tou=t4, policy=policy, modulus=modulus)
     # a SUSPECT frozen register next to a failing day, or a missing one, is re-estimated
     day_fail = (day_rules & int(Rule.SUM_CHECK | Rule.NOT_MONOTONIC)) != 0
     f_bad = np.isnan(f) | (((f_rules & int(Rule.SUSPECT)) != 0) & _all_days_fail(day_fail))
@@ -85,16 +97,20 @@ def run_vee_block(
     f_est, f_method, f_est_rules = estimate_frozen(f, f_bad, at_profile, policy)
     f_rules = f_rules | f_est_rules
     if np.any(f_bad):  # days around re-estimated registers: check again
-        f_rules2, day_rules = validate_frozen(f_est, fq, day_energy, tou=t4, policy=policy)
+        f_rules2, day_rules = validate_frozen(
+            f_est, fq, day_energy, tou=t4, policy=policy, modulus=modulus
+        )
         f_rules = f_rules | (f_rules2 & ~int(Rule.GAP | Rule.SUSPECT))
     day_fail = (day_rules & int(Rule.SUM_CHECK | Rule.NOT_MONOTONIC)) != 0
     rules = rules | np.repeat(np.where(day_fail, day_rules, 0), per_day, axis=1)
     valid = np.isfinite(energy) & ((rules & NOT_VALID) == 0)
     f_valid = np.isfinite(f_est) & ((f_rules & NOT_VALID) == 0) & ~_all_days_fail(day_fail)
 
-    t4_est, filled = estimate_tou(t4, np.where(f_valid, f_est, np.nan))
+    # TOU registers wrap on their own: compared with the total modulo the modulus
+    t4_est, filled = estimate_tou(t4, np.where(f_valid, _wrap(f_est, modulus), np.nan), modulus)
     tou_ok = np.all(np.isfinite(t4_est), axis=1)
-    tou_sum_off = np.abs(t4_est.sum(axis=1) - f_est) > policy.tou_tolerance_kwh
+    off = wrapped_diff(t4_est.sum(axis=1) - f_est, modulus)
+    tou_sum_off = np.abs(off) > policy.tou_tolerance_kwh
     f_rules = f_rules | np.where(np.any(filled, axis=1), int(Rule.TOU_REMAINDER), 0)
     tou_valid = tou_ok & ~tou_sum_off & f_valid
     return VeeResult(
@@ -102,8 +118,8 @@ def run_vee_block(
         method=method,
         rules=rules.astype(np.int32),
         valid=valid,
-        registers=est,
-        frozen=f_est,
+        registers=_wrap(est, modulus),
+        frozen=_wrap(f_est, modulus),
         frozen_method=f_method,
         frozen_rules=f_rules.astype(np.int32),
         frozen_valid=f_valid,
@@ -122,3 +138,12 @@ def _all_days_fail(day_fail: NDArray[np.bool_]) -> NDArray[np.bool_]:
     left[:, 1:] = day_fail
     right[:, :-1] = day_fail
     return left & right
+
+
+def _wrap(values: NDArray[np.float64], modulus) -> NDArray[np.float64]:
+    """Registers as the meter shows them: continuous values back below the modulus."""
+    if modulus is None:
+        return values
+    mod = np.asarray(modulus, dtype=np.float64)
+    mod = mod.reshape(mod.shape + (1,) * (values.ndim - mod.ndim))
+    return np.where(np.isfinite(mod), np.mod(values, np.where(np.isfinite(mod), mod, 1)), values)

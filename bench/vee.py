@@ -145,6 +145,7 @@ def main() -> None:
                         per_day=PER_DAY,
                         tou=block.tou[s],
                         profile=profile,
+                        modulus=np.full(r_len(s, args.meters), 1_000_000.0),
                     )
                     valid += int(r.valid.sum())
                     estimated += int((r.method == 1).sum())

@@ -411,6 +411,7 @@ def vee_policy(settings: Settings) -> VeeJobPolicy:
         weekend=tuple(d - 1 for d in settings.vee_weekend),
         align_tolerance_s=settings.register_align_tolerance,
         max_step=settings.register_max_step,
+        modulus=settings.register_modulus,
     )
 
 

@@ -20,7 +20,7 @@ Q_SUSPECT = int(Quality.SUSPECT)  # ingest's flag (not a VEE Rule bit)
 
 
 def block(reg, quality=None, *, frozen=None, fq=None, per_day=None, tou=None, profile=None,
-          policy=DEFAULT_POLICY, max_step=10.0):  # fmt: skip
+          policy=DEFAULT_POLICY, max_step=10.0, modulus=None):  # fmt: skip
     reg = np.array([reg], dtype=float)
     t = reg.shape[1] - 1
     per_day = per_day or t
@@ -31,7 +31,7 @@ def block(reg, quality=None, *, frozen=None, fq=None, per_day=None, tou=None, pr
     prof = None if profile is None else np.array([profile], dtype=float)
     return run_vee_block(
         reg, q, np.array([max_step]), f, fq_, per_day=per_day, tou=tou, profile=prof,
-        policy=policy,
+        policy=policy, modulus=None if modulus is None else np.array([modulus]),
     )  # fmt: skip
 
 
@@ -186,3 +186,25 @@ def test_many_meters_at_once_and_bad_input():
                          frozen=np.zeros((1, 3)), per_day=4)  # fmt: skip
     with pytest.raises(ValueError, match="day_energy"):
         validate_frozen(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)))
+
+
+def test_rollover():
+    # a register of modulus 1000 (shows up to 999.99), max 10 a step, 4 intervals:
+    # 996, 998, ?, 2, 4 → 2 < 998 by no more than the modulus allows (2 + 1000 − 998 = 4
+    # ≤ 10 × 2 steps): wrapped → 996, 998, ?, 1002, 1004; R2 = 998 + (1002 − 998)/2 = 1000
+    # shows as 0; energies 2 each (ROLLOVER on the interval the wrap was seen in).
+    # Frozen 996 → 4: 4 + 1000 − 996 = 8 = Σ 8 ✓. TOU at the end 250 × 3 + 254 = 1004 ≡ 4 ✓
+    tou = np.array([[[249, 250], [249, 250], [249, 250], [249, 254]]], dtype=float)
+    r = block([996, 998, NAN, 2, 4], frozen=[996, 4], tou=tou, modulus=1000)
+    np.testing.assert_allclose(r.registers[0], [996, 998, 0, 2, 4])
+    np.testing.assert_allclose(r.energy[0], [2, 2, 2, 2])
+    assert r.rules[0, 2] & Rule.ROLLOVER and r.valid.all()
+    assert list(r.frozen[0]) == [996, 4] and r.frozen_valid.all() and r.tou_valid.all()
+    # a missing TOU register across the wrap: 4 − 750 = −746 ≡ 254
+    tou[0, 3, 1] = NAN
+    r = block([996, 998, NAN, 2, 4], frozen=[996, 4], tou=tou, modulus=1000)
+    assert r.tou[0, 3, 1] == 254 and r.tou_valid.all()
+    # the word-order garbage −4e23 is no wrap (−4e23 + 1000 − 1 < 0): still replaced
+    r = block([0, 1, -4e23, 3, 4], [0, 0, Q_SUSPECT, 0, 0], max_step=5, modulus=1000)
+    np.testing.assert_allclose(r.energy[0], [1, 1, 1, 1])
+    assert not (r.rules & Rule.ROLLOVER).any()

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from analytics.vee_job import run_vee
 from api.app import create_app
+from tests.lineloss_fixture import device
 from tests.test_vee_job import DAY, NOW, POLICY, D, Q, meter, put
 
 DAYS = {"start": "2026-11-10", "end": "2026-11-12"}
@@ -107,3 +108,27 @@ def test_edit_endpoint(client):
     assert r.status_code == 422
     gone = {**body, "ts": (DAY + 9 * D).isoformat()}
     assert client.post("/billing/reads/m2/edit", json=gone).status_code == 404
+
+
+def test_register_rollover(migrated_url):
+    # m3's register (XXXXXX.XX, modulus 1,000,000) is (999,950 + k) mod 1,000,000 at
+    # boundary k: it wraps at k = 50. Frozen 999,950 → 46 → 142; TOU a quarter of the
+    # unwrapped total each (they do not wrap): Σ TOU ≡ total (mod 1,000,000).
+    # Day 0: 46 − 999,950 < 0 → the energy is the validated intervals' Σ = 96 kWh.
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        dev = device(conn, "m3")
+        for k in range(193):
+            put(conn, dev, "1.8.0", DAY + k * Q, (999_950 + k) % 1_000_000)
+        for d, f in enumerate([999_950, 1_000_046, 1_000_142]):
+            put(conn, dev, "1.8.0*d", DAY + d * D, f % 1_000_000)
+            for t in range(1, 5):
+                put(conn, dev, f"1.8.{t}*d", DAY + d * D, f / 4)
+        run_vee(conn, POLICY, NOW)
+    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as client:
+        rows = client.get("/billing/export", params=DAYS).json()["data"]
+    assert [(r["register_start"], r["register_end"]) for r in rows] == [
+        (999_950, 46),
+        (46, 142),
+    ]
+    assert [r["energy_kwh"] for r in rows] == [pytest.approx(96)] * 2
+    assert rows[0]["sharp_kwh"] == 24 and rows[0]["unvalidated"][0].startswith("reactive")

@@ -7,7 +7,8 @@ energy (the validated 15-min 3.8.0 energy summed) and the average power factor
 P/√(P² + Q²), demand (largest validated 15-min energy × 4).
 Energies are primary (× the multiplier in force at the period start; 1 for a meter not
 placed in the grid), registers secondary. A figure whose inputs are not all validated is
-null and named in the row's ``unvalidated``: only validated data is exported.
+null and named in the row's ``unvalidated``: only validated data is exported. Where the
+total register rolled over within the period the energy is the validated intervals' sum.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ WITH p AS (
                   AND v.ts >= %(lo)s AND v.ts <= %(hi)s)
 )
 SELECT d.name, p.start, p.stop, coalesce(mp.multiplier, 1),
-       fs.v, fe.v, iv.peak, iv.peak_at, iv.n_valid, iv.n_est, q.q_sum, q.q_valid, q.q_est
+       fs.v, fe.v, iv.peak, iv.peak_at, iv.n_valid, iv.n_est, iv.e_sum, q.q_sum, q.q_valid,
+       q.q_est
 FROM d CROSS JOIN p
 LEFT JOIN LATERAL (
     SELECT multiplier FROM metering_points m WHERE m.device_id = d.id
@@ -146,7 +148,7 @@ LEFT JOIN LATERAL (
       AND v.quantity = ANY(%(frozen)s)
 ) fe ON true
 LEFT JOIN LATERAL (
-    SELECT max(value) FILTER (WHERE valid) AS peak,
+    SELECT max(value) FILTER (WHERE valid) AS peak, sum(value) FILTER (WHERE valid) AS e_sum,
            (array_agg(ts ORDER BY value DESC, ts) FILTER (WHERE valid))[1] AS peak_at,
            count(*) FILTER (WHERE valid) AS n_valid,
            count(*) FILTER (WHERE valid AND method <> 'actual') AS n_est
@@ -165,7 +167,9 @@ ORDER BY d.name, p.start
 
 
 def _row(rec: tuple) -> dict:
-    name, start, stop, mult, fs, fe, peak, peak_at, n_valid, n_est, q_sum, q_valid, q_est = rec
+    name, start, stop, mult, fs, fe, peak, peak_at, n_valid, n_est, e_sum, q_sum, q_valid, q_est = (
+        rec
+    )
     fs, fe = fs or {}, fe or {}
     missing: list[str] = []
     estimated = bool(n_est)
@@ -183,14 +187,21 @@ def _row(rec: tuple) -> dict:
         missing.append("register_start")
     if r1 is None:
         missing.append("register_end")
+    expected = round((stop - start).total_seconds() / 900)
     energy = (r1 - r0) * mult if r0 is not None and r1 is not None else None
+    if energy is not None and energy < 0:  # the register rolled over: the intervals know
+        energy = e_sum * mult if n_valid == expected else None
+        if energy is None:
+            missing.append("energy (the register rolled over; intervals not all validated)")
     tou: dict[str, float | None] = {}
     for k, label in enumerate(TOU, 1):
         a, b = reg(fs, FROZEN[k]), reg(fe, FROZEN[k])
         tou[f"{label}_kwh"] = (b - a) * mult if a is not None and b is not None else None
     if any(v is None for v in tou.values()):
         missing.append("tou")
-    expected = round((stop - start).total_seconds() / 900)
+    elif any(v < 0 for v in tou.values() if v is not None):
+        tou = dict.fromkeys(tou)
+        missing.append("tou (a tariff register rolled over)")
     reactive = q_sum * mult if q_sum is not None and q_valid == expected else None
     if reactive is None:
         missing.append(f"reactive ({q_valid or 0} of {expected} intervals validated)")
