@@ -160,9 +160,9 @@ def validate_profile(
 
     A boundary is bad when missing, or when both intervals around it fail (a spike up then
     back down: the boundary is the outlier), or when it is SUSPECT and an interval next to
-    it fails. Registers that wrapped at ``modulus`` (n,) are unwrapped first (:func:`unwrap`;
-    the returned registers are continuous, ROLLOVER on the interval). A SUSPECT boundary
-    with plausible intervals either side is accepted and keeps
+    it fails or is unknown. Registers that wrapped at ``modulus`` (n,) are unwrapped first
+    (:func:`unwrap`; the returned registers are continuous, ROLLOVER on the interval). A
+    SUSPECT boundary with known, plausible intervals either side is accepted and keeps
     the SUSPECT rule (VEE decided, and says why). An interval that fails alone (a reset, a
     single implausible jump) is left failing: no boundary can be blamed.
     """
@@ -209,7 +209,13 @@ def validate_profile(
     # at the edges one failing interval is all the evidence there is
     outlier[:, 0] = after[:, 0] & suspect[:, 0]
     outlier[:, -1] = before[:, -1] & suspect[:, -1]
-    bad = missing | outlier | (suspect & (before | after))
+    # a SUSPECT register is kept only when a known, plausible interval on each side it
+    # has confirms it (one between two gaps confirms nothing)
+    unknown = np.isnan(d)
+    unconfirmed = np.zeros((n, t1), dtype=bool)
+    unconfirmed[:, 1:] |= unknown
+    unconfirmed[:, :-1] |= unknown
+    bad = missing | outlier | (suspect & (before | after | unconfirmed))
     # the intervals around a bad boundary are re-derived after estimation: their own
     # failure is explained by it
     near_bad = np.zeros_like(fails)

@@ -85,6 +85,11 @@ def test_suspect_kept_when_plausible_replaced_when_not():
     r = block([0, 1, -4e23, 3, 4], [0, 0, Q_SUSPECT, 0, 0], max_step=5)
     np.testing.assert_allclose(r.energy[0], [1, 1, 1, 1])
     assert r.rules[0, 1] == Rule.SUSPECT | Rule.LINEAR  # the NEGATIVE is explained
+    # a SUSPECT 1e5 between two gaps: nothing confirms it → estimated with them: 0 → 4
+    # over 4 steps, R1, R2, R3 = 1, 2, 3
+    r = block([0, NAN, 1e5, NAN, 4], [0, 0, Q_SUSPECT, 0, 0], max_step=1e6)
+    np.testing.assert_allclose(r.registers[0], [0, 1, 2, 3, 4])
+    assert r.rules[0, 1] == Rule.GAP | Rule.SUSPECT | Rule.LINEAR and r.valid.all()
 
 
 def test_spike_and_reset():
