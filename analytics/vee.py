@@ -221,6 +221,18 @@ def validate_profile(
     near_bad = np.zeros_like(fails)
     near_bad |= bad[:, :-1] | bad[:, 1:]
     i_rules = np.where(near_bad, i_rules & ~int(Rule.NEGATIVE | Rule.SPIKE), i_rules)
+    if frozen is not None:  # a bad register at midnight: the frozen one there, if good
+        fz_ok = np.isfinite(fz)
+        if frozen_quality is not None:
+            fz_ok &= (np.asarray(frozen_quality) & int(Quality.SUSPECT)) == 0
+        swap = bad[:, ::per_day] & ~missing[:, ::per_day] & fz_ok
+        offset = 0.0
+        if modulus is not None:  # into the continuous registers' terms
+            mod = np.asarray(modulus, dtype=np.float64).reshape(-1, 1)
+            offset = np.cumsum(wrapped, axis=1)[:, ::per_day] * np.where(np.isfinite(mod), mod, 0)
+        reg[:, ::per_day] = np.where(swap, fz + offset, reg[:, ::per_day])
+        bad[:, ::per_day] &= ~swap
+        b_rules[:, ::per_day] |= np.where(swap, int(Rule.FROM_FROZEN), 0).astype(np.int32)
     return reg, ProfileCheck(b_rules, i_rules.astype(np.int32), bad)
 
 

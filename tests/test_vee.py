@@ -137,6 +137,13 @@ def test_missing_midnight_from_frozen_and_frozen_from_profile():
     # both days fail (4 vs 3, 4 vs 5): the SUSPECT F1 is re-estimated from the profile: 4
     assert r.frozen[0, 1] == 4 and r.frozen_rules[0, 1] & Rule.FROM_PROFILE
     assert r.frozen_method[0, 1] == Method.ESTIMATED and r.valid.all() and r.frozen_valid.all()
+    # a SUSPECT garbage register at midnight (−4e23 at R4) with a good frozen F1 = 4:
+    # replaced by it (FROM_FROZEN), not estimated; everything actual and valid
+    reg = [0, 1, 2, 3, -4e23, 5, 6, 7, 8]
+    r = block(reg, [0, 0, 0, 0, Q_SUSPECT, 0, 0, 0, 0], frozen=[0, 4, 8], per_day=4)
+    np.testing.assert_allclose(r.energy[0], [1] * 8)
+    assert r.rules[0, 3] == Rule.SUSPECT | Rule.FROM_FROZEN and r.valid.all()
+    assert (r.method[0] == Method.ACTUAL).all()
     # the other way: F1 missing, profile complete 0..8 → F1 := R4 = 4 (FROM_PROFILE)
     r = block([0, 1, 2, 3, 4, 5, 6, 7, 8], frozen=[0, NAN, 8], per_day=4)
     assert r.frozen[0, 1] == 4 and r.frozen_method[0, 1] == Method.ESTIMATED
