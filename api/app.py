@@ -15,6 +15,7 @@ from analytics.jobs import LineLossPolicy
 from api.query import refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    billing,
     concentrators,
     devices,
     health,
@@ -77,6 +78,7 @@ def create_app(
     app.include_router(power_quality.router)
     app.include_router(worklist.router)
     app.include_router(reliability.router)
+    app.include_router(billing.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -3,7 +3,8 @@
 numpy and blocking psycopg).
 
 Order matters: line loss first (the diagnostics and the anomaly rules read its results), the
-diagnostics before the anomaly rules (which read their flags). Each job is isolated: one that
+diagnostics before the anomaly rules (which read their flags); VEE, power quality and
+reliability stand alone. Each job is isolated: one that
 fails is logged with its traceback and counted in ``gridread_analytics_job_failures_total{job}``,
 and the jobs after it still run; the next pass tries it again.
 """
@@ -26,6 +27,8 @@ from analytics.lineloss import Bands
 from analytics.power_quality_job import policy_from_settings, run_power_quality
 from analytics.reliability_job import reliability_policy, run_reliability
 from analytics.store import AnalyticsStore
+from analytics.vee import VeePolicy
+from analytics.vee_job import VeeJobPolicy, run_vee
 from gridread.services import Service
 from gridread.settings import Settings
 
@@ -57,6 +60,25 @@ def lineloss_policy(settings: Settings) -> LineLossPolicy:
     )
 
 
+def vee_policy(settings: Settings) -> VeeJobPolicy:
+    return VeeJobPolicy(
+        vee=VeePolicy(
+            max_linear_gap=settings.vee_max_linear_gap,
+            sum_tolerance_kwh=settings.vee_sum_tolerance_kwh,
+            tou_tolerance_kwh=settings.vee_tou_tolerance_kwh,
+            max_linear_days=settings.vee_max_linear_days,
+        ),
+        timezone=settings.timezone,
+        settle_s=round(settings.analytics_settle_delay),
+        reread_days=round(settings.analytics_reread_days),
+        profile_days=settings.vee_profile_days,
+        weekend=tuple(d - 1 for d in settings.vee_weekend),
+        align_tolerance_s=settings.register_align_tolerance,
+        max_step=settings.register_max_step,
+        modulus=settings.register_modulus,
+    )
+
+
 def analytics_jobs(settings: Settings) -> list[Job]:
     """The jobs `gridread run` runs, in their order, with the policies the settings give."""
     lineloss = lineloss_policy(settings)
@@ -74,6 +96,7 @@ def analytics_jobs(settings: Settings) -> list[Job]:
     )
     power_quality = policy_from_settings(settings)
     reliability = reliability_policy(settings)
+    vee = vee_policy(settings)
     anomalies = AnomalyPolicy.from_file(
         lineloss,
         settings.anomaly_rules,
@@ -98,12 +121,16 @@ def analytics_jobs(settings: Settings) -> list[Job]:
     def reliability_job(conn, store, now) -> None:
         run_reliability(conn, reliability, now)  # logs what it did
 
+    def vee_job(conn, store, now) -> None:
+        run_vee(conn, vee, now)  # validated reads for billing; logs what it did
+
     def anomalies_job(conn, store, now) -> None:
         run_anomalies(store, anomalies, now)  # logs what it did
 
     return [
         Job("lineloss", line_loss),
         Job("diagnostics", diagnostics_job),
+        Job("vee", vee_job),
         Job("power_quality", power_quality_job),
         Job("reliability", reliability_job),
         Job("anomalies", anomalies_job),

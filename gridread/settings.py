@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -258,6 +258,27 @@ class Settings(BaseSettings):
         default=["voltage_loss", "outage"],
         description="event kinds of a monitor's loss of voltage / a concentrator's outage"
         " report: all customers of the device's area (or feeder)",
+    )
+
+    vee_max_linear_gap: int = Field(
+        default=4, ge=0, description="VEE: missing 15-min registers filled linearly at most"
+    )
+    vee_sum_tolerance_kwh: float = Field(
+        default=0.05,
+        ge=0,
+        description="VEE sum-check: kWh a day's interval energy may differ from its frozen delta",
+    )
+    vee_tou_tolerance_kwh: float = Field(
+        default=0.05, ge=0, description="VEE: kWh the TOU registers may differ from the total"
+    )
+    vee_max_linear_days: int = Field(
+        default=3, ge=0, description="VEE: missing daily frozen registers filled linearly at most"
+    )
+    vee_profile_days: int = Field(
+        default=28, ge=1, le=366, description="VEE: validated days the same-day-type profile uses"
+    )
+    vee_weekend: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        default=[6, 7], description="VEE: ISO weekdays (1 = Monday) of the weekend day type"
     )
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_pq import PQ_MIGRATION
 from ingest.schema_reliability import RELIABILITY_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
+from ingest.schema_vee import VEE_MIGRATION
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     PQ_MIGRATION,  # 10 (ingest/schema_pq.py)
     RELIABILITY_MIGRATION,  # 11 (ingest/schema_reliability.py)
     ANOMALIES_MIGRATION,  # 12 (ingest/schema_anomalies.py)
+    VEE_MIGRATION,  # 13 (ingest/schema_vee.py)
 ]
 
 _READINGS_COLUMNS = """

@@ -82,7 +82,14 @@ def test_a_failing_job_is_counted_and_the_jobs_after_it_still_run(migrated_url, 
         world(conn)
         jobs = analytics_jobs(load_settings({}))
         names = [j.name for j in jobs]
-        assert names == ["lineloss", "diagnostics", "power_quality", "reliability", "anomalies"]
+        assert names == [
+            "lineloss",
+            "diagnostics",
+            "vee",
+            "power_quality",
+            "reliability",
+            "anomalies",
+        ]
         jobs.insert(1, Job("broken", broken))
         before = (
             REGISTRY.get_sample_value("gridread_analytics_job_failures_total", {"job": "broken"})
