@@ -122,7 +122,17 @@ class PollScheduler:
             except Exception:  # a bug in one collector must not take down the others
                 metrics.POLL_ERRORS.labels(scheduled.collector.protocol, "internal").inc()
                 log.exception("poll %s crashed", scheduled.collector.device_name)
+            _raise_if_cancel_was_swallowed()
             now = loop.time()
             next_due += interval
             if next_due < now:  # overran: skip the missed slots
                 next_due += ((now - next_due) // interval + 1) * interval
+
+
+def _raise_if_cancel_was_swallowed() -> None:
+    """A library may lose a cancel: on Python 3.11 `asyncio.wait_for` (pymodbus awaits every
+    reply with it) returns the result when the cancel arrives in the loop turn the result
+    does, and the poll ends as if never cancelled. The task still counts the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

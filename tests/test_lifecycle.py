@@ -487,3 +487,35 @@ async def test_shutdown_drains_in_stages_and_reports_a_service_ignoring_cancella
     assert order == ["stubborn ignored a cancel", "writer drained"]
     assert state_of(supervisor, "writer")["state"] == "stopped"
     release.set()
+
+
+async def test_a_cancel_a_library_swallows_during_a_poll_still_stops_the_poller():
+    """pymodbus waits for a reply with `asyncio.wait_for`, which on Python 3.11 returns the
+    reply when a cancel arrives in the loop turn the reply completes it: the poll ended as if
+    never cancelled and the poll loop went on polling (a demo stop once logged
+    "modbus-poller ignored cancellation" and exited 1)."""
+    from collectors.scheduler import PollPolicy, PollScheduler
+
+    loop = asyncio.get_running_loop()
+    waiting: asyncio.Queue[asyncio.Future] = asyncio.Queue()
+
+    class Gateway:  # replies as pymodbus awaits them
+        device_id, device_name, protocol = 1, "m", "modbus_tcp"
+
+        async def gather(self, sink) -> int:
+            reply = loop.create_future()
+            await waiting.put(reply)
+            return await asyncio.wait_for(reply, 5)
+
+        async def close(self) -> None:
+            pass
+
+    scheduler = PollScheduler(sink=None, policy=PollPolicy(timeout=10, jitter=0))
+    scheduler.add(Gateway(), interval=0.01)
+    task = asyncio.create_task(scheduler.run())
+    reply = await asyncio.wait_for(waiting.get(), 5)
+    reply.set_result(0)  # the reply and the cancel (SIGTERM) in one loop turn
+    task.cancel()
+    # not `await task`: a poller that lost the cancel never ends, and neither would the test
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled(), "the poller went on polling after its cancel"
