@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from analytics.anomaly_balance import (
     _consumption_drop,
+    _drop_balance,
     _drop_with_loss,
     _loss_step,
     _multiplier_jump,
@@ -243,6 +244,7 @@ _RULES = {
     "consumption_drop": _consumption_drop,
     "loss_step": _loss_step,
     "drop_with_loss": _drop_with_loss,
+    "drop_balance": _drop_balance,
     "multiplier_jump": _multiplier_jump,
     "area_loss_high": lambda i, r: _area_status(i, r, Status.HIGH),
     "area_loss_negative": lambda i, r: _area_status(i, r, Status.NEGATIVE),

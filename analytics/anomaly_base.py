@@ -20,7 +20,7 @@ RULE_NAMES = (
     "voltage_loss", "current_loss", "current_unbalance", "clock_drift",
     "demand_over_contract", "cover_open", "power_down", "consumption_drop", "loss_step",
     "drop_with_loss", "area_loss_high", "area_loss_negative", "meter_error", "misassigned",
-    "wrong_multiplier", "multiplier_jump",
+    "wrong_multiplier", "multiplier_jump", "drop_balance",
 )  # fmt: skip
 
 

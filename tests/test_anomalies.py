@@ -326,3 +326,34 @@ def test_multiplier_jump_tells_a_ledger_only_change_from_a_real_ct_swap():
     assert h.hit.tolist() == [True, False, False]
     assert h.first[0] == 100 and h.value[0] == pytest.approx(2.0)
     assert h.extra["z"][0] == pytest.approx(2 / np.sqrt((100 / 99) / 100 + (400 / 99) / 100))
+
+
+def test_drop_balance_a_drop_the_balance_bears_out():
+    # The case above (6 days × 2 intervals, half the load stolen from t = 6). The strongest
+    # drop splits before day 3: daily 4, 4.5, 3.5 | 2, 2.25, 1.75, z = 2/√(0.25/3 + 0.0625/3)
+    # = 6.197, δ = 1 − 2/4 = 0.5: a theft of δ steps β up by δ/(1 − δ) = 1.
+    # Loss side at that split (Δ = first differences, t = 0 unknown):
+    #   before t = 1…5: ΔE 2, −2, 2.5, −2.5, 1.5 (Σ ΔE² 22.75), Δloss 0 → β_b = 0, var 0;
+    #   after t = 6…11: ΔE −2, 1, −1, 1.25, −1.25, 0.75 (Σ ΔE² 9.6875), Δloss 0.5, 1, −1,
+    #   1.25, −1.25, 0.75: Σ Δloss·ΔE = 4.6875, Σ Δloss² = 5.9375 → β_a = 4.6875/9.6875
+    #   = 0.48387, var = (5.9375/6 − β_a²·9.6875/6)/9.6875 = 0.063130, se = 0.25126.
+    # Against the theft's step: z = (0.48387 − 1)/0.25126 = −2.054: within 2.5 se (hit), not
+    # within 2. Meter 1 drops the same but its area's loss stays flat: β step 0 with se 0,
+    # z = −∞, no hit.
+    e = np.array([[1, 3, 1, 3.5, 1, 2.5, 0.5, 1.5, 0.5, 1.75, 0.5, 1.25]] * 2)
+    loss = np.where(np.arange(12) >= 6, 1 + e[0], 1.0)
+    inp = AnomalyInput(e, np.zeros(e.shape, np.int8), np.repeat(np.arange(6), 2),
+                       area_loss=np.stack([loss, np.ones(12)]))  # fmt: skip
+    params = dict(min_drop=0.25, min_drop_z=3.0, max_z_below=2.5, min_step=0.0, min_days=2)
+    h = evaluate(inp, rule("drop_balance", "theft", **params))["drop_balance"]
+    assert h.hit.tolist() == [True, False]
+    assert h.first[0] == 6 and h.suggests[0] == "theft"
+    assert h.value[0] == pytest.approx(0.5)
+    assert h.extra["drop_z"][0] == pytest.approx(2 / np.sqrt(0.25 / 3 + 0.0625 / 3))
+    beta_a = 4.6875 / 9.6875
+    se = np.sqrt((5.9375 / 6 - beta_a**2 * 9.6875 / 6) / 9.6875)
+    assert h.extra["loss_step"][0] == pytest.approx(beta_a)
+    assert h.extra["z_vs_theft"][0] == pytest.approx((beta_a - 1.0) / se)
+    assert h.extra["z_vs_theft"][0] == pytest.approx(-2.054, abs=1e-3)
+    params["max_z_below"] = 2.0
+    assert not evaluate(inp, rule("drop_balance", **params))["drop_balance"].hit.any()

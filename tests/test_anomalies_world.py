@@ -6,7 +6,8 @@ Targets of issue 10: precision and recall ≥ 0.9 per fault kind. Met here for s
 reverse wiring, wrong multiplier and misassigned meters; theft (20–50 % of the load) is
 checked at its precision target and at the recall it reaches (docs/analytics.md,
 "Abnormal readings": households whose stolen share is a few tens of Wh per interval stay
-below what the area's balance resolves), so that a regression shows."""
+below what the area's balance resolves; 14 of these 16 are found since drop_balance, 12
+before), so that a regression shows."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_theft_precision_at_target_recall_as_measured(result):
     r = result["theft"]
     assert r["real"] == 16
     assert r["precision"] >= 0.9, r
-    assert r["recall"] >= 0.7, r  # target 0.9: missed (see the module docstring)
+    assert r["recall"] >= 0.85, r  # target 0.9: missed (see the module docstring)
 
 
 def test_the_job_through_postgresql_finds_the_worlds_faults(migrated_url):
