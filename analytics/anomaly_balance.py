@@ -85,6 +85,28 @@ def _cleaned_dloss(inp: AnomalyInput) -> NDArray[np.float64]:
     return out
 
 
+def _others_removed(
+    inp: AnomalyInput, dr: NDArray[np.float64], min_days: float, min_z: float
+) -> NDArray[np.float64]:
+    """Δloss (n, T) less what the area's *other* members with a clear β split (|z| ≥ min_z:
+    a large theft, a misassigned meter, a wrong multiplier) put into it: β_before·ΔE before
+    their split, β_after·ΔE after. Their loads are noise in everyone else's β; one pass."""
+    if inp.area_of is None or min_z <= 0:
+        return dr
+    starts, z, bb, ba = _beta_split(inp, min_days, dr)
+    best = np.abs(z).argmax(axis=1)
+    sure = (np.abs(_pick(z, best)) >= min_z) & (inp.area_of >= 0)
+    t0 = starts[np.clip(best + 1, 0, len(starts) - 1)]
+    after = np.arange(inp.energy.shape[1])[None, :] >= t0[:, None]
+    de = np.nan_to_num(np.diff(inp.energy, axis=1, prepend=np.nan))
+    beta = np.where(after, _pick(ba, best)[:, None], _pick(bb, best)[:, None])
+    own = np.where(sure[:, None], np.nan_to_num(beta) * de, 0.0)
+    areas = np.maximum(inp.area_of, 0)
+    total = np.zeros((int(areas.max()) + 1, own.shape[1]))
+    np.add.at(total, areas, own)
+    return dr - (total[areas] - own)
+
+
 def _beta_split(inp: AnomalyInput, min_days: float, dr: NDArray[np.float64] | None = None):
     """β = Σ Δloss·ΔE / Σ ΔE² before and after each split day (first differences keep each
     meter's own switching and drop the daily shape that all meters share): (starts, z of
@@ -178,7 +200,9 @@ def _drop_balance(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
         return None
     min_days = int(_p(rule, "min_days", 2))
     clean = inp.area_of is not None and bool(rule.params.get("clean_service_loss", True))
-    starts, _, bb, ba, se = _beta_split_se(inp, min_days, _cleaned_dloss(inp) if clean else None)
+    dr = _cleaned_dloss(inp) if clean else np.diff(inp.area_loss, axis=1, prepend=np.nan)
+    dr = _others_removed(inp, dr, min_days, _p(rule, "others_min_z", 0.0))
+    starts, _, bb, ba, se = _beta_split_se(inp, min_days, dr)
     dzm, mb, ma = _split_matrix(np.add.reduceat(inp.energy, starts, axis=1), min_days)
     col = dzm.argmax(axis=1)
     dz, s = _pick(dzm, col), _pick(se, col)

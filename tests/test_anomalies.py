@@ -13,7 +13,7 @@ from analytics.anomalies import (
     load_rules,
     sustained,
 )
-from analytics.anomaly_balance import _cleaned_dloss
+from analytics.anomaly_balance import _beta_split, _cleaned_dloss, _others_removed
 from analytics.anomaly_score import score, worklist
 from analytics.energy import Flag, interval_energy
 from analytics.lineloss import Status
@@ -357,3 +357,33 @@ def test_drop_balance_a_drop_the_balance_bears_out():
     assert h.extra["z_vs_theft"][0] == pytest.approx(-2.054, abs=1e-3)
     params["max_z_below"] = 2.0
     assert not evaluate(inp, rule("drop_balance", **params))["drop_balance"].hit.any()
+
+
+def test_other_members_clear_beta_splits_are_taken_out_first():
+    # Truth: one area, 6 days × 96 intervals; a large thief (meter 0, 0…5 kWh per interval,
+    # β 0 → 0.5 from day 2) and a small one (meter 1, 0…0.2 kWh, β 0 → 0.25 from day 4), a
+    # little noise. Meter 0's switching is noise in meter 1's β (sd ≈ 0.5 × 2 per interval
+    # against 0.25 × 0.08): raw, meter 1's step at day 4 has z < 3; with meter 0's fitted
+    # part taken out (its split has z ≫ 6), z > 10 and the step is 0.25 within 0.02, and
+    # meter 0's own row keeps
+    # its own part (only the *other* members are removed).
+    rng = np.random.default_rng(1)
+    e = np.stack([rng.uniform(0, 5, 576), rng.uniform(0, 0.2, 576)])
+    e[:, [191, 383]] = 0.0  # at each start Δloss = β·E = β·ΔE: the split interval fits too
+    t = np.arange(576)
+    loss = 1 + 0.5 * e[0] * (t >= 192) + 0.25 * e[1] * (t >= 384) + rng.normal(0, 0.002, 576)
+    inp = AnomalyInput(e, np.zeros(e.shape, np.int8), t // 96,
+                       area_loss=np.stack([loss, loss]), area_of=np.array([0, 0]))  # fmt: skip
+    dr = np.diff(inp.area_loss, axis=1, prepend=np.nan)
+    raw = _beta_split(inp, 1, dr)
+    out = _others_removed(inp, dr, 1, 6.0)
+    done = _beta_split(inp, 1, out)
+    step = lambda s, m, d: s[3][m, d - 1] - s[2][m, d - 1]  # noqa: E731  β_after − β_before
+    assert abs(raw[1][1, 3]) < 3 < 10 < done[1][1, 3]  # z of meter 1's split at day 4
+    assert step(done, 1, 4) == pytest.approx(0.25, abs=0.02)
+    assert step(done, 0, 2) == pytest.approx(0.5, abs=0.02)
+    # meter 1's split is not clear in the raw loss: nothing taken out of meter 0's row
+    assert np.array_equal(out[0], dr[0], equal_nan=True)
+    assert not np.array_equal(out[1], dr[1], equal_nan=True)
+    # switched off (min_z 0): unchanged
+    assert _others_removed(inp, dr, 1, 0.0) is dr
