@@ -387,3 +387,35 @@ def test_other_members_clear_beta_splits_are_taken_out_first():
     assert not np.array_equal(out[1], dr[1], equal_nan=True)
     # switched off (min_z 0): unchanged
     assert _others_removed(inp, dr, 1, 0.0) is dr
+
+
+def test_voltage_drop_step_the_drop_per_registered_kwh_rises_with_a_bypass():
+    # 4 days × 4 intervals, only the split before day 2 has 8 intervals a side (min_days 4).
+    # The service line's drop y (bus − meter, V) = 0.5 V per kWh of true load + e, e = 0.2 at
+    # the 4th interval of day 0 and −0.2 at that of day 1 and again on days 2 and 3; true load
+    # 1, 3, 1, 3 per day. Meter 0 registers half of it from day 2 (x 0.5, 1.5, …).
+    # Before: x̄ 2, Σ(x − x̄)² = 8, ȳ 1, Σ(x − x̄)(y − ȳ) = 6·0.5 + 0.7 + 0.3 = 4 → b 0.5;
+    #   Σ(y − ȳ)² = 6·0.25 + 0.49 + 0.09 = 2.08, RSS = 2.08 − 0.5·4 = 0.08, var b = 0.08/6/8.
+    # After: x̄ 1, Σ(x − x̄)² = 2, Σ(x − x̄)(y − ȳ) = 2 → b 1.0; RSS 0.08, var b = 0.08/6/2.
+    # z = 0.5/√(0.08/48 + 0.08/12) = 5.477, ratio 2 (= 1/(1 − 0.5)). Meter 1 registers all
+    # of it throughout: b 0.5 both sides, z 0: no hit. A phase unknown (NaN) is left out.
+    load = np.tile([1.0, 3.0, 1.0, 3.0], 4)
+    e = np.tile([0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0, -0.2], 2)
+    y = 0.5 * load + e
+    x = np.stack([np.where(np.arange(16) >= 8, 0.5 * load, load), load])
+    volts = np.stack([np.stack([230 - y, np.full(16, np.nan)]), np.stack([230 - y, 230 - y])])
+    inp = AnomalyInput(x, np.zeros(x.shape, np.int8), np.repeat(np.arange(4), 4),
+                       voltage=volts, bus_voltage=np.full((2, 16), 230.0))  # fmt: skip
+    h = evaluate(inp, rule("voltage_drop_step", "theft", min_z=5.0, min_ratio=1.15, min_days=4))
+    h = h["voltage_drop_step"]
+    assert h.hit.tolist() == [True, False]
+    assert h.first[0] == 8 and h.suggests[0] == "theft"
+    assert h.value[0] == pytest.approx(2.0)
+    assert h.extra["before"][0] == pytest.approx(0.5) and h.extra["after"][0] == pytest.approx(1)
+    assert h.extra["z"][0] == pytest.approx(0.5 / np.sqrt(0.08 / 48 + 0.08 / 12))
+    assert h.extra["z"][0] == pytest.approx(5.477, abs=1e-3)
+    h = evaluate(inp, rule("voltage_drop_step", min_z=6.0, min_ratio=1.15, min_days=4))
+    assert not h["voltage_drop_step"].hit.any()  # z 5.48 < 6
+    h = evaluate(inp, rule("voltage_drop_step", min_z=5.0, min_ratio=2.5, min_days=4))
+    assert not h["voltage_drop_step"].hit.any()  # ratio 2 < 2.5
+    assert "voltage_drop_step" not in evaluate(base(x), rule("voltage_drop_step"))  # no bus
