@@ -45,8 +45,9 @@ def _voltage_drop_step(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
     20 %). Needs the area's bus voltage; the meter's is the mean of its phases."""
     if inp.bus_voltage is None or inp.voltage is None or inp.energy.shape[1] < 2:
         return None
-    with np.errstate(invalid="ignore"):
-        v = np.nanmean(np.where(np.isfinite(inp.voltage), inp.voltage, np.nan), axis=1)
+    known = np.isfinite(inp.voltage)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no phase known: NaN
+        v = np.where(known, inp.voltage, 0.0).sum(axis=1) / known.sum(axis=1)
     drop = inp.bus_voltage - v
     starts, z, bb, ba = _slope_split(inp.energy, drop, inp.day_of, _p(rule, "min_days", 2))
     col = z.argmax(axis=1)
