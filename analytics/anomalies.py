@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from analytics.anomaly_balance import (
     _consumption_drop,
+    _drop_balance,
     _drop_with_loss,
     _loss_step,
     _multiplier_jump,
@@ -34,6 +35,7 @@ from analytics.anomaly_base import (
     sustained,
     worklist_policy,
 )
+from analytics.anomaly_voltage import _voltage_drop_step
 from analytics.energy import Flag
 from analytics.lineloss import Status
 
@@ -243,6 +245,8 @@ _RULES = {
     "consumption_drop": _consumption_drop,
     "loss_step": _loss_step,
     "drop_with_loss": _drop_with_loss,
+    "drop_balance": _drop_balance,
+    "voltage_drop_step": _voltage_drop_step,
     "multiplier_jump": _multiplier_jump,
     "area_loss_high": lambda i, r: _area_status(i, r, Status.HIGH),
     "area_loss_negative": lambda i, r: _area_status(i, r, Status.NEGATIVE),

@@ -85,10 +85,38 @@ def _cleaned_dloss(inp: AnomalyInput) -> NDArray[np.float64]:
     return out
 
 
+def _others_removed(
+    inp: AnomalyInput, dr: NDArray[np.float64], min_days: float, min_z: float
+) -> NDArray[np.float64]:
+    """Δloss (n, T) less what the area's *other* members with a clear β split (|z| ≥ min_z:
+    a large theft, a misassigned meter, a wrong multiplier) put into it: β_before·ΔE before
+    their split, β_after·ΔE after. Their loads are noise in everyone else's β; one pass."""
+    if inp.area_of is None or min_z <= 0:
+        return dr
+    starts, z, bb, ba = _beta_split(inp, min_days, dr)
+    best = np.abs(z).argmax(axis=1)
+    sure = (np.abs(_pick(z, best)) >= min_z) & (inp.area_of >= 0)
+    t0 = starts[np.clip(best + 1, 0, len(starts) - 1)]
+    after = np.arange(inp.energy.shape[1])[None, :] >= t0[:, None]
+    de = np.nan_to_num(np.diff(inp.energy, axis=1, prepend=np.nan))
+    beta = np.where(after, _pick(ba, best)[:, None], _pick(bb, best)[:, None])
+    own = np.where(sure[:, None], np.nan_to_num(beta) * de, 0.0)
+    areas = np.maximum(inp.area_of, 0)
+    total = np.zeros((int(areas.max()) + 1, own.shape[1]))
+    np.add.at(total, areas, own)
+    return dr - (total[areas] - own)
+
+
 def _beta_split(inp: AnomalyInput, min_days: float, dr: NDArray[np.float64] | None = None):
     """β = Σ Δloss·ΔE / Σ ΔE² before and after each split day (first differences keep each
     meter's own switching and drop the daily shape that all meters share): (starts, z of
     β_after − β_before, β_before, β_after), (n, D − 1) each; z = 0 where a side is short."""
+    starts, z, bb, ba, _ = _beta_split_se(inp, min_days, dr)
+    return starts, z, bb, ba
+
+
+def _beta_split_se(inp: AnomalyInput, min_days: float, dr: NDArray[np.float64] | None = None):
+    """`_beta_split` and the standard error of β_after − β_before (NaN where a side is short)."""
     starts = _day_starts(inp.day_of)
     dr = np.diff(inp.area_loss, axis=1, prepend=np.nan) if dr is None else dr
     de = np.diff(inp.energy, axis=1, prepend=np.nan)
@@ -104,8 +132,9 @@ def _beta_split(inp: AnomalyInput, min_days: float, dr: NDArray[np.float64] | No
         vb = np.maximum(cr / ck - bb**2 * cq / ck, 0.0) / cq  # residual variance / Σ ΔE²
         va = np.maximum((tr - cr) / (tk - ck) - ba**2 * (tq - cq) / (tk - ck), 0.0) / (tq - cq)
         z = (ba - bb) / np.sqrt(vb + va)
-    z = np.where((ck >= min_k) & (tk - ck >= min_k) & np.isfinite(z), z, 0.0)
-    return starts, z, bb, ba
+        usable = (ck >= min_k) & (tk - ck >= min_k) & np.isfinite(z)
+        se = np.where(usable, np.sqrt(vb + va), np.nan)
+    return starts, np.where(usable, z, 0.0), bb, ba, se
 
 
 def _loss_step(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
@@ -159,6 +188,35 @@ def _drop_with_loss(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
         & (zl >= _p(rule, "min_loss_z", 2.0)) & (step >= _p(rule, "min_step", 0.1))
     )  # fmt: skip
     return _day_rule(inp, rule, starts, day, hit, drop, drop_z=dz, loss_z=zl, loss_step=step)
+
+
+def _drop_balance(inp: AnomalyInput, rule: Rule) -> RuleHits | None:
+    """A large drop of the meter's daily energy that the area's balance bears out: at the
+    split day of the strongest drop δ, a stolen share δ would step β (the loss per kWh the
+    meter registers) up by δ/(1 − δ); hit when the measured step is within `max_z_below`
+    standard errors of that (and above `min_step`). Reaches the small households whose β
+    step is too noisy to tell from 0 (drop_with_loss) but not to tell from δ/(1 − δ)."""
+    if inp.area_loss is None or inp.energy.shape[1] < 2:
+        return None
+    min_days = int(_p(rule, "min_days", 2))
+    clean = inp.area_of is not None and bool(rule.params.get("clean_service_loss", True))
+    dr = _cleaned_dloss(inp) if clean else np.diff(inp.area_loss, axis=1, prepend=np.nan)
+    dr = _others_removed(inp, dr, min_days, _p(rule, "others_min_z", 0.0))
+    starts, _, bb, ba, se = _beta_split_se(inp, min_days, dr)
+    dzm, mb, ma = _split_matrix(np.add.reduceat(inp.energy, starts, axis=1), min_days)
+    col = dzm.argmax(axis=1)
+    dz, s = _pick(dzm, col), _pick(se, col)
+    day = np.where((dz > 0) & np.isfinite(s), col + 1, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drop = 1.0 - _pick(ma, col) / _pick(mb, col)
+        step = _pick(ba, col) - _pick(bb, col)
+        z_exp = (step - drop / (1.0 - drop)) / s  # against the step a theft of δ would make
+        hit = (
+            (day >= 0) & (dz >= _p(rule, "min_drop_z", 3.0))
+            & (drop >= _p(rule, "min_drop", 0.25)) & (drop < 1.0)
+            & (z_exp >= -_p(rule, "max_z_below", 2.0)) & (step >= _p(rule, "min_step", 0.0))
+        )  # fmt: skip
+    return _day_rule(inp, rule, starts, day, hit, drop, drop_z=dz, loss_step=step, z_vs_theft=z_exp)
 
 
 def _multiplier_jump(inp: AnomalyInput, rule: Rule) -> RuleHits | None:

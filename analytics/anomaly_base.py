@@ -20,7 +20,7 @@ RULE_NAMES = (
     "voltage_loss", "current_loss", "current_unbalance", "clock_drift",
     "demand_over_contract", "cover_open", "power_down", "consumption_drop", "loss_step",
     "drop_with_loss", "area_loss_high", "area_loss_negative", "meter_error", "misassigned",
-    "wrong_multiplier", "multiplier_jump",
+    "wrong_multiplier", "multiplier_jump", "drop_balance", "voltage_drop_step",
 )  # fmt: skip
 
 
@@ -112,6 +112,7 @@ class AnomalyInput:
     multiplier_change: NDArray[np.int64] | None = None
     multiplier_ratio: NDArray[np.float64] | None = None
     area_of: NDArray[np.int64] | None = None  # (n,) ledger area per meter (−1: none)
+    bus_voltage: NDArray[np.float64] | None = None  # (n, T) V at the LV bus of its area
 
 
 @dataclass(frozen=True)

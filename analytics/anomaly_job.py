@@ -11,6 +11,7 @@ new one is opened otherwise. A case closed as false_positive for the same meter,
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from analytics.anomalies import AnomalyInput, Events, Rule, evaluate, load_rules, worklist_policy
 from analytics.anomaly_score import Entry, score, worklist
-from analytics.diagnostics import _voltages
+from analytics.diagnostics import _voltages, bus_voltage
 from analytics.energy import align_registers, interval_energy
 from analytics.jobs import CUSTOMER, STEP, LineLossPolicy, _day_starts, _group_sum, area_groups
 from analytics.store import STATUS_NAMES, AnalyticsStore, Grid, Topology
@@ -125,9 +126,29 @@ def load_input(
         events=_events(store, topo),
         multiplier_change=change, multiplier_ratio=ratio,
         area_of=np.where(customer, area_of, -1),
+        bus_voltage=np.where(customer[:, None], _own_bus(store, topo, groups, volts), np.nan),
         **_issue9(store, topo, end),
     )  # fmt: skip
     return inp, area_of
+
+
+def _own_bus(store: AnalyticsStore, topo: Topology, groups, volts: np.ndarray) -> np.ndarray:
+    """(n, T) the LV bus voltage of each meter's (ledger) public area per interval, as its
+    total meter reads it: a single-phase meter's phase (its one voltage is 32.7.0 whatever
+    the phase), the mean of the three for a three-phase one; NaN outside a public area."""
+    n, T = volts.shape[0], volts.shape[2]
+    if not len(groups.names):
+        return np.full((n, T), np.nan)
+    bus = np.stack([bus_voltage(topo, groups.names, volts[:, p]) for p in range(3)])
+    g = groups.group_of
+    own = bus[:, np.maximum(g, 0), np.broadcast_to(np.arange(T), (n, T))]  # (3, n, T)
+    phase = np.array(store.phases(topo.device_ids), dtype=object)
+    on = np.select([phase == "A", phase == "B", phase == "C"], [0, 1, 2], -1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all three unknown: NaN, as it should
+        mean = np.nanmean(own, axis=0)
+    single = np.take_along_axis(own, np.maximum(on, 0)[None, :, None], axis=0)[0]
+    return np.where(g >= 0, np.where((on >= 0)[:, None], single, mean), np.nan)
 
 
 def _multiplier_change(mult: np.ndarray) -> np.ndarray:

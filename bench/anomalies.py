@@ -116,6 +116,7 @@ def ledger_input(world):
         misassigned=mapping.flagged & customer, wrong_multiplier=wrong_mult,
         multiplier_change=changed, multiplier_ratio=ratio,
         area_of=np.where(customer, area_of[:, -1], -1),
+        bus_voltage=np.where(customer[:, None], ref[area_of, cols], np.nan),
     )  # fmt: skip
     return inp, area_of[:, -1], labels
 

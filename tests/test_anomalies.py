@@ -13,7 +13,7 @@ from analytics.anomalies import (
     load_rules,
     sustained,
 )
-from analytics.anomaly_balance import _cleaned_dloss
+from analytics.anomaly_balance import _beta_split, _cleaned_dloss, _others_removed
 from analytics.anomaly_score import score, worklist
 from analytics.energy import Flag, interval_energy
 from analytics.lineloss import Status
@@ -326,3 +326,96 @@ def test_multiplier_jump_tells_a_ledger_only_change_from_a_real_ct_swap():
     assert h.hit.tolist() == [True, False, False]
     assert h.first[0] == 100 and h.value[0] == pytest.approx(2.0)
     assert h.extra["z"][0] == pytest.approx(2 / np.sqrt((100 / 99) / 100 + (400 / 99) / 100))
+
+
+def test_drop_balance_a_drop_the_balance_bears_out():
+    # The case above (6 days × 2 intervals, half the load stolen from t = 6). The strongest
+    # drop splits before day 3: daily 4, 4.5, 3.5 | 2, 2.25, 1.75, z = 2/√(0.25/3 + 0.0625/3)
+    # = 6.197, δ = 1 − 2/4 = 0.5: a theft of δ steps β up by δ/(1 − δ) = 1.
+    # Loss side at that split (Δ = first differences, t = 0 unknown):
+    #   before t = 1…5: ΔE 2, −2, 2.5, −2.5, 1.5 (Σ ΔE² 22.75), Δloss 0 → β_b = 0, var 0;
+    #   after t = 6…11: ΔE −2, 1, −1, 1.25, −1.25, 0.75 (Σ ΔE² 9.6875), Δloss 0.5, 1, −1,
+    #   1.25, −1.25, 0.75: Σ Δloss·ΔE = 4.6875, Σ Δloss² = 5.9375 → β_a = 4.6875/9.6875
+    #   = 0.48387, var = (5.9375/6 − β_a²·9.6875/6)/9.6875 = 0.063130, se = 0.25126.
+    # Against the theft's step: z = (0.48387 − 1)/0.25126 = −2.054: within 2.5 se (hit), not
+    # within 2. Meter 1 drops the same but its area's loss stays flat: β step 0 with se 0,
+    # z = −∞, no hit.
+    e = np.array([[1, 3, 1, 3.5, 1, 2.5, 0.5, 1.5, 0.5, 1.75, 0.5, 1.25]] * 2)
+    loss = np.where(np.arange(12) >= 6, 1 + e[0], 1.0)
+    inp = AnomalyInput(e, np.zeros(e.shape, np.int8), np.repeat(np.arange(6), 2),
+                       area_loss=np.stack([loss, np.ones(12)]))  # fmt: skip
+    params = dict(min_drop=0.25, min_drop_z=3.0, max_z_below=2.5, min_step=0.0, min_days=2)
+    h = evaluate(inp, rule("drop_balance", "theft", **params))["drop_balance"]
+    assert h.hit.tolist() == [True, False]
+    assert h.first[0] == 6 and h.suggests[0] == "theft"
+    assert h.value[0] == pytest.approx(0.5)
+    assert h.extra["drop_z"][0] == pytest.approx(2 / np.sqrt(0.25 / 3 + 0.0625 / 3))
+    beta_a = 4.6875 / 9.6875
+    se = np.sqrt((5.9375 / 6 - beta_a**2 * 9.6875 / 6) / 9.6875)
+    assert h.extra["loss_step"][0] == pytest.approx(beta_a)
+    assert h.extra["z_vs_theft"][0] == pytest.approx((beta_a - 1.0) / se)
+    assert h.extra["z_vs_theft"][0] == pytest.approx(-2.054, abs=1e-3)
+    params["max_z_below"] = 2.0
+    assert not evaluate(inp, rule("drop_balance", **params))["drop_balance"].hit.any()
+
+
+def test_other_members_clear_beta_splits_are_taken_out_first():
+    # Truth: one area, 6 days × 96 intervals; a large thief (meter 0, 0…5 kWh per interval,
+    # β 0 → 0.5 from day 2) and a small one (meter 1, 0…0.2 kWh, β 0 → 0.25 from day 4), a
+    # little noise. Meter 0's switching is noise in meter 1's β (sd ≈ 0.5 × 2 per interval
+    # against 0.25 × 0.08): raw, meter 1's step at day 4 has z < 3; with meter 0's fitted
+    # part taken out (its split has z ≫ 6), z > 10 and the step is 0.25 within 0.02, and
+    # meter 0's own row keeps
+    # its own part (only the *other* members are removed).
+    rng = np.random.default_rng(1)
+    e = np.stack([rng.uniform(0, 5, 576), rng.uniform(0, 0.2, 576)])
+    e[:, [191, 383]] = 0.0  # at each start Δloss = β·E = β·ΔE: the split interval fits too
+    t = np.arange(576)
+    loss = 1 + 0.5 * e[0] * (t >= 192) + 0.25 * e[1] * (t >= 384) + rng.normal(0, 0.002, 576)
+    inp = AnomalyInput(e, np.zeros(e.shape, np.int8), t // 96,
+                       area_loss=np.stack([loss, loss]), area_of=np.array([0, 0]))  # fmt: skip
+    dr = np.diff(inp.area_loss, axis=1, prepend=np.nan)
+    raw = _beta_split(inp, 1, dr)
+    out = _others_removed(inp, dr, 1, 6.0)
+    done = _beta_split(inp, 1, out)
+    step = lambda s, m, d: s[3][m, d - 1] - s[2][m, d - 1]  # noqa: E731  β_after − β_before
+    assert abs(raw[1][1, 3]) < 3 < 10 < done[1][1, 3]  # z of meter 1's split at day 4
+    assert step(done, 1, 4) == pytest.approx(0.25, abs=0.02)
+    assert step(done, 0, 2) == pytest.approx(0.5, abs=0.02)
+    # meter 1's split is not clear in the raw loss: nothing taken out of meter 0's row
+    assert np.array_equal(out[0], dr[0], equal_nan=True)
+    assert not np.array_equal(out[1], dr[1], equal_nan=True)
+    # switched off (min_z 0): unchanged
+    assert _others_removed(inp, dr, 1, 0.0) is dr
+
+
+def test_voltage_drop_step_the_drop_per_registered_kwh_rises_with_a_bypass():
+    # 4 days × 4 intervals, only the split before day 2 has 8 intervals a side (min_days 4).
+    # The service line's drop y (bus − meter, V) = 0.5 V per kWh of true load + e, e = 0.2 at
+    # the 4th interval of day 0 and −0.2 at that of day 1 and again on days 2 and 3; true load
+    # 1, 3, 1, 3 per day. Meter 0 registers half of it from day 2 (x 0.5, 1.5, …).
+    # Before: x̄ 2, Σ(x − x̄)² = 8, ȳ 1, Σ(x − x̄)(y − ȳ) = 6·0.5 + 0.7 + 0.3 = 4 → b 0.5;
+    #   Σ(y − ȳ)² = 6·0.25 + 0.49 + 0.09 = 2.08, RSS = 2.08 − 0.5·4 = 0.08, var b = 0.08/6/8.
+    # After: x̄ 1, Σ(x − x̄)² = 2, Σ(x − x̄)(y − ȳ) = 2 → b 1.0; RSS 0.08, var b = 0.08/6/2.
+    # z = 0.5/√(0.08/48 + 0.08/12) = 5.477, ratio 2 (= 1/(1 − 0.5)). Meter 1 registers all
+    # of it throughout: b 0.5 both sides, z 0: no hit. A phase unknown (NaN) is left out.
+    load = np.tile([1.0, 3.0, 1.0, 3.0], 4)
+    e = np.tile([0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0, -0.2], 2)
+    y = 0.5 * load + e
+    x = np.stack([np.where(np.arange(16) >= 8, 0.5 * load, load), load])
+    volts = np.stack([np.stack([230 - y, np.full(16, np.nan)]), np.stack([230 - y, 230 - y])])
+    inp = AnomalyInput(x, np.zeros(x.shape, np.int8), np.repeat(np.arange(4), 4),
+                       voltage=volts, bus_voltage=np.full((2, 16), 230.0))  # fmt: skip
+    h = evaluate(inp, rule("voltage_drop_step", "theft", min_z=5.0, min_ratio=1.15, min_days=4))
+    h = h["voltage_drop_step"]
+    assert h.hit.tolist() == [True, False]
+    assert h.first[0] == 8 and h.suggests[0] == "theft"
+    assert h.value[0] == pytest.approx(2.0)
+    assert h.extra["before"][0] == pytest.approx(0.5) and h.extra["after"][0] == pytest.approx(1)
+    assert h.extra["z"][0] == pytest.approx(0.5 / np.sqrt(0.08 / 48 + 0.08 / 12))
+    assert h.extra["z"][0] == pytest.approx(5.477, abs=1e-3)
+    h = evaluate(inp, rule("voltage_drop_step", min_z=6.0, min_ratio=1.15, min_days=4))
+    assert not h["voltage_drop_step"].hit.any()  # z 5.48 < 6
+    h = evaluate(inp, rule("voltage_drop_step", min_z=5.0, min_ratio=2.5, min_days=4))
+    assert not h["voltage_drop_step"].hit.any()  # ratio 2 < 2.5
+    assert "voltage_drop_step" not in evaluate(base(x), rule("voltage_drop_step"))  # no bus

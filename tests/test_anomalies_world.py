@@ -2,11 +2,9 @@
 rules, score and worklist on what the ledger sees (bench/anomalies.py builds the worlds:
 faults on random customers from day 3 on, plus meter errors and clock drift as distractors).
 
-Targets of issue 10: precision and recall ≥ 0.9 per fault kind. Met here for stopped meters,
-reverse wiring, wrong multiplier and misassigned meters; theft (20–50 % of the load) is
-checked at its precision target and at the recall it reaches (docs/analytics.md,
-"Abnormal readings": households whose stolen share is a few tens of Wh per interval stay
-below what the area's balance resolves), so that a regression shows."""
+Targets of issue 10: precision and recall ≥ 0.9 per fault kind, theft (20–50 % of the load)
+included: its small households are found by the service line's voltage drop per registered
+kWh (voltage_drop_step), which the area's other faults do not blur."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from analytics.anomaly_job import AnomalyPolicy, run_anomalies
 from analytics.diagnostics import DiagnosticsPolicy, run_diagnostics
 from analytics.jobs import run_lineloss
 from analytics.store import AnalyticsStore
-from bench.accuracy import POLICY
+from bench.accuracy import POLICY, anomaly_rows
 from bench.anomalies import measure, scenario
 from bench.world_db import store_world
 from ingest.schema import ensure_partitions
@@ -38,11 +36,11 @@ def test_kinds_at_target(result, kind):
     assert r["precision_at_1pct"] >= 0.9, r
 
 
-def test_theft_precision_at_target_recall_as_measured(result):
+def test_theft_at_target(result):
     r = result["theft"]
-    assert r["real"] == 16
-    assert r["precision"] >= 0.9, r
-    assert r["recall"] >= 0.7, r  # target 0.9: missed (see the module docstring)
+    assert r["real"] == 16  # 8 per world
+    assert r["precision"] >= 0.9 and r["recall"] >= 0.9, r
+    assert r["precision_at_1pct"] >= 0.9, r
 
 
 def test_the_job_through_postgresql_finds_the_worlds_faults(migrated_url):
@@ -83,10 +81,27 @@ def test_the_job_through_postgresql_finds_the_worlds_faults(migrated_url):
     said: dict[str, set[str]] = {}
     for name, kind in cases:
         said.setdefault(name, set()).add(kind)
-    for kind in ("stopped", "reverse_wiring", "wrong_multiplier", "misassigned"):
+    for kind in ("theft", "stopped", "reverse_wiring", "wrong_multiplier", "misassigned"):
         real = {m for m, k in truth.items() if k == kind}
         labelled = {m for m, ks in said.items() if kind in ks}
         assert real, kind
         found = len(real & labelled) / len(real)
         precise = len(real & labelled) / max(len(labelled), 1)
-        assert found >= 0.9 and precise >= 0.9, (kind, real, labelled)
+        # theft: 8 days only; 7 of its 8 found as on the arrays (bench.anomalies on this world:
+        # the eighth, 26 % from day 4, has a voltage-drop step z of 5.8 < 6), one extra case
+        bar = 0.85 if kind == "theft" else 0.9
+        assert found >= bar and precise >= bar, (kind, real, labelled)
+
+
+def test_bench_accuracy_reports_the_anomaly_figures_with_honest_targets(result):
+    # bench/accuracy.py's rows from the same measurement: precision and recall against ≥ 0.9
+    # (ok exactly when the figure reaches it), precision@1 % reported without a target
+    rows = anomaly_rows(result, "seeds 1–2")
+    assert len(rows) == 3 * len(result)
+    for r in rows:
+        kind, figure = r.figure.rsplit(" ", 1)
+        want = result[kind][{"precision@1%": "precision_at_1pct"}.get(figure, figure)]
+        assert r.value == want
+        assert r.ok is (None if figure == "precision@1%" else want >= 0.9)
+    theft = {r.figure: r for r in rows if r.figure.startswith("theft ")}
+    assert theft["theft recall"].ok is (result["theft"]["recall"] >= 0.9)
