@@ -239,33 +239,39 @@ class DemoWorld:
                     "concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date()
                 )
             if self.grid is not None:
-                sent = self.grid.upload_past_days(self._stopping)
-                log.info("the grid's concentrators uploaded %d messages", sent)
                 try:
-                    self._after_past_days()
+                    self._grid_past_days()
                 except psycopg.Error as exc:  # e.g. the database stopping under a Ctrl-C
                     log.warning("the grid's notices and day jobs were not set up: %s", exc)
 
-    def _after_past_days(self) -> None:
-        """Once the grid's past days are stored: the planned outage's notice is entered, and
-        the once-a-day jobs (diagnostics, abnormal readings), whose first pass came before
-        the demo's history arrived all at once, see those days again on their next pass (a
-        site's days arrive before they are settled)."""
+    def _grid_past_days(self) -> None:
+        """The grid's concentrators upload the past days; once stored, the planned outage's
+        notice is entered, and — when those days were new — the once-a-day jobs
+        (diagnostics, abnormal readings), whose first pass came before the demo's history
+        arrived all at once, are told to see them again (a site's days arrive before they are
+        settled)."""
         meters = [m for c in self.grid.concentrators for m in c.meters]
         want = len(meters) * PAST_DAYS  # each meter's frozen register at each past day's end
-        deadline = time.monotonic() + STORED_WITHIN_S
         with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stopping.is_set():
-                (got,) = conn.execute(
+
+            def stored() -> int:
+                return conn.execute(
                     "SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id"
                     " WHERE d.name = ANY(%s) AND r.quantity = '1.8.0*d' AND r.ts <= %s",
                     (meters, self.grid.today()),
-                ).fetchone()
-                if got >= want or time.monotonic() > deadline:
-                    break
+                ).fetchone()[0]
+
+            before = stored()
+            sent = self.grid.upload_past_days(self._stopping)
+            log.info("the grid's concentrators uploaded %d messages", sent)
+            deadline = time.monotonic() + STORED_WITHIN_S
+            got = before
+            while got < want and time.monotonic() < deadline and not self._stopping.is_set():
                 self._stopping.wait(0.5)
+                got = stored()
             if got < want:
                 log.warning("the grid's past days: %d of %d frozen registers stored", got, want)
+                return
             for notice in self.grid.notices(self.grid.today()):
                 known = conn.execute(
                     "SELECT 1 FROM outage_notices WHERE scope = %s AND name = %s AND start = %s",
@@ -273,10 +279,11 @@ class DemoWorld:
                 ).fetchone()
                 if known is None:  # a second run of the demo keeps the first run's
                     add_notice(conn, **notice)
-            conn.execute(
-                "DELETE FROM analytics_watermarks WHERE job = ANY(%s)",
-                (["diagnostics", "anomalies"],),
-            )
+            if before < want:
+                conn.execute(
+                    "DELETE FROM analytics_watermarks WHERE job = ANY(%s)",
+                    (["diagnostics", "anomalies"],),
+                )
 
     async def stop(self) -> None:
         self._stopping.set()
