@@ -245,11 +245,11 @@ class DemoWorld:
                     log.warning("the grid's notices and day jobs were not set up: %s", exc)
 
     def _grid_past_days(self) -> None:
-        """The grid's concentrators upload the past days; once stored, the planned outage's
-        notice is entered, and — when those days were new — the once-a-day jobs
-        (diagnostics, abnormal readings), whose first pass came before the demo's history
-        arrived all at once, are told to see them again (a site's days arrive before they are
-        settled)."""
+        """The grid's concentrators upload the past days (unless stored: a restart); once
+        stored, the planned outage's notice is entered, and — when those days were new — the
+        once-a-day jobs (diagnostics, abnormal readings), whose first pass came before the
+        demo's history arrived all at once, are told to see them again (a site's days arrive
+        before they are settled)."""
         meters = [m for c in self.grid.concentrators for m in c.meters]
         want = len(meters) * PAST_DAYS  # each meter's frozen register at each past day's end
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -262,8 +262,11 @@ class DemoWorld:
                 ).fetchone()[0]
 
             before = stored()
-            sent = self.grid.upload_past_days(self._stopping)
-            log.info("the grid's concentrators uploaded %d messages", sent)
+            if before >= want:  # a restart: the history is there (a concentrator would not
+                log.info("the grid's past days are stored already")  # send it again)
+            else:
+                sent = self.grid.upload_past_days(self._stopping)
+                log.info("the grid's concentrators uploaded %d messages", sent)
             deadline = time.monotonic() + STORED_WITHIN_S
             got = before
             while got < want and time.monotonic() < deadline and not self._stopping.is_set():
