@@ -5,8 +5,9 @@ DL/T 645 meters on an RS-485 bus (a pty)          │
 a voltage monitor on Modbus RTU (two wired ptys)  ├─► collectors ─► PostgreSQL ─► API
 a concentrator uploading its area by MQTT         │     (a local Mosquitto, when installed)
   (a few meters "not read": the re-read fills them)│            │
-a feeder with its topology (gridread.demo_grid):  ┘            └─► analytics: line loss
-  its areas' concentrators, its 10 kV meters on a DL/T 645 bus          per area, feeder, level
+a feeder with its topology (gridread.demo_grid):  ┘            └─► analytics: line loss,
+  its areas' concentrators, its 10 kV meters on a DL/T 645 bus      power quality, reliability,
+  (yesterday: an unplanned outage, a planned one with its notice)   worklist, VEE / billing
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
+
+from analytics.reliability_store import add_notice
 from collectors.modbus.registermap import load_register_map
 from gridread.broker import mosquitto_binary, start_mosquitto
-from gridread.demo_grid import DemoGrid, GridOptions, demo_world
+from gridread.demo_grid import PAST_DAYS, DemoGrid, GridOptions, demo_world
 from gridread.inventory import (
     BusMeterSpec,
     BusSpec,
@@ -52,6 +56,7 @@ SUBSCRIBED_WITHIN_S = 30.0  # the local broker confirms the worker's subscriptio
 # broker still runs (a disconnected client would wait for each acknowledgement in vain)
 UPLOAD_GRACE_S = 10.0
 CURVE_STEP_S = 900  # the concentrators' 15-min points
+STORED_WITHIN_S = 120.0  # the grid's past days are in the database by then
 
 
 @dataclass
@@ -93,6 +98,7 @@ class DemoWorld:
             f"demo-c{i:03d}": MeterModel.random(rng) for i in range(options.concentrator_meters)
         }
         self.notes: list[str] = []
+        self.url = ""  # the database's, once the pipeline runs
         self._failing = min(5, len(self._conc_meters) // 10)  # meters the upload leaves out
 
     async def start(self) -> None:
@@ -203,6 +209,7 @@ class DemoWorld:
     async def after_start(self, running: Running) -> None:
         """Once the pipeline runs and the ingest worker's subscription is confirmed: the
         concentrator uploads yesterday's data, the grid's concentrators the past days."""
+        self.url = running.url
         if running.mqtt_worker is None:
             return
         async with asyncio.timeout(SUBSCRIBED_WITHIN_S):
@@ -232,8 +239,54 @@ class DemoWorld:
                     "concentrator demo-jzq uploaded %d messages for %s", sent, yesterday.date()
                 )
             if self.grid is not None:
+                try:
+                    self._grid_past_days()
+                except psycopg.Error as exc:  # e.g. the database stopping under a Ctrl-C
+                    log.warning("the grid's notices and day jobs were not set up: %s", exc)
+
+    def _grid_past_days(self) -> None:
+        """The grid's concentrators upload the past days (unless stored: a restart); once
+        stored, the planned outage's notice is entered, and — when those days were new — the
+        once-a-day jobs (diagnostics, abnormal readings), whose first pass came before the
+        demo's history arrived all at once, are told to see them again (a site's days arrive
+        before they are settled)."""
+        meters = [m for c in self.grid.concentrators for m in c.meters]
+        want = len(meters) * PAST_DAYS  # each meter's frozen register at each past day's end
+        with psycopg.connect(self.url, autocommit=True) as conn:
+
+            def stored() -> int:
+                return conn.execute(
+                    "SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id"
+                    " WHERE d.name = ANY(%s) AND r.quantity = '1.8.0*d' AND r.ts <= %s",
+                    (meters, self.grid.today()),
+                ).fetchone()[0]
+
+            before = stored()
+            if before >= want:  # a restart: the history is there (a concentrator would not
+                log.info("the grid's past days are stored already")  # send it again)
+            else:
                 sent = self.grid.upload_past_days(self._stopping)
                 log.info("the grid's concentrators uploaded %d messages", sent)
+            deadline = time.monotonic() + STORED_WITHIN_S
+            got = before
+            while got < want and time.monotonic() < deadline and not self._stopping.is_set():
+                self._stopping.wait(0.5)
+                got = stored()
+            if got < want:
+                log.warning("the grid's past days: %d of %d frozen registers stored", got, want)
+                return
+            for notice in self.grid.notices(self.grid.today()):
+                known = conn.execute(
+                    "SELECT 1 FROM outage_notices WHERE scope = %s AND name = %s AND start = %s",
+                    (notice["scope"], notice["name"], notice["start"]),
+                ).fetchone()
+                if known is None:  # a second run of the demo keeps the first run's
+                    add_notice(conn, **notice)
+            if before < want:
+                conn.execute(
+                    "DELETE FROM analytics_watermarks WHERE job = ANY(%s)",
+                    (["diagnostics", "anomalies"],),
+                )
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -40,6 +40,8 @@
     baud = 9600
     unit_id = 1
     poll_interval = 600             # ≤ 3600: the monitor keeps the last hour of minutes
+    area = "area-0412"              # or feeder = "…": whose customers its loss of voltage
+                                    # (失压) interrupts (supply reliability); optional
 
     [[concentrator]]                # a concentrator (集中器) uploading its meters by MQTT
     name = "area-0412-jzq"
@@ -198,8 +200,22 @@ def parse_inventory(
     if topology:
         meters = {r["name"] for r in inventory.rows() if r["kind"] == "meter"}
         validate_topology(topology, meters, totals="metering_point" in topology.provided)
+        _check_places(monitors, topology)
     inventory.topology = topology
     return inventory
+
+
+def _check_places(monitors: list[VoltageMonitorSpec], topology) -> None:
+    """A monitor naming an area / feeder the file's topology defines must name a known one
+    (else its loss-of-voltage records would interrupt nobody)."""
+    for what in ("area", "feeder"):
+        if what not in topology.provided:
+            continue
+        names = {spec.name for _, spec in topology.entries[what]}
+        for m in monitors:
+            name = getattr(m, what)
+            if name is not None and name not in names:
+                raise ConfigError(f"voltage_monitor {m.name}: unknown {what} {name!r}")
 
 
 def _tables(config: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

@@ -142,6 +142,7 @@ class Running:
     gets new ones)."""
 
     mqtt_worker: MqttIngestWorker | None = None
+    url: str = ""  # the database's
 
 
 async def serve(
@@ -176,7 +177,7 @@ async def serve(
         await asyncio.sleep(0.05)  # uvicorn has no "started" event to wait on
     store: PgCollectorStore | None = None
     if api.started:
-        running = Running()
+        running = Running(url=url)
         store = await PgCollectorStore.open(url)  # the collectors' one pool
         services = collector_services(settings, url, inventory, ids, writer, store, running)
         for service in services:

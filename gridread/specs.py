@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from collectors.dlt645.codec import BAUD_BITS
 from gridread.settings import known_timezone
@@ -158,6 +158,19 @@ class VoltageMonitorSpec(Commissioned, Nominal):
     parity: Literal["E", "N", "O"] = "N"
     unit_id: int = Field(default=1, ge=1, le=247)
     poll_interval: float = Field(default=600.0, gt=0, le=3600)  # ≤ the hour the monitor keeps
+    # where it measures: its loss-of-voltage records interrupt that area's or feeder's
+    # customers (the reliability job reads these from the device's attributes)
+    area: str | None = Field(default=None, min_length=1, max_length=64, pattern=NAME)
+    feeder: str | None = Field(default=None, min_length=1, max_length=64, pattern=NAME)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> VoltageMonitorSpec:
+        if self.area is not None and self.feeder is not None:
+            raise ValueError("a voltage monitor measures an area or a feeder, not both")
+        return self
+
+    def place(self) -> dict[str, str]:
+        return {k: v for k, v in (("area", self.area), ("feeder", self.feeder)) if v is not None}
 
     def row(self, tz: str = DEFAULT_TIMEZONE) -> dict[str, Any]:
         return {
@@ -168,7 +181,7 @@ class VoltageMonitorSpec(Commissioned, Nominal):
             "unit_id": self.unit_id,
             "register_map": None,
             "poll_interval": self.poll_interval,
-            "attributes": {**self.since(tz), **self.nominal()},
+            "attributes": {**self.since(tz), **self.nominal(), **self.place()},
         }
 
 

@@ -3,7 +3,8 @@
 It reads its meters (ground truth from `MeterModel`), uploads each meter's day — the daily
 frozen register and the 96-point 15-minute curve, plus the curves of the quantities the
 model's `curve_values(t)` offers (e.g. voltage 32.7.0) — as one compact-JSON message per meter
-on ``gridread/v1/<meter>/readings``, and its own status on ``gridread/v1/<conc>/status``.
+on ``gridread/v1/<meter>/readings``, and its own status on ``gridread/v1/<conc>/status`` (with
+the area's outages it recorded, `outages`).
 Meters in `failing` are "not read" by the upload. A re-read request on
 ``gridread/ctl/v1/<conc>/reread`` (MQTT 5, with a response topic and correlation data) is answered
 from the concentrator's memory: the data go out on the meters' topics with the RE_READ flag,
@@ -36,6 +37,9 @@ class SimConcentrator:
     port: int = 1883
     failing: set[str] = field(default_factory=set)
     requests: list[dict] = field(default_factory=list)
+    # the area's losses of supply it recorded (start, end): each status reports them (a
+    # re-reported one is stored once)
+    outages: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client = mqtt.Client(
@@ -91,6 +95,8 @@ class SimConcentrator:
             "meters_read": len(self.meters) - len(self.failing),
             "failing": sorted(self.failing),
         }
+        if self.outages:
+            status["outages"] = [{"start": _iso(a), "end": _iso(b)} for a, b in self.outages]
         infos.append(
             self.client.publish(
                 f"gridread/v1/{self.name}/status", json.dumps(status).encode(), qos=1

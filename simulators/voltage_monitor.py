@@ -23,6 +23,13 @@ Input registers (function 04), 0-based:
     201     monitoring class (1=A … 4=D)        uint16
     202     upper limit, 0.01 % of nominal      int16   (+700 = +7 %)
     203     lower limit, 0.01 % of nominal      int16   (-1000 = -10 %)
+    300     loss-of-voltage records so far     uint16 (a counter; wraps at 65536)
+    301–340 the last 10 loss-of-voltage (失压)  4 registers each, newest first: start uint32,
+            records                            end uint32 (Unix seconds; end 0: not back yet;
+                                               both 0: no record)
+
+Losses are given to the simulator (`losses`: (start, end or None) Unix seconds); the
+one-minute curve is not changed by them (the records are what is read for reliability).
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from ingest.localtime import DEFAULT_TIMEZONE
 
 CLASSES = {"A": 1, "B": 2, "C": 3, "D": 4}
-REGISTERS = 204
+LOSS_BASE, LOSS_RECORDS = 300, 10
+REGISTERS = LOSS_BASE + 1 + 4 * LOSS_RECORDS
 
 
 @dataclass
@@ -108,6 +116,7 @@ class VoltageMonitorSimulator:
         self.port, self.model, self.unit, self.baud = port, model, unit, baud
         self.clock = clock
         self.tz = ZoneInfo(timezone)
+        self.losses: list[tuple[float, float | None]] = []  # (start, end): oldest first
         self._server: ModbusSerialServer | None = None
         self._task: asyncio.Task | None = None
 
@@ -157,6 +166,12 @@ class VoltageMonitorSimulator:
         regs[201] = CLASSES[self.model.monitoring_class]
         regs[202] = round(self.model.upper_pct * 100) & 0xFFFF
         regs[203] = round(self.model.lower_pct * 100) & 0xFFFF
+        begun = [(s, e) for s, e in self.losses if s <= now]
+        regs[LOSS_BASE] = len(begun) & 0xFFFF
+        for k, (start, end) in enumerate(reversed(begun[-LOSS_RECORDS:])):
+            back = 0 if end is None or end > now else int(end)
+            at = LOSS_BASE + 1 + 4 * k
+            regs[at : at + 4] = [int(start) >> 16, int(start) & 0xFFFF, back >> 16, back & 0xFFFF]
         return regs
 
     async def _serve(self, function_code, start_address, address, count, registers, set_values):

@@ -214,12 +214,27 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                        ("f01-a03", "negative", 1.0)]  # fmt: skip
         assert ranking["start"].startswith(str(day - timedelta(days=1)))  # 16:00 UTC
         assert ranking["not_computable"] == []
+        issue10 = _issue10_parts(base, day)
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "gridread is running" in out and f"{base}/docs" in out
     assert f"curl {base}/lineloss/ranking" in out
+    for part in ("power-quality/voltage", "reliability/indices", "worklist", "billing/export"):
+        assert f"{base}/{part}" in out, part
+    pq, indices, interruptions, worklist, billing = issue10
+    public = [r for r in pq if r["name"] in ("f01-a01", "f01-a02", "f01-a03")]
+    assert len(public) == 3 and all(r["monitored_s"] > 0 and r["rate"] is not None for r in public)
+    # yesterday: f01-a01 out 10:00–10:40 (8 customers × 40 min), unplanned; f01-a03 out
+    # 14:10–15:50 inside its notice (8 × 100 min), planned
+    got = {(r["area"], r["kind"], r["customers"], r["customer_minutes"]) for r in interruptions}
+    assert got == {("f01-a01", "unplanned", 8, 320.0), ("f01-a03", "planned", 8, 800.0)}
+    assert {r["name"] for r in indices} >= {"f01-a01", "f01-a03"}
+    cases = {(c["meter"], c["kind"]) for c in worklist}
+    assert {("f01-a02-c004", "theft"), ("f01-a03-total", "wrong_multiplier")} <= cases
+    billed = [r for r in billing if r["meter"].startswith("f01-a0") and "-c" in r["meter"]]
+    assert billed and all(r["energy_kwh"] is not None for r in billed)
     assert "writer:" in err and "readings written" in err
     assert "demo-meter-03 failed (timeout)" in err
 
@@ -231,6 +246,29 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert (Path(env["GRIDREAD_DATA_DIR"]) / "pgdata" / "PG_VERSION").exists()
+
+
+def _issue10_parts(base: str, day) -> tuple[list, ...]:
+    """What the banner's issue-10 curls answer, once each has rows (the day jobs run after
+    the grid's past days are stored): power quality per area, reliability indices and
+    yesterday's interruptions, the worklist, the billing export of the past days."""
+    start = day - timedelta(days=3)
+    window = {"start": f"{day}T00:00:00+08:00", "end": f"{day + timedelta(days=1)}T00:00:00+08:00"}
+    queries = [
+        ("/power-quality/voltage", {"kind": "area", **window}),
+        ("/reliability/indices", {"level": "area"}),
+        ("/reliability/interruptions", window),
+        ("/worklist", {}),
+        ("/billing/export", {"start": str(start), "end": str(day + timedelta(days=1))}),
+    ]
+    deadline = time.monotonic() + 90
+    while True:
+        got = [
+            httpx.get(f"{base}{path}", params=p, timeout=5).json()["data"] for path, p in queries
+        ]
+        if (all(got) and len(got[2]) == 2 and len(got[3]) >= 2) or time.monotonic() > deadline:
+            return tuple(got)
+        time.sleep(1)
 
 
 def test_the_example_config_is_valid():

@@ -8,17 +8,44 @@ customers are in `open`, in no index (their duration is unknown, not guessed).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.routing import APIRoute
 from psycopg.rows import dict_row
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from analytics.reliability_store import add_notice
 from api.deps import Conn
-from api.params import TEXT, UNAVAILABLE, IsoInstant, window
+from api.params import TEXT, UNAVAILABLE, IsoInstant, aware, invalid, window
+from api.schemas import ErrorPublic
 
-router = APIRouter(prefix="/reliability", tags=["reliability"], responses=UNAVAILABLE)
+
+class _SharedPathRoute(APIRoute):
+    """A 405's `Allow` lists every method of the path (/notices: GET and POST); Starlette's
+    lists only those of the first route matching the path."""
+
+    async def handle(self, scope, receive, send) -> None:
+        if self.methods and scope["method"] not in self.methods and "router" in scope:
+            allowed = {
+                m
+                for r in scope["router"].routes
+                if isinstance(r, APIRoute) and r.path == self.path
+                for m in r.methods
+            }
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(
+    prefix="/reliability",
+    tags=["reliability"],
+    responses=UNAVAILABLE,
+    route_class=_SharedPathRoute,
+)
 
 Level = Literal["area", "feeder", "system"]
 Period = Literal["month", "year"]
@@ -77,6 +104,15 @@ class NoticePublic(BaseModel):
     start: datetime
     end: datetime
     reason: str | None
+
+
+class NoticeCreate(BaseModel):
+    scope: Literal["area", "feeder"]
+    name: str = Field(min_length=1, max_length=64, pattern=TEXT)
+    kind: Literal["planned", "limited"]
+    start: IsoInstant
+    end: IsoInstant
+    reason: str | None = Field(default=None, min_length=1, max_length=2000, pattern=TEXT)
 
 
 class NoticesPublic(BaseModel):
@@ -157,3 +193,28 @@ async def notices(conn: Conn, start: IsoInstant | None = None, end: IsoInstant |
         )
         rows = await cur.fetchall()
     return {"data": rows, "count": len(rows)}
+
+
+@router.post(
+    "/notices",
+    response_model=NoticePublic,
+    status_code=201,
+    responses={400: {"model": ErrorPublic, "description": "The body is not JSON"}},
+)
+async def add(request: Request, body: NoticeCreate) -> dict:
+    """Enter an outage notice (planned 计划停电 / limited supply 限电) of an area or feeder: an
+    interruption of its customers starting in it is of its kind (the next reliability run
+    recomputes). 422: an unknown area or feeder, an end not after the start. No
+    authentication yet (issue 11)."""
+    start, end = aware(body.start), aware(body.end)
+
+    def run() -> None:
+        with psycopg.connect(request.app.state.conninfo, autocommit=True) as sync:
+            add_notice(sync, body.scope, body.name, body.kind, start, end, body.reason)
+
+    try:
+        await asyncio.to_thread(run)
+    except ValueError as exc:
+        field = "end" if "not after" in str(exc) else "name"
+        raise invalid(field, getattr(body, field), str(exc), where="body") from None
+    return {**body.model_dump(), "start": start, "end": end}

@@ -4,10 +4,14 @@ its own statistics of yesterday (the register layout is in simulators/voltage_mo
 Polled at least hourly, every poll re-reads the last hour; the idempotent writer stores each
 minute once. The monitor's daily statistics go to ``voltage_daily_stats`` as the device
 computed them, so analytics can set its own qualification rate beside the monitor's.
+Its loss-of-voltage (失压) records become ``voltage_loss`` events (``ts`` start, ``detail.end``)
+once the voltage is back: events are stored once and never updated, so a loss still going on
+is stored at the first poll after its end (the monitor keeps its last 10 records).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from datetime import UTC, date, datetime
 
@@ -18,9 +22,10 @@ from collectors import metrics
 from collectors.base import ReadingSink
 from collectors.exceptions import DeviceUnreachable
 from collectors.modbus.requests import read_registers
-from ingest.model import Reading
+from ingest.model import Event, Reading
 from ingest.store import CollectorStore, VoltageDayStats
 
+log = logging.getLogger(__name__)
 CLASSES = {1: "A", 2: "B", 3: "C", 4: "D"}
 
 
@@ -64,6 +69,7 @@ class VoltageMonitorCollector:
         recent = await self._read(0, 63)
         stats = await self._read(100, 11)
         config = await self._read(200, 4)
+        losses = await self._read(300, 41)
         newest = (recent[1] << 16) | recent[2]
         readings = [
             Reading(
@@ -78,7 +84,29 @@ class VoltageMonitorCollector:
         day_stats = self._day_stats(stats, config)
         if day_stats is not None:  # None: a monitor without a complete day yet
             await self.store.store_voltage_stats(day_stats)
+        events = self._losses(losses)
+        if events:  # re-read records are no-ops (the events' primary key)
+            await self.store.add_events(events)
         return len(readings)
+
+    def _losses(self, r: list[int]) -> list[Event]:
+        """The ended loss-of-voltage records (registers 301–340, 4 each: start, end)."""
+        out = []
+        for k in range(10):
+            start = (r[1 + 4 * k] << 16) | r[2 + 4 * k]
+            end = (r[3 + 4 * k] << 16) | r[4 + 4 * k]
+            if start and end and end <= start:
+                log.warning("%s: loss-of-voltage record ending before it starts", self.device_name)
+            elif start and end:
+                out.append(
+                    Event(
+                        self.device_id,
+                        datetime.fromtimestamp(start, UTC),
+                        "voltage_loss",
+                        {"end": datetime.fromtimestamp(end, UTC).isoformat()},
+                    )
+                )
+        return out
 
     def _day_stats(self, s: list[int], c: list[int]) -> VoltageDayStats | None:
         day_num = (s[0] << 16) | s[1]

@@ -6,7 +6,12 @@ Topics (one device per topic, so broker ACLs can be per device):
     gridread/v1/<device>/senml      SenML JSON (RFC 8428)
     gridread/v1/<device>/status     a concentrator's own status (stored as a "status" event):
                                     {"ts": …, "online": true, "meters_due": 120,
-                                     "meters_read": 117, "failing": ["m-0007", …]}
+                                     "meters_read": 117, "failing": ["m-0007", …],
+                                     "outages": [{"start": …, "end": …}, …]}
+                                    "outages" (optional): the area's losses of supply the
+                                    concentrator recorded, each ended (it reports once the
+                                    power is back); each is stored as an "outage" event of
+                                    the concentrator (ts = start, detail.end), once
 
 Compact JSON — one instant with several values, and/or (quantity, time, value) triples:
 
@@ -31,7 +36,8 @@ with the reason, next to the good ones.
 
 The plausible window (`Limits`): not before a global floor or the device's commissioning
 time, whichever is later, and not more than `max_future` ahead of now. Status messages get
-the same window for their own "ts".
+the same window for their own "ts", and their outages' start and end (which must be after
+the start); a status with a bad outage is refused whole, with the reason.
 """
 
 from __future__ import annotations
@@ -121,6 +127,9 @@ def parse(
         ts = out.status["ts"]
         if not floor <= ts <= limit:
             raise PayloadError(f"status ts {ts.isoformat()}: {_outside(floor, limits)}")
+        for i, (start, end) in enumerate(out.status.get("outages", [])):
+            if not (floor <= start <= limit and floor <= end <= limit):
+                raise PayloadError(f"status outages[{i}]: {_outside(floor, limits)}")
         return out
     if fmt == "readings":
         _compact(doc, out)
@@ -267,7 +276,15 @@ def _senml(doc: object, out: Parsed) -> None:
         out.readings.append((quantity, ts, value))
 
 
-STATUS_KEYS = {"ts": object, "online": bool, "meters_due": int, "meters_read": int, "failing": list}
+STATUS_KEYS = {
+    "ts": object,
+    "online": bool,
+    "meters_due": int,
+    "meters_read": int,
+    "failing": list,
+    "outages": list,
+}
+MAX_OUTAGES = 1000  # in one status: a concentrator keeps far fewer records
 
 
 def _status(doc: object, out: Parsed) -> None:
@@ -282,3 +299,21 @@ def _status(doc: object, out: Parsed) -> None:
     if not all(isinstance(m, str) for m in doc.get("failing", [])):
         raise PayloadError("status: failing must be a list of meter names")
     out.status = {**doc, "ts": _time(doc["ts"], "ts")}
+    if "outages" in doc:
+        out.status["outages"] = _outages(doc["outages"])
+
+
+def _outages(rows: list) -> list[tuple[datetime, datetime]]:
+    """[(start, end)] of a status's "outages": each {"start": time, "end": time}, ended."""
+    if len(rows) > MAX_OUTAGES:
+        raise PayloadError(f"status: {len(rows)} outages, more than {MAX_OUTAGES}")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"status outages[{i}]"
+        if not isinstance(row, dict) or set(row) != {"start", "end"}:
+            raise PayloadError(f'{where}: expected {{"start": time, "end": time}}')
+        start, end = _time(row["start"], f"{where} start"), _time(row["end"], f"{where} end")
+        if not end > start:
+            raise PayloadError(f"{where}: end {end.isoformat()} not after start")
+        out.append((start, end))
+    return out

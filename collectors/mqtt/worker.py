@@ -206,11 +206,15 @@ class MqttIngestWorker:
             return
         if parsed.status is not None:
             status = parsed.status
-            event = Event(
-                device_id, status["ts"], "status", {k: v for k, v in status.items() if k != "ts"}
-            )
+            skip = ("ts", "outages")
+            events = [
+                Event(device_id, status["ts"], "status", {k: v for k, v in status.items()
+                                                          if k not in skip}),
+                *(Event(device_id, s, "outage", {"end": e.isoformat()})
+                  for s, e in status.get("outages", [])),
+            ]  # fmt: skip
             try:
-                await self._retrying(lambda: self.store.add_events([event]), "storing a status")
+                await self._retrying(lambda: self.store.add_events(events), "storing a status")
             except Exception as exc:  # permanent: the database refuses this status
                 await self._park(message, raw, f"status refused: {type(exc).__name__}: {exc}")
                 return
