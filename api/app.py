@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.jobs import LineLossPolicy
-from api.query import refuse_repeated_query_parameters
+from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
     billing,
@@ -66,6 +66,7 @@ def create_app(
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     refuse_repeated_query_parameters(app)
+    refuse_calendar_overflow(app)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)

@@ -1,6 +1,9 @@
-"""One value per query parameter: FastAPI silently keeps the last of a repeated scalar
-parameter (``?day=1&day=2``), so a client's mistake would be answered as if it were meant.
-No route takes a list in its query, so any repetition is refused with a declared 422."""
+"""Refusals at the query level, each a declared 422 in FastAPI's validation shape:
+
+- one value per query parameter: FastAPI silently keeps the last of a repeated scalar
+  (``?day=1&day=2``), so a client's mistake would be answered as if it were meant; no route
+  takes a list in its query;
+- a day or instant so near the calendar's ends that a route's date arithmetic overflows."""
 
 from __future__ import annotations
 
@@ -8,6 +11,23 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+
+def refuse_calendar_overflow(app: FastAPI) -> None:
+    """A day or instant so near the calendar's ends that a route's date arithmetic overflows
+    (e.g. the day after 9999-12-31) is the caller's error: a declared 422, not a 500."""
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        detail = [
+            {
+                "type": "calendar_overflow",
+                "loc": ["query"],
+                "msg": f"a date or instant too near the calendar's ends: {exc}",
+                "input": request.url.query,
+            }
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
 
 def refuse_repeated_query_parameters(app: FastAPI) -> None:

@@ -174,3 +174,17 @@ def test_a_repeated_query_parameter_is_a_422_not_its_last_value(client, url):
     r = client.get(url)
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["query", url.split("?")[1].split("=")[0]]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/power-quality/monitor-flags?last=0001-01-05",  # 31 days back: before year 1
+        "/lineloss/ranking?day=9999-12-31",  # the next midnight does not exist
+    ],
+)
+def test_a_day_at_the_calendars_end_is_not_a_500(client, url):
+    r = client.get(url)
+    assert r.status_code in (200, 404, 422), r.text
+    if r.status_code == 422:
+        assert r.json()["detail"][0]["loc"][0] == "query"

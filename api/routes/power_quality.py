@@ -200,7 +200,7 @@ async def monitor_flags(
 ):
     """The voltage monitors' own daily statistics beside gridread's, per local day."""
     last_ = last or datetime.now(tz).date()
-    first_ = first or last_ - timedelta(days=31)
+    first_ = first or date.fromordinal(max(1, last_.toordinal() - 31))  # not before year 1
     for field, d in (("first", first_), ("last", last_)):
         if not date(1, 1, 2) <= d < date(9999, 12, 31):
             raise invalid(field, d.isoformat(), "outside the calendar the database can hold")
