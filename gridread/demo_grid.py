@@ -232,14 +232,14 @@ class DemoGrid:
 
     def fault_text(self) -> str:
         out = []
+        since = self.today().date() - timedelta(days=PAST_DAYS - FAULTS_FROM_DAY)
         for f in self.world.truth.faults:
             name = self.world.grid.meters[f.meter]
             if f.kind == "theft":
-                out.append(f"theft at {name} ({f.params['share']:.0%} of its load, same day)")
+                out.append(f"theft at {name} ({f.params['share']:.0%} of its load) from {since}")
             else:
                 out.append(
-                    f"{name}'s CT ratio in the ledger is {f.params['ct_ratio']:g} from"
-                    f" {self.today().date() - timedelta(days=PAST_DAYS - FAULTS_FROM_DAY)}"
+                    f"{name}'s CT ratio in the ledger is {f.params['ct_ratio']:g} from {since}"
                 )
         for a, t0, t1 in self.outages(self.today()):
             kind = "planned, with a notice" if a == PLANNED[0] else "unplanned"
