@@ -40,11 +40,16 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from bench._common import bench_database  # noqa: E402
-from gridread.broker import start_mosquitto  # noqa: E402
+from gridread.broker import INGEST, Broker, start_broker  # noqa: E402
+from gridread.broker_accounts import Account  # noqa: E402
 from ingest.schema import ensure_partitions, migrate  # noqa: E402
 
 DEVICES = 50
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+PUBLISHER = Account("bench-publisher", "bench", write=("gridread/v1/#",))  # all devices' topics
+BROKER: Broker | None = None  # started by main(): its accounts' passwords
 
 
 def free_port() -> int:
@@ -61,6 +66,8 @@ class WorkerProc:
             "GRIDREAD_MQTT_GROUP": group,
             "GRIDREAD_WRITER_MAX_DELAY": "0.2",
             "GRIDREAD_LOG_LEVEL": "INFO",  # the "MQTT connected" line
+            "GRIDREAD_MQTT_USERNAME": INGEST,
+            "GRIDREAD_MQTT_PASSWORD": BROKER.passwords[INGEST] if BROKER else "",
         }
         self.proc = subprocess.Popen(
             [
@@ -103,7 +110,9 @@ class WorkerProc:
         self.proc.wait(60)
 
 
-def client(port: int, client_id: str | None = None, **kw) -> mqtt.Client:
+def client(
+    port: int, client_id: str | None = None, account: str = PUBLISHER.name, **kw
+) -> mqtt.Client:
     c = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         protocol=mqtt.MQTTv5,
@@ -111,6 +120,8 @@ def client(port: int, client_id: str | None = None, **kw) -> mqtt.Client:
         **kw,
     )
     c.max_queued_messages_set(0)
+    if BROKER is not None:
+        BROKER.auth(account).apply(c)
     return c
 
 
@@ -139,7 +150,7 @@ def count_only(port: int, group: str, n: int, prepare: bool) -> float:
         if got >= n:
             done.set()
 
-    c = client(port, client_id=f"counter-{group}")
+    c = client(port, client_id=f"counter-{group}", account=INGEST)
     c.on_message = on_message
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
@@ -254,7 +265,8 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gridread-bench-mqtt-"))
     port = free_port()
-    broker = start_mosquitto(work, port)
+    global BROKER
+    broker = BROKER = start_broker(work, port, extra=(PUBLISHER,))
     try:
         with bench_database() as url:
             with psycopg.connect(url, autocommit=True) as conn:
@@ -294,7 +306,9 @@ def main() -> None:
                 )
                 for k in range(args.messages)
             ]
-            print(f"broker: mosquitto with deploy/mosquitto.conf; {DEVICES} devices")
+            print(
+                f"broker: mosquitto with deploy/mosquitto.conf (accounts, ACL); {DEVICES} devices"
+            )
             with psycopg.connect(url, autocommit=True) as conn:  # days for raw COPY too
                 ensure_partitions(conn, {r[2].date() for r in rows})
             copy_rate = raw_copy(url, rows)
@@ -315,8 +329,7 @@ def main() -> None:
                     f" subscriber {ceiling:>9,.0f}/s   ratio {rate / ceiling:.2f}"
                 )
     finally:
-        broker.terminate()
-        broker.wait()
+        broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from collectors.exceptions import CollectorError
+from gridread.broker_cli import broker_app
 from gridread.inventory import parse_inventory
 from gridread.settings import Settings, load_settings, read_config_file
 from ingest.exceptions import IngestError
@@ -143,6 +144,7 @@ def demo(
             if world.mqtt_port:
                 demo_settings = demo_settings.model_copy(
                     update={"mqtt_host": "127.0.0.1", "mqtt_port": world.mqtt_port}
+                    | _demo_mqtt_accounts(world.broker)
                 )
             try:
                 url = await asyncio.to_thread(runtime.database_url, demo_settings)
@@ -163,6 +165,22 @@ def demo(
             await world.stop()
 
     runtime.run_process(main(), exit_timeout=settings.shutdown_timeout)
+
+
+def _demo_mqtt_accounts(broker) -> dict:
+    """The demo broker's service accounts, as settings."""
+    from pydantic import SecretStr
+
+    from gridread.broker import CONTROL, INGEST
+
+    if broker is None:
+        return {}
+    return {
+        "mqtt_username": INGEST,
+        "mqtt_password": SecretStr(broker.passwords[INGEST]),
+        "mqtt_control_username": CONTROL,
+        "mqtt_control_password": SecretStr(broker.passwords[CONTROL]),
+    }
 
 
 @app.command()
@@ -310,6 +328,7 @@ topology_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(topology_app, name="topology")
+app.add_typer(broker_app, name="broker")
 
 TableOption = Annotated[
     str,

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import random
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import psycopg
 
 from analytics.reliability_store import add_notice
 from collectors.modbus.registermap import load_register_map
-from gridread.broker import mosquitto_binary, start_mosquitto
+from gridread.broker import Broker, mosquitto_binary, start_broker
 from gridread.demo_grid import PAST_DAYS, DemoGrid, GridOptions, demo_world
 from gridread.inventory import (
     BusMeterSpec,
@@ -88,7 +87,7 @@ class DemoWorld:
         self.bus = DLT645BusSimulator(make_meters(options.rs485_meters), baud=9600)
         self.line = NullModem()
         self.monitor: VoltageMonitorSimulator | None = None
-        self.broker: subprocess.Popen | None = None
+        self.broker: Broker | None = None  # the shipped secure config, files in data_dir
         self.mqtt_port: int | None = None
         self.concentrator: SimConcentrator | None = None
         self.grid: DemoGrid | None = None
@@ -116,19 +115,17 @@ class DemoWorld:
         await self.monitor.start()
         self.notes.append(f"a voltage monitor (Modbus RTU) on {self.line.b}")
         if self.o.concentrator_meters and mosquitto_binary():
-            self.mqtt_port = _free_port()
-            self.broker = await asyncio.to_thread(
-                start_mosquitto, self.data_dir / "mosquitto", self.mqtt_port
-            )
+            broker = await self._start_broker()
             self.concentrator = SimConcentrator(
                 "demo-jzq",
                 self._conc_meters,
-                port=self.mqtt_port,
+                port=broker.port,
                 failing=set(sorted(self._conc_meters)[: self._failing]),
+                **await asyncio.to_thread(broker.login, "demo-jzq", list(self._conc_meters)),
             )
             self.notes.append(
                 f"a concentrator with {len(self._conc_meters)} meters via Mosquitto on"
-                f" 127.0.0.1:{self.mqtt_port} ({self._failing} not read: the re-read fills them)"
+                f" 127.0.0.1:{broker.port} ({self._failing} not read: the re-read fills them)"
             )
         elif self.o.concentrator_meters:
             self.notes.append(
@@ -139,15 +136,33 @@ class DemoWorld:
                 "no grid: its concentrators need mosquitto (apt-get install mosquitto)"
             )
         elif self.o.grid.areas:
-            if self.mqtt_port is None:
-                self.mqtt_port = _free_port()
-                self.broker = await asyncio.to_thread(
-                    start_mosquitto, self.data_dir / "mosquitto", self.mqtt_port
-                )
+            broker = self.broker or await self._start_broker()
             world = demo_world(self.o.grid, datetime.now(TZ), TZ)
-            self.grid = DemoGrid(world, mqtt_port=self.mqtt_port, options=self.o.grid, tz=TZ)
+            self.grid = await asyncio.to_thread(
+                lambda: DemoGrid(
+                    world,
+                    mqtt_port=broker.port,
+                    options=self.o.grid,
+                    tz=TZ,
+                    mqtt_accounts=broker.concentrators,
+                )
+            )
             await self.grid.start()
             self.notes.append(self.grid.description())
+
+    async def _start_broker(self) -> Broker:
+        """Mosquitto with the shipped config: accounts, ACL and a local CA's TLS certificate
+        generated in the data directory (passwords kept from run to run)."""
+        self.mqtt_port = _free_port()
+        workdir = self.data_dir / "mosquitto"
+        self.broker = await asyncio.to_thread(
+            start_broker, workdir, self.mqtt_port, tls_port=_free_port()
+        )
+        self.notes.append(
+            f"Mosquitto: no anonymous clients, an account per concentrator (ACL), TLS on"
+            f" 127.0.0.1:{self.broker.tls_port}; files in {workdir / 'etc'}"
+        )
+        return self.broker
 
     def inventory(self) -> Inventory:
         devices = [
@@ -305,8 +320,7 @@ class DemoWorld:
             await self.monitor.stop()
         await self.line.stop()
         if self.broker is not None:
-            self.broker.terminate()
-            await asyncio.to_thread(self.broker.wait)
+            await asyncio.to_thread(self.broker.stop)
 
 
 def _free_port() -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,15 +85,31 @@ class DemoGrid:
     """Serves the world's meters: its concentrators over the demo's Mosquitto, its 10 kV
     meters on a DL/T 645 bus; describes them (and the grid) as inventory tables."""
 
-    def __init__(self, world: World, *, mqtt_port: int, options: GridOptions, tz: ZoneInfo) -> None:
+    def __init__(
+        self,
+        world: World,
+        *,
+        mqtt_port: int,
+        options: GridOptions,
+        tz: ZoneInfo,
+        mqtt_accounts: Callable[[dict[str, list[str]]], dict[str, Any]] | None = None,
+    ) -> None:
         self.world = world
         self.options = options
         self.tz = tz
         inv = world.inventory(area_totals="local")
         self._tables = inv
+        # each concentrator logs in with its own broker account (name → its meters' topics)
+        auth = (
+            mqtt_accounts({c["name"]: list(c["meters"]) for c in inv["concentrator"]})
+            if mqtt_accounts
+            else {}
+        )
         self.concentrators = [
             SimConcentrator(c["name"], {m: world.meter_model(m) for m in c["meters"]},
-                            port=mqtt_port)
+                            port=mqtt_port,
+                            username=getattr(auth.get(c["name"]), "username", None),
+                            password=getattr(auth.get(c["name"]), "password", None))
             for c in inv["concentrator"]
         ]  # fmt: skip
         self.mv_meters = [d["name"] for d in inv["device"]]  # what the world put on Modbus

@@ -24,6 +24,7 @@ from collectors.dlt645.session import BusTiming, Dlt645Bus
 from collectors.dlt645.transport import transport_for
 from collectors.modbus.collector import ModbusTcpCollector
 from collectors.modbus.voltage_monitor import VoltageMonitorCollector
+from collectors.mqtt.auth import MqttAuth
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
@@ -240,6 +241,7 @@ def collector_services(
                 store=store,
                 timezone=settings.timezone,
                 start_timeout=settings.mqtt_connect_timeout,
+                auth=mqtt_auth(settings, control=True),
             )
             await rereader.run(first_delay=60)
 
@@ -336,6 +338,19 @@ def mqtt_settings(settings: Settings) -> MqttSettings:
         not_before=settings.mqtt_not_before,
         max_future_s=settings.mqtt_max_future,
         dead_letter_raw_max=settings.dead_letter_raw_max,
+        auth=mqtt_auth(settings),
+    )
+
+
+def mqtt_auth(settings: Settings, *, control: bool = False) -> MqttAuth:
+    """The ingest account's credentials, or with `control` the re-read requester's."""
+    user = settings.mqtt_control_username if control else settings.mqtt_username
+    secret = settings.mqtt_control_password if control else settings.mqtt_password
+    return MqttAuth(
+        user,
+        secret.get_secret_value() if secret is not None else None,
+        tls=settings.mqtt_tls,
+        ca_file=settings.mqtt_ca_file,
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
@@ -280,6 +280,24 @@ class Settings(BaseSettings):
     vee_weekend: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         default=[6, 7], description="VEE: ISO weekdays (1 = Monday) of the weekend day type"
     )
+
+    # broker security (README "Broker security"): gridread's own MQTT accounts
+    mqtt_username: str | None = Field(
+        default=None, description="MQTT ingest account (it may only subscribe); empty: anonymous"
+    )
+    mqtt_password: SecretStr | None = Field(default=None, description="its password")
+    mqtt_tls: bool = Field(
+        default=False, description="MQTT over TLS (mqtt_port: the broker's TLS listener)"
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate the broker's is checked against (implies TLS); empty with"
+        " mqtt_tls: the system's trust store",
+    )
+    mqtt_control_username: str | None = Field(
+        default=None, description="MQTT account that sends re-read requests (gridread/ctl/…)"
+    )
+    mqtt_control_password: SecretStr | None = Field(default=None, description="its password")
 
     @model_validator(mode="after")
     def _pq_limits(self) -> Settings:

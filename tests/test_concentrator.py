@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
+from gridread.broker import CONTROL, INGEST
 from ingest.concentrators import concentrator_read_rates
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.model import Quality
@@ -57,7 +58,13 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker, co
                 ' \'{"concentrator": "a12-jzq", "area": "a12"}\')',
                 (name,),
             )
-    sim = SimConcentrator("a12-jzq", meters, host=mqtt_broker.host, port=mqtt_broker.port)
+    sim = SimConcentrator(
+        "a12-jzq",
+        meters,
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        **mqtt_broker.login("a12-jzq", list(meters)),
+    )
     failing = set(sorted(meters)[:6])
     sim.failing = set(failing)
     writer = ReadingWriter(migrated_url, max_delay=0.05)
@@ -65,14 +72,23 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker, co
     group = f"g{uuid.uuid4().hex[:8]}"
     worker = MqttIngestWorker(
         MqttSettings(
-            host=mqtt_broker.host, port=mqtt_broker.port, group=group, client_id=f"w-{group}"
+            host=mqtt_broker.host,
+            port=mqtt_broker.port,
+            group=group,
+            client_id=f"w-{group}",
+            auth=mqtt_broker.auth(INGEST),
         ),
         writer,
         collector_store,
     )
     worker_task = asyncio.create_task(worker.run())
     rereader = ConcentratorRereader(
-        host=mqtt_broker.host, port=mqtt_broker.port, store=collector_store, days=1, timeout=20
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        store=collector_store,
+        auth=mqtt_broker.auth(CONTROL),
+        days=1,
+        timeout=20,
     )
     try:
         await asyncio.wait_for(worker.subscribed.wait(), 15)

@@ -21,6 +21,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from collectors.mqtt.rereads import ConcentratorRereader
+from gridread.broker import CONTROL, INGEST
 from gridread.services import RESTARTS, Service, ServiceError, Stage, Supervisor, SupervisorPolicy
 from ingest.retry import Backoff
 from tests.conftest import free_port
@@ -219,6 +220,9 @@ def test_mqtt_concentrator_only_stays_up_and_stops_on_sigterm(tmp_path, db_url, 
     config = (
         f'mqtt_host = "{mqtt_broker.host}"\nmqtt_port = {mqtt_broker.port}\n'
         f'mqtt_client_id = "lifecycle-{free_port()}"\n'
+        f'mqtt_username = "{INGEST}"\nmqtt_password = "{mqtt_broker.passwords[INGEST]}"\n'
+        f'mqtt_control_username = "{CONTROL}"\n'
+        f'mqtt_control_password = "{mqtt_broker.passwords[CONTROL]}"\n'
         '[[concentrator]]\nname = "jzq-1"\narea = "area-1"\nmeters = ["c-0001", "c-0002"]\n'
     )
     run = Gridread(tmp_path, config, db_url)
@@ -345,7 +349,10 @@ async def test_a_cancel_arriving_with_the_rereaders_suback_is_not_lost(
     be swallowed by Python 3.11's `wait_for` in `start()`: the task went on as if never
     cancelled, and shutdown hung."""
     rereader = ConcentratorRereader(
-        host=mqtt_broker.host, port=mqtt_broker.port, store=collector_store
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        store=collector_store,
+        auth=mqtt_broker.auth(CONTROL),
     )
     client_id = rereader.client._client_id.decode()
     # The SUBACK must not come before the hook below is in place (on a busy machine it did):

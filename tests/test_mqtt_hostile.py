@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
+from gridread.broker import INGEST
 from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 from tests.conftest import readings_days
@@ -55,7 +56,12 @@ async def running_worker(url, broker, **options):
     writer_task = asyncio.create_task(writer.run())
     group = f"g{uuid.uuid4().hex[:8]}"
     settings = MqttSettings(
-        host=broker.host, port=broker.port, group=group, client_id=f"w-{group}", **options
+        host=broker.host,
+        port=broker.port,
+        group=group,
+        client_id=f"w-{group}",
+        auth=broker.auth(INGEST),
+        **options,
     )
     worker = MqttIngestWorker(settings, writer, store)
     task = asyncio.create_task(worker.run())
@@ -78,6 +84,7 @@ def publish(broker, messages: list[tuple[str, bytes]]) -> list[mqtt.MQTTMessageI
         protocol=mqtt.MQTTv5,
         client_id=f"pub-{uuid.uuid4().hex[:8]}",
     )
+    broker.auth("test-publisher").apply(client)
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
@@ -243,6 +250,7 @@ async def test_the_broker_drops_a_message_over_its_size_limit(migrated_url, mqtt
         client_id=f"pub-{uuid.uuid4().hex[:8]}",
     )
     async with running_worker(migrated_url, mqtt_broker) as (_, task):
+        mqtt_broker.auth("test-publisher").apply(client)
         client.connect(mqtt_broker.host, mqtt_broker.port)
         client.loop_start()
         try:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import psycopg
 
+from gridread.broker import INGEST
+
 QUANTITIES = [
     "1.8.0",
     "2.8.0",
@@ -39,6 +41,8 @@ class Worker:
             "GRIDREAD_DATABASE_URL": url,
             "GRIDREAD_MQTT_GROUP": group,
             "GRIDREAD_WRITER_MAX_DELAY": "0.1",
+            "GRIDREAD_MQTT_USERNAME": INGEST,
+            "GRIDREAD_MQTT_PASSWORD": broker.passwords[INGEST],
         }
         self.proc = subprocess.Popen(
             [
@@ -89,6 +93,7 @@ def publisher(broker) -> mqtt.Client:
         client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
     )
     client.max_queued_messages_set(0)
+    broker.auth("test-publisher").apply(client)
     client.connect(broker.host, broker.port)
     client.loop_start()
     return client

@@ -20,6 +20,7 @@ from collectors.exceptions import ConfigError
 from collectors.modbus.voltage_monitor import VoltageMonitorCollector
 from collectors.mqtt.payloads import PayloadError, parse
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
+from gridread.broker import INGEST
 from gridread.inventory import Inventory, VoltageMonitorSpec, parse_inventory, store_inventory
 from ingest.writer import ReadingWriter
 from simulators.concentrator import SimConcentrator
@@ -148,7 +149,11 @@ async def test_concentrator_outage_report_is_an_outage_event(
             " VALUES ('a01-jzq', 'concentrator', 'mqtt', 'mqtt', 86400, '{\"area\": \"a-01\"}')"
         )
     sim = SimConcentrator(
-        "a01-jzq", {"c1": MeterModel()}, host=mqtt_broker.host, port=mqtt_broker.port
+        "a01-jzq",
+        {"c1": MeterModel()},
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        **mqtt_broker.login("a01-jzq", ["c1"]),
     )
     sim.outages = [(local(10, 10), local(10, 10, 45))]
     writer = ReadingWriter(migrated_url, max_delay=0.05)
@@ -156,7 +161,11 @@ async def test_concentrator_outage_report_is_an_outage_event(
     group = f"g{uuid.uuid4().hex[:8]}"
     worker = MqttIngestWorker(
         MqttSettings(
-            host=mqtt_broker.host, port=mqtt_broker.port, group=group, client_id=f"w-{group}"
+            host=mqtt_broker.host,
+            port=mqtt_broker.port,
+            group=group,
+            client_id=f"w-{group}",
+            auth=mqtt_broker.auth(INGEST),
         ),
         writer,
         collector_store,

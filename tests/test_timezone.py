@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from collectors.exceptions import ConfigError
 from collectors.mqtt.rereads import ConcentratorRereader
+from gridread.broker import CONTROL
 from gridread.inventory import parse_inventory, store_inventory
 from gridread.settings import load_settings
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -140,11 +141,13 @@ async def test_re_read_windows_are_the_concentrators_local_days(
     listener.on_message = on_message
     listener.on_subscribe = lambda *a: subscribed.set()
     listener.on_connect = lambda c, *a: c.subscribe("gridread/ctl/v1/+/reread", qos=1)
+    mqtt_broker.auth("test-listener").apply(listener)
     listener.connect(mqtt_broker.host, mqtt_broker.port)
     listener.loop_start()
     rereader = ConcentratorRereader(
         host=mqtt_broker.host,
         port=mqtt_broker.port,
+        auth=mqtt_broker.auth(CONTROL),
         store=collector_store,
         timezone="Asia/Shanghai",
         days=2,

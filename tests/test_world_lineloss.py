@@ -32,6 +32,7 @@ from collectors.modbus.collector import ModbusTcpCollector
 from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
+from gridread.broker import CONTROL, INGEST
 from gridread.inventory import parse_inventory, store_inventory
 from gridread.runtime import lineloss_policy, plausibility_screen
 from gridread.settings import load_settings
@@ -156,7 +157,13 @@ async def test_the_world_line_loss_through_the_pipeline_equals_the_truth(
     b = w.truth.boundaries
     end = int(b[-1])
     clock = ManualClock(float(b[0]))
-    served = ServedWorld(w, mqtt_host=mqtt_broker.host, mqtt_port=mqtt_broker.port, clock=clock)
+    served = ServedWorld(
+        w,
+        mqtt_host=mqtt_broker.host,
+        mqtt_port=mqtt_broker.port,
+        clock=clock,
+        mqtt_accounts=mqtt_broker.concentrators,
+    )
     await served.start()
     url = migrated_url
     inv = parse_inventory(served.inventory(), source="world", base_dir=Path("."))
@@ -169,14 +176,23 @@ async def test_the_world_line_loss_through_the_pipeline_equals_the_truth(
     group = f"g{uuid.uuid4().hex[:8]}"
     worker = MqttIngestWorker(
         MqttSettings(
-            host=mqtt_broker.host, port=mqtt_broker.port, group=group, client_id=f"w-{group}"
+            host=mqtt_broker.host,
+            port=mqtt_broker.port,
+            group=group,
+            client_id=f"w-{group}",
+            auth=mqtt_broker.auth(INGEST),
         ),
         writer,
         collector_store,
     )
     worker_task = asyncio.create_task(worker.run())
     rereader = ConcentratorRereader(
-        host=mqtt_broker.host, port=mqtt_broker.port, store=collector_store, days=2, timeout=20
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        store=collector_store,
+        auth=mqtt_broker.auth(CONTROL),
+        days=2,
+        timeout=20,
     )
     collectors = [
         ModbusTcpCollector(

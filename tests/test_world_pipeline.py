@@ -19,6 +19,7 @@ from collectors.modbus.collector import ModbusTcpCollector
 from collectors.modbus.registermap import load_register_map
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
+from gridread.broker import INGEST
 from gridread.inventory import parse_inventory, store_inventory
 from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
@@ -74,6 +75,7 @@ async def test_concentrator_of_the_world_through_mosquitto_into_postgres(
         {m: w.meter_model(m) for m in conc["meters"]},
         host=mqtt_broker.host,
         port=mqtt_broker.port,
+        **mqtt_broker.login(conc["name"], conc["meters"]),
     )
     expected = sum(len(sim.day_payload(m, START)["readings"]) for m in conc["meters"])
     writer = ReadingWriter(migrated_url, max_delay=0.05)
@@ -81,7 +83,11 @@ async def test_concentrator_of_the_world_through_mosquitto_into_postgres(
     group = f"g{uuid.uuid4().hex[:8]}"
     worker = MqttIngestWorker(
         MqttSettings(
-            host=mqtt_broker.host, port=mqtt_broker.port, group=group, client_id=f"w-{group}"
+            host=mqtt_broker.host,
+            port=mqtt_broker.port,
+            group=group,
+            client_id=f"w-{group}",
+            auth=mqtt_broker.auth(INGEST),
         ),
         writer,
         collector_store,
@@ -244,7 +250,11 @@ async def test_area_loss_from_the_database_equals_the_ground_truth(
                   meters_per_area=8, faults=faults)
     )  # fmt: skip
     served = ServedWorld(
-        w, mqtt_host=mqtt_broker.host, mqtt_port=mqtt_broker.port, area_totals="local"
+        w,
+        mqtt_host=mqtt_broker.host,
+        mqtt_port=mqtt_broker.port,
+        area_totals="local",
+        mqtt_accounts=mqtt_broker.concentrators,
     )
     await served.start()
     inv = served.inventory()
@@ -258,7 +268,11 @@ async def test_area_loss_from_the_database_equals_the_ground_truth(
     group = f"g{uuid.uuid4().hex[:8]}"
     worker = MqttIngestWorker(
         MqttSettings(
-            host=mqtt_broker.host, port=mqtt_broker.port, group=group, client_id=f"w-{group}"
+            host=mqtt_broker.host,
+            port=mqtt_broker.port,
+            group=group,
+            client_id=f"w-{group}",
+            auth=mqtt_broker.auth(INGEST),
         ),
         writer,
         collector_store,

@@ -4,7 +4,10 @@ For each concentrator, the meters with gaps in the last complete days are asked 
 a request on ``gridread/ctl/v1/<concentrator>/reread`` (outside the
 ingest topics, which the workers subscribe to) carries a response topic and correlation
 data; the concentrator re-sends the data on the meters' topics (ingested like any upload,
-flagged RE_READ) and answers on the response topic with the same correlation data.
+flagged RE_READ) and answers on the response topic with the same correlation data. The
+response topic, ``gridread/reply/v1/<concentrator>/<requester>``, lies under the
+concentrator's own reply topics: the broker's ACL lets only it answer there, and only
+gridread's control account publish on ``gridread/ctl/…``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter
 
+from collectors.mqtt.auth import MqttAuth
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.store import CollectorStore
 
@@ -41,6 +45,7 @@ class ConcentratorRereader:
         days: int = 7,
         timeout: float = 60.0,
         start_timeout: float = 15.0,
+        auth: MqttAuth | None = None,
     ) -> None:
         self.store = store
         self.start_timeout = start_timeout
@@ -48,7 +53,8 @@ class ConcentratorRereader:
         self.days = days
         self.timeout = timeout
         self.host, self.port = host, port
-        self.response_topic = f"gridread/ctl/v1/responses/{uuid.uuid4().hex[:12]}"
+        self.requester = uuid.uuid4().hex[:12]
+        self.response_topic = f"gridread/reply/v1/+/{self.requester}"  # subscribed
         self._waiting: dict[bytes, asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client = mqtt.Client(
@@ -56,6 +62,7 @@ class ConcentratorRereader:
             client_id=f"gridread-reread-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
+        (auth or MqttAuth()).apply(self.client)
         self.client.on_message = self._on_message
 
     async def start(self) -> None:
@@ -103,7 +110,7 @@ class ConcentratorRereader:
         future = asyncio.get_running_loop().create_future()
         self._waiting[correlation] = future
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.response_topic
+        props.ResponseTopic = f"gridread/reply/v1/{concentrator}/{self.requester}"
         props.CorrelationData = correlation
         body = {"meters": meters, "from": start.isoformat(), "to": end.isoformat()}
         self.client.publish(

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
@@ -40,6 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
+from collectors.mqtt.auth import MqttAuth
 from collectors.mqtt.payloads import SUBSCRIPTION, Limits, PayloadError, parse, topic_device
 from ingest.deadletters import DEFAULT_RAW_MAX, DeadLetter, sanitise
 from ingest.model import Event, Reading
@@ -67,6 +68,7 @@ class MqttSettings:
     max_future_s: float = 600.0  # clock skew tolerated on a device's timestamps
     max_payload: int = 1 << 20  # bytes; deploy/mosquitto.conf's message_size_limit matches
     dead_letter_raw_max: int = DEFAULT_RAW_MAX  # raw bytes kept per dead letter
+    auth: MqttAuth = field(default_factory=MqttAuth)  # the ingest account (it may only subscribe)
 
     def limits(self) -> Limits:
         return Limits(
@@ -101,6 +103,7 @@ class MqttIngestWorker:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
+        settings.auth.apply(self.client)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect

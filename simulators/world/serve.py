@@ -30,6 +30,7 @@ class ServedWorld:
         register_map: str = "three_phase_meter",
         area_totals: str = "modbus",
         clock: Callable[[], float] = time.time,
+        mqtt_accounts: Callable[[dict[str, list[str]]], dict[str, Any]] | None = None,
     ) -> None:
         self.world = world
         self.register_map = register_map
@@ -42,14 +43,20 @@ class ServedWorld:
             port=modbus_port,
             clock=clock,
         )
+        areas = world.inventory(area_totals=area_totals)["concentrator"]
+        # the broker's accounts of the concentrators (name → its meters) → each one's
+        # credentials (.username, .password), when the broker asks for them
+        auth = mqtt_accounts({c["name"]: list(c["meters"]) for c in areas}) if mqtt_accounts else {}
         self.concentrators = [
             SimConcentrator(
                 c["name"],
                 {m: world.meter_model(m) for m in c["meters"]},
                 host=mqtt_host,
                 port=mqtt_port,
+                username=getattr(auth.get(c["name"]), "username", None),
+                password=getattr(auth.get(c["name"]), "password", None),
             )
-            for c in world.inventory(area_totals=area_totals)["concentrator"]
+            for c in areas
         ]
 
     async def start(self) -> None:
