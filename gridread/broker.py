@@ -64,6 +64,8 @@ class Broker:
     process: subprocess.Popen
     accounts: dict[str, Account] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
+    # an earlier run's passwords: an account added again gets its old one
+    earlier: dict[str, str] = field(default_factory=dict)
 
     @property
     def files(self) -> Path:
@@ -90,7 +92,9 @@ class Broker:
         for a in changed:
             self.accounts[a.name] = a
         probe = Account(f"reload-{uuid.uuid4().hex[:10]}", "probe")  # no rights at all
-        self.passwords = accounts.write_files(self.files, [*self.accounts.values(), probe])
+        self.passwords = accounts.write_files(
+            self.files, [*self.accounts.values(), probe], self.earlier
+        )
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while not _can_log_in(self.host, self.port, probe.name, self.passwords[probe.name]):
@@ -140,6 +144,7 @@ def start_broker(
     files, data = workdir / "etc", workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     known = {a.name: a for a in (accounts.ingest(INGEST), accounts.control(CONTROL), *extra)}
+    earlier = accounts.read_credentials(files / accounts.CREDENTIALS)
     passwords = accounts.write_files(files, list(known.values()))
     if tls_port is not None:
         make_certs(files, [host, "localhost"])
@@ -150,8 +155,11 @@ def start_broker(
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if all(_listens(host, p) for p in (port, tls_port) if p is not None):
-            return Broker(host, port, tls_port, workdir, proc, known, passwords)
+        # a login answered: the main loop runs, so SIGHUP is handled (not fatal) from now on
+        if all(_listens(host, p) for p in (port, tls_port) if p is not None) and _can_log_in(
+            host, port, INGEST, passwords[INGEST]
+        ):
+            return Broker(host, port, tls_port, workdir, proc, known, passwords, earlier)
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             raise RuntimeError(f"mosquitto exited: {out.strip()}")

@@ -136,15 +136,17 @@ def read_credentials(path: Path) -> dict[str, str]:
     return out
 
 
-def write_files(out: Path, accounts: list[Account]) -> dict[str, str]:
-    """Write passwd, acl and credentials.toml into `out` (existing passwords kept);
-    returns account → password."""
+def write_files(
+    out: Path, accounts: list[Account], remembered: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Write passwd, acl and credentials.toml into `out` (existing passwords kept, also those
+    `remembered` from earlier files); returns account → password."""
     names = [a.name for a in accounts]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"accounts named twice: {', '.join(twice)}")
     out.mkdir(parents=True, exist_ok=True)
-    known = read_credentials(out / CREDENTIALS)
+    known = (remembered or {}) | read_credentials(out / CREDENTIALS)
     passwords = {a.name: known.get(a.name) or secrets.token_urlsafe(24) for a in accounts}
     creds = ["# gridread broker accounts: secret (each device gets its own entry only)"]
     for a in accounts:

@@ -59,7 +59,8 @@ class SimConcentrator:
             self.client.tls_set_context(ssl.create_default_context(cafile=self.ca_file))
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self._refused: list[str] = []
+        self.client.on_subscribe = self._on_subscribe
 
     def start(self) -> None:
         self.client.connect(self.host, self.port)
@@ -67,6 +68,12 @@ class SimConcentrator:
         self.client.subscribe(f"gridread/ctl/v1/{self.name}/reread", qos=1)
         if not self._subscribed.wait(10):
             raise RuntimeError("concentrator simulator could not subscribe")
+        if self._refused:  # e.g. the broker's ACL: not this account's requests
+            raise RuntimeError(f"{self.name}: subscription refused: {', '.join(self._refused)}")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._refused = [str(r) for r in reason_codes if r.is_failure]
+        self._subscribed.set()
 
     def stop(self) -> None:
         self.client.disconnect()

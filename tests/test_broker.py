@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import shutil
@@ -138,3 +139,49 @@ def test_certs_keep_the_ca_and_name_the_hosts(tmp_path):
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["mqtt.example.net"]
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+async def test_the_demo_runs_its_broker_secured_in_its_work_dir(tmp_path):
+    """The demo's Mosquitto: the shipped config with accounts, ACL and certificates in its
+    data directory; anonymous clients refused; each concentrator logged in with its own
+    account; a second start keeps the passwords."""
+    from gridread.demo import DemoOptions, DemoWorld
+    from gridread.demo_grid import GridOptions
+    from tests.broker_client import NOT_AUTHORIZED, Probe
+    from tests.conftest import free_port
+
+    def options() -> DemoOptions:
+        grid = GridOptions(areas=1, meters_per_area=2)
+        return DemoOptions(
+            meters=1, sim_port=free_port(), rs485_meters=0, concentrator_meters=3, grid=grid
+        )
+
+    world = DemoWorld(options(), tmp_path)
+    await world.start()
+    try:
+        broker = world.broker
+        assert broker is not None and broker.tls_port
+        conf = (tmp_path / "mosquitto" / "mosquitto.conf").read_text()
+        assert "allow_anonymous false" in conf and f"{tmp_path}/mosquitto/etc/acl" in conf
+        anonymous = Probe()
+        try:
+            assert await asyncio.to_thread(anonymous.connect, "127.0.0.1", broker.port) == (
+                NOT_AUTHORIZED
+            )
+        finally:
+            anonymous.close()
+        await asyncio.to_thread(world.concentrator.start)  # its ctl subscription is granted
+        conc = [world.concentrator, *world.grid.concentrators]
+        assert all(c.client.is_connected() and c.username == c.name for c in conc)
+        acl = (tmp_path / "mosquitto" / "etc" / "acl").read_text()
+        assert all(f"user {c.name}\n" in acl for c in conc)
+        passwords = dict(broker.passwords)
+    finally:
+        await world.stop()
+    again = DemoWorld(options(), tmp_path)
+    await again.start()
+    try:
+        kept = {n: p for n, p in again.broker.passwords.items() if n in passwords}
+        assert kept == {n: p for n, p in passwords.items() if not n.startswith("reload-")}
+    finally:
+        await again.stop()
