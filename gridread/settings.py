@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collectors.exceptions import ConfigError
@@ -289,7 +289,7 @@ class Settings(BaseSettings):
     mqtt_tls: bool = Field(
         default=False, description="MQTT over TLS (mqtt_port: the broker's TLS listener)"
     )
-    mqtt_ca_file: Path | None = Field(
+    mqtt_ca_file: FilePath | None = Field(
         default=None,
         description="CA certificate the broker's is checked against (implies TLS); empty with"
         " mqtt_tls: the system's trust store",

@@ -15,8 +15,12 @@ import uuid
 
 import pytest
 
+from collectors.exceptions import ConfigError
 from collectors.mqtt.auth import MqttAuth
+from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from gridread.broker import CONTROL, INGEST
+from gridread.runtime import mqtt_auth, mqtt_settings
+from gridread.settings import load_settings
 from tests.broker_client import NOT_AUTHORIZED, Probe
 from tests.test_mqtt_hostile import add_device, good, rows, running_worker, wait_for
 
@@ -188,3 +192,88 @@ def test_tls_with_the_local_ca(mqtt_broker, probes):
     untrusting = probes(MqttAuth(d, mqtt_broker.passwords[d], tls=True))
     with pytest.raises(ssl.SSLCertVerificationError):
         untrusting.connect(mqtt_broker.host, mqtt_broker.tls_port)
+
+
+async def test_the_ingest_worker_from_settings_over_tls(migrated_url, mqtt_broker, probes):
+    """What `gridread run` builds from its settings: the ingest account, TLS checked against
+    the local CA, a reading stored end to end; the control account for the re-reader."""
+    from ingest.store import PgCollectorStore
+    from ingest.writer import ReadingWriter
+
+    d = name("sec-tls-dev")
+    add_device(migrated_url, d)
+    settings = load_settings(
+        {
+            "mqtt_host": mqtt_broker.host,
+            "mqtt_port": mqtt_broker.tls_port,
+            "mqtt_group": name("g"),
+            "mqtt_client_id": name("tls-worker"),
+            "mqtt_username": INGEST,
+            "mqtt_password": mqtt_broker.passwords[INGEST],
+            "mqtt_control_username": CONTROL,
+            "mqtt_control_password": mqtt_broker.passwords[CONTROL],
+            "mqtt_ca_file": str(mqtt_broker.ca_file),
+        }
+    )
+    worker_settings = mqtt_settings(settings)
+    assert mqtt_broker.passwords[INGEST] not in repr(worker_settings)  # logs never show it
+    control = mqtt_auth(settings, control=True)
+    assert (control.username, control.password) == (CONTROL, mqtt_broker.passwords[CONTROL])
+    store = await PgCollectorStore.open(migrated_url)
+    writer = ReadingWriter(migrated_url, max_delay=0.05)
+    writer_task = asyncio.create_task(writer.run())
+    worker = MqttIngestWorker(worker_settings, writer, store)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.subscribed.wait(), 20)
+        device = Probe(await asyncio.to_thread(mqtt_broker.device, d))
+        try:
+            assert await asyncio.to_thread(device.connect, mqtt_broker.host, mqtt_broker.port) == 0
+            assert await asyncio.to_thread(device.publish, *good(d, value=7.25)) == 0
+        finally:
+            device.close()
+        assert await wait_for(migrated_url, "SELECT count(*) FROM readings", 1) == 1
+    finally:
+        await asyncio.wait_for(worker.drain(), 30)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.close()
+        await writer_task
+        await store.close()
+    assert rows(migrated_url, "SELECT value FROM readings") == [(7.25,)]
+
+
+def test_a_missing_ca_file_is_a_one_line_settings_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_settings({"mqtt_ca_file": str(tmp_path / "nope.crt")})
+    assert "mqtt_ca_file" in str(err.value) and "\n" not in str(err.value)
+
+
+async def test_without_an_account_the_worker_is_refused_and_says_why(
+    migrated_url, mqtt_broker, caplog
+):
+    from ingest.store import PgCollectorStore
+    from ingest.writer import ReadingWriter
+
+    store = await PgCollectorStore.open(migrated_url)
+    writer = ReadingWriter(migrated_url, max_delay=0.05)
+    group = name("g")
+    worker = MqttIngestWorker(
+        MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, group=group,
+                     client_id=f"w-{group}"),
+        writer,
+        store,
+    )  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while "MQTT connect refused" not in caplog.text:
+            assert asyncio.get_running_loop().time() < deadline, caplog.text
+            await asyncio.sleep(0.05)
+        assert "Not authorized" in caplog.text and "mqtt_username" in caplog.text
+        assert not worker.subscribed.is_set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.close()
+        await store.close()

@@ -114,7 +114,11 @@ class MqttIngestWorker:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("MQTT connect refused: %s", reason_code)
+            log.error(
+                "MQTT connect refused: %s (the broker's ingest account: mqtt_username,"
+                " mqtt_password)",
+                reason_code,
+            )
             return
         log.info(
             "MQTT connected to %s:%d (session present: %s)",
