@@ -63,9 +63,9 @@ class Broker:
     workdir: Path
     process: subprocess.Popen
     accounts: dict[str, Account] = field(default_factory=dict)
-    passwords: dict[str, str] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
     # an earlier run's passwords: an account added again gets its old one
-    earlier: dict[str, str] = field(default_factory=dict)
+    earlier: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def files(self) -> Path:
@@ -150,9 +150,9 @@ def start_broker(
         make_certs(files, [host, "localhost"])
     conf = workdir / "mosquitto.conf"
     conf.write_text(render_conf(files, host, port, tls_port, data))
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    log = workdir / "mosquitto.log"  # a file, not a pipe: nobody reads a long run's warnings
+    with log.open("ab") as out:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         # a login answered: the main loop runs, so SIGHUP is handled (not fatal) from now on
@@ -161,8 +161,8 @@ def start_broker(
         ):
             return Broker(host, port, tls_port, workdir, proc, known, passwords, earlier)
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"mosquitto exited: {out.strip()}")
+            said = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"mosquitto exited: {' | '.join(said)}")
         time.sleep(0.05)
     proc.kill()
     proc.wait(10)
