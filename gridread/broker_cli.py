@@ -28,12 +28,12 @@ def _fail(message: str) -> typer.Exit:
 
 
 def inventory_accounts(
-    settings: Settings, inventory: Inventory, devices: list[str]
+    settings: Settings, inventory: Inventory, devices: list[str], ingest: list[str] | None = None
 ) -> list[Account]:
     """gridread's ingest and control accounts, one per concentrator (its meters' topics) and
     one per device that publishes by itself."""
     return [
-        accounts.ingest(settings.mqtt_username or INGEST),
+        *(accounts.ingest(n) for n in ingest or [settings.mqtt_username or INGEST]),
         accounts.control(settings.mqtt_control_username or CONTROL),
         *(accounts.concentrator(c.name, c.meters) for c in inventory.concentrators),
         *(accounts.device(d) for d in devices),
@@ -51,6 +51,13 @@ def config(
         list[str] | None,
         typer.Option(help="a device publishing by itself over MQTT (its own account); repeatable"),
     ] = None,
+    ingest: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="an ingest worker's account (default: mqtt_username, else gridread-ingest);"
+            " repeatable: one per worker on another host (over TLS a client id is its account)"
+        ),
+    ] = None,
 ) -> None:
     """Password file, ACL and credentials for the inventory's concentrators, the given
     devices and gridread's own accounts (existing passwords are kept)."""
@@ -60,7 +67,7 @@ def config(
         settings = load_settings(data, source=source)
         base = config.resolve().parent if config else Path.cwd()
         inventory = parse_inventory(data, source=source, base_dir=base, timezone=settings.timezone)
-        made = inventory_accounts(settings, inventory, device or [])
+        made = inventory_accounts(settings, inventory, device or [], ingest)
         accounts.write_files(out, made)
     except (CollectorError, OSError) as exc:
         raise _fail(str(exc)) from None

@@ -15,11 +15,11 @@ NOT_AUTHORIZED = 135  # MQTT 5 reason code, in CONNACK and PUBACK
 
 
 class Probe:
-    def __init__(self, auth: MqttAuth | None = None) -> None:
+    def __init__(self, auth: MqttAuth | None = None, client_id: str | None = None) -> None:
         self.client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             protocol=mqtt.MQTTv5,
-            client_id=f"probe-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}",
         )
         if auth is not None:
             auth.apply(self.client)

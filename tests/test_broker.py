@@ -106,6 +106,19 @@ def test_config_writes_accounts_acl_and_private_credentials(tmp_path):
     assert "topic write gridread/v1/a2-m1/readings" in (out / "acl").read_text()
 
 
+def test_config_makes_one_ingest_account_per_worker_when_asked(tmp_path):
+    out = tmp_path / "broker"
+    result = run("broker", "config", "--out", str(out), "--ingest", "ingest-h1",
+                 "--ingest", "ingest-h2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    creds = tomllib.loads((out / "credentials.toml").read_text())
+    assert {n: c["role"] for n, c in creds.items()} == {
+        "ingest-h1": "ingest",
+        "ingest-h2": "ingest",
+        "gridread-control": "control",
+    }
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -33,8 +33,8 @@ def name(prefix: str) -> str:
 def probes():
     made: list[Probe] = []
 
-    def make(auth: MqttAuth | None = None) -> Probe:
-        made.append(Probe(auth))
+    def make(auth: MqttAuth | None = None, client_id: str | None = None) -> Probe:
+        made.append(Probe(auth, client_id))
         return made[-1]
 
     yield make
@@ -277,3 +277,20 @@ async def test_without_an_account_the_worker_is_refused_and_says_why(
         await asyncio.gather(task, return_exceptions=True)
         await writer.close()
         await store.close()
+
+
+def test_over_tls_a_device_cannot_take_over_another_clients_session(mqtt_broker, probes):
+    """A client id names a session: a device reusing an ingest worker's would disconnect the
+    worker and inherit its subscription (and queued messages, refused to the device: lost).
+    On the TLS listener the id is the account name, so the worker stays."""
+    d, group = name("sec-thief"), name("g")
+    worker_id = f"gridread-ingest-{uuid.uuid4().hex[:6]}"
+    worker = probes(mqtt_broker.auth(INGEST), client_id=worker_id)
+    assert worker.connect(mqtt_broker.host, mqtt_broker.port) == 0
+    assert worker.subscribe(f"$share/{group}/gridread/v1/+/+") == [1]
+    mqtt_broker.device(d)
+    thief = probes(mqtt_broker.auth(d, tls=True), client_id=worker_id)
+    assert thief.connect(mqtt_broker.host, mqtt_broker.tls_port) == 0
+    assert thief.publish(f"gridread/v1/{d}/readings", b"after") == 0
+    assert worker.wait_message(f"gridread/v1/{d}/readings")
+    assert not worker.closed.is_set()
