@@ -91,6 +91,14 @@ class Broker:
             return
         for a in changed:
             self.accounts[a.name] = a
+        self._reload()
+
+    def remove(self, name: str) -> None:
+        """Revoke an account; once reloaded, the broker has disconnected its clients."""
+        if self.accounts.pop(name, None) is not None:
+            self._reload()
+
+    def _reload(self) -> None:
         probe = Account(f"reload-{uuid.uuid4().hex[:10]}", "probe")  # no rights at all
         self.passwords = accounts.write_files(
             self.files, [*self.accounts.values(), probe], self.earlier

@@ -294,3 +294,12 @@ def test_over_tls_a_device_cannot_take_over_another_clients_session(mqtt_broker,
     assert thief.publish(f"gridread/v1/{d}/readings", b"after") == 0
     assert worker.wait_message(f"gridread/v1/{d}/readings")
     assert not worker.closed.is_set()
+
+
+def test_a_revoked_account_is_disconnected_at_the_reload(mqtt_broker, probes):
+    d = name("sec-revoked")
+    device = connected(probes, mqtt_broker, mqtt_broker.device(d))
+    auth = mqtt_broker.auth(d)
+    mqtt_broker.remove(d)  # files rewritten without it, SIGHUP, reload awaited
+    assert device.closed.wait(10)
+    assert probes(auth).connect(mqtt_broker.host, mqtt_broker.port) == NOT_AUTHORIZED
