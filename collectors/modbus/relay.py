@@ -17,6 +17,7 @@ its own connection (Modbus TCP serves several) and reads the state back.
 from __future__ import annotations
 
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,11 +124,11 @@ class ModbusRelay:
             host, port=port, timeout=timeout, retries=0, reconnect_delay=0
         )
 
-    async def _call(self, what: str, request) -> Any:
+    async def _call(self, what: str, request: Callable[[], Awaitable[Any]]) -> Any:
         if not self.client.connected and not await self.client.connect():
             raise DeviceUnreachable(f"cannot connect to {self.where}")
         try:
-            response = await request
+            response = await request()
         except ModbusIOException as exc:
             raise DeviceTimeout(f"{self.where}: no reply to {what}") from exc
         except ConnectionException as exc:
@@ -149,18 +150,18 @@ class ModbusRelay:
         value = self.spec.closed if close else not self.spec.closed
         await self._call(
             f"write of coil {coil} = {int(value)}",
-            self.client.write_coil(coil, value, device_id=self.unit_id),
+            lambda: self.client.write_coil(coil, value, device_id=self.unit_id),
         )
 
     async def is_closed(self) -> bool:
         address = self.spec.read_address
         if self.spec.state == "discrete":
             what = f"read of discrete input {address}"
-            request = self.client.read_discrete_inputs(address, count=1, device_id=self.unit_id)
+            read = self.client.read_discrete_inputs
         else:
             what = f"read of coil {address}"
-            request = self.client.read_coils(address, count=1, device_id=self.unit_id)
-        response = await self._call(what, request)
+            read = self.client.read_coils
+        response = await self._call(what, lambda: read(address, count=1, device_id=self.unit_id))
         return bool(response.bits[0]) == self.spec.closed
 
     async def set_demand_limit(self, kw: float) -> float:
@@ -171,11 +172,11 @@ class ModbusRelay:
         words = limit.encode(kw)
         await self._call(
             f"write of the demand limit at {limit.address}",
-            self.client.write_registers(limit.address, words, device_id=self.unit_id),
+            lambda: self.client.write_registers(limit.address, words, device_id=self.unit_id),
         )
         response = await self._call(
             f"read of the demand limit at {limit.address}",
-            self.client.read_holding_registers(
+            lambda: self.client.read_holding_registers(
                 limit.address, count=len(words), device_id=self.unit_id
             ),
         )
