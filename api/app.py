@@ -28,6 +28,7 @@ from api.routes import (
     topology,
     worklist,
 )
+from api.routes import control as control_routes
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -39,6 +40,7 @@ def create_app(
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
     token_lifetime: float = 3600.0,
+    control_request_ttl: float = 900.0,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -68,6 +70,7 @@ def create_app(
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     app.state.token_lifetime = token_lifetime
+    app.state.control_request_ttl = control_request_ttl  # seconds a request awaits approval
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)
@@ -84,6 +87,7 @@ def create_app(
     app.include_router(reliability.router)
     app.include_router(billing.router)
     app.include_router(auth.router)
+    app.include_router(control_routes.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -141,6 +141,31 @@ class ModbusRelayTarget:
             self.relay.close()
 
 
+def refusal(
+    *, name: str, kind: str, protocol: str, attributes: dict[str, Any], regmap: Any, action: str
+) -> str | None:
+    """Why `action` cannot be done on this device (a stored device row), or None. `regmap`:
+    a Modbus device's loaded RegisterMap, or None when it could not be loaded here."""
+    if kind != "meter":
+        return f"{name} is a {kind}: only meters have a relay"
+    if protocol == "mqtt":
+        conc = attributes.get("concentrator", "a concentrator")
+        return f"{name} is read through {conc} (MQTT): gridread sends it no relay commands"
+    if protocol == "dlt645":
+        if action == "demand_limit":
+            return f"{name}: DL/T 645 relay control (1C) has no demand limit"
+        return None
+    if protocol == "modbus_tcp":
+        if regmap is None:
+            return None  # a map by path: the executor checks it
+        if regmap.relay is None:
+            return f"{name}: its register map has no [relay] (no load switch)"
+        if action == "demand_limit" and regmap.relay.demand_limit is None:
+            return f"{name}: its register map's [relay] has no demand_limit register"
+        return None
+    return f"{name} ({protocol}) has no relay gridread can operate"
+
+
 Resolver = Callable[[int], ControlTarget | str]
 """Device id → its target, or why gridread cannot control it (a clear one-line reason)."""
 

@@ -23,8 +23,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ingest.audit import RUNTIME_ACTOR, arecord
+
 ACTIONS = ("disconnect", "reconnect", "demand_limit")
-EXECUTOR = "gridread"  # the audit log's actor for the runtime's own steps
+EXECUTOR = RUNTIME_ACTOR  # the audit log's actor for the executor's steps
 ENTITY = "control_command"
 
 
@@ -50,25 +52,16 @@ _SELECT = """
         c.decided_by, c.decided_at, c.executed_at, c.finished_at, c.result, c.error
     FROM control_commands c JOIN devices d ON d.id = c.device_id
 """
-_AUDIT = """
-    INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
-    VALUES (%s, %s, %s, %s, %s, %s)
-"""
 
 
-def _json(row: dict[str, Any] | None) -> Jsonb | None:
-    if row is None:
-        return None
-    return Jsonb(json.loads(json.dumps(row, default=str)))
+def _json(row: dict[str, Any] | None) -> Any:
+    return None if row is None else json.loads(json.dumps(row, default=str))
 
 
 async def _audit(
     conn: AsyncConnection, actor: str, step: str, before: dict | None, after: dict
 ) -> None:
-    await conn.execute(
-        _AUDIT,
-        (actor, f"control.{step}", ENTITY, str(after["id"]), _json(before), _json(after)),
-    )
+    await arecord(conn, actor, f"control.{step}", ENTITY, after["id"], _json(before), _json(after))
 
 
 async def get_command(conn: AsyncConnection, command_id: int) -> dict[str, Any] | None:
@@ -167,6 +160,8 @@ async def reject(
 ) -> dict[str, Any]:
     async with conn.transaction():
         before = await _locked(conn, command_id)
+        if before["requested_by"] == by:
+            raise NotAllowed(f"{by} requested command {command_id}: cancel it instead")
         _open(before, await _now(conn), "rejected")
         why = f"rejected by {by}: {reason}"
         return await _decide(conn, before, ("reject", "rejected"), by, actor, why)

@@ -1,0 +1,198 @@
+"""Load control: relay disconnect / reconnect and demand limits, with two-person approval.
+
+A load operator requests (``control.request``), another user with ``control.approve``
+approves or rejects, the runtime's executor carries the command out on the collector that
+owns the device and records the meter's reply and the relay state read back. Unapproved
+requests expire after ``control_request_ttl``. Every step is in the audit log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from psycopg.rows import dict_row
+from pydantic import BaseModel, Field, model_validator
+
+from api.deps import Conn
+from api.security import AUTH_RESPONSES, Permission, Principal, require
+from collectors.control import refusal
+from collectors.exceptions import ConfigError
+from collectors.modbus.registermap import load_register_map
+from ingest import control
+
+router = APIRouter(prefix="/control", tags=["load control"], responses=AUTH_RESPONSES)
+
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+Requester = Annotated[Principal, Depends(require(Permission.CONTROL_REQUEST))]
+Approver = Annotated[Principal, Depends(require(Permission.CONTROL_APPROVE))]
+
+Status = Literal[
+    "requested", "approved", "executing", "succeeded", "failed", "rejected", "expired", "cancelled"
+]
+
+
+class CommandCreate(BaseModel):
+    device: str = Field(min_length=1, max_length=64, examples=["demo-meter-03"])
+    action: Literal["disconnect", "reconnect", "demand_limit"]
+    parameters: dict[str, float] = Field(
+        default_factory=dict,
+        description='demand_limit: {"kw": limit}; disconnect / reconnect: none',
+        examples=[{}, {"kw": 12.5}],
+    )
+    reason: str = Field(min_length=1, max_length=500, examples=["arrears: notice 2026-114"])
+
+    @model_validator(mode="after")
+    def _parameters(self) -> CommandCreate:
+        if self.action == "demand_limit":
+            if set(self.parameters) != {"kw"} or not 0 < self.parameters["kw"] <= 100_000:
+                raise ValueError('demand_limit needs parameters {"kw": a limit > 0}')
+        elif self.parameters:
+            raise ValueError(f"{self.action} takes no parameters")
+        return self
+
+
+class Decision(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CommandPublic(BaseModel):
+    id: int
+    device: str
+    action: str
+    parameters: dict[str, Any]
+    status: Status
+    requested_by: str
+    requested_at: datetime
+    reason: str
+    expires_at: datetime
+    approved_by: str | None
+    approved_at: datetime | None
+    decided_by: str | None = Field(description="who rejected or cancelled it")
+    decided_at: datetime | None
+    executed_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None = Field(
+        description="the meter's reply and the relay state read back (relay: open | closed)"
+    )
+    error: str | None
+
+
+ERRORS = {
+    404: {"description": "no such command (or device)"},
+    409: {"description": "the command is past the state this step needs, or expired"},
+}
+
+
+def _http(exc: control.ControlError) -> HTTPException:
+    if isinstance(exc, control.UnknownCommand):
+        return HTTPException(404, str(exc))
+    if isinstance(exc, control.NotAllowed):
+        return HTTPException(403, str(exc))
+    return HTTPException(409, str(exc))
+
+
+@router.post(
+    "/commands",
+    status_code=201,
+    response_model=CommandPublic,
+    responses={404: ERRORS[404], 422: {"description": "the device cannot do this action"}},
+)
+async def request_command(body: CommandCreate, who: Requester, conn: Conn, request: Request):
+    """Request a command; it waits for another user's approval until it expires."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, name, kind, protocol, register_map, attributes FROM devices"
+            " WHERE name = %s",
+            (body.device,),
+        )
+        device = await cur.fetchone()
+    if device is None:
+        raise HTTPException(404, f"no device {body.device!r}")
+    regmap = None
+    if device["protocol"] == "modbus_tcp" and device["register_map"]:
+        try:
+            regmap = load_register_map(device["register_map"])
+        except ConfigError:
+            regmap = None  # a map by a path relative to the config file: the executor checks
+    why = refusal(
+        name=device["name"],
+        kind=device["kind"],
+        protocol=device["protocol"],
+        attributes=device["attributes"],
+        regmap=regmap,
+        action=body.action,
+    )
+    if why:
+        raise HTTPException(422, why)
+    row = await control.request_command(
+        conn,
+        device_id=device["id"],
+        action=body.action,
+        parameters=body.parameters,
+        reason=body.reason,
+        requested_by=who.name,
+        actor=who.actor,
+        ttl=timedelta(seconds=request.app.state.control_request_ttl),
+    )
+    await conn.commit()  # before the answer: the approver may act on it at once
+    return row
+
+
+@router.get("/commands", response_model=list[CommandPublic])
+async def list_commands(
+    _: Reader,
+    conn: Conn,
+    status: Status | None = None,
+    device: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="page: ids below this")] = None,
+):
+    """Newest first."""
+    return await control.list_commands(
+        conn, status=status, device=device, limit=limit, before_id=before
+    )
+
+
+@router.get("/commands/{command_id}", response_model=CommandPublic, responses={404: ERRORS[404]})
+async def get_command(command_id: int, _: Reader, conn: Conn):
+    row = await control.get_command(conn, command_id)
+    if row is None:
+        raise HTTPException(404, f"no control command {command_id}")
+    return row
+
+
+@router.post("/commands/{command_id}/approve", response_model=CommandPublic, responses=ERRORS)
+async def approve(command_id: int, who: Approver, conn: Conn):
+    """Approve another user's request (never one's own: 403). The executor runs it next."""
+    try:
+        row = await control.approve(conn, command_id, by=who.name, actor=who.actor)
+    except control.ControlError as exc:
+        raise _http(exc) from None
+    await conn.commit()
+    return row
+
+
+@router.post("/commands/{command_id}/reject", response_model=CommandPublic, responses=ERRORS)
+async def reject(command_id: int, body: Decision, who: Approver, conn: Conn):
+    """Refuse another user's request, with the reason."""
+    try:
+        row = await control.reject(
+            conn, command_id, by=who.name, actor=who.actor, reason=body.reason
+        )
+    except control.ControlError as exc:
+        raise _http(exc) from None
+    await conn.commit()
+    return row
+
+
+@router.post("/commands/{command_id}/cancel", response_model=CommandPublic, responses=ERRORS)
+async def cancel(command_id: int, who: Requester, conn: Conn):
+    """Withdraw one's own request before it is approved."""
+    try:
+        row = await control.cancel(conn, command_id, by=who.name, actor=who.actor)
+    except control.ControlError as exc:
+        raise _http(exc) from None
+    await conn.commit()
+    return row
