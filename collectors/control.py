@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from collectors.dlt645.codec import Frame, RelayAction, Status3
@@ -32,6 +33,13 @@ from collectors.modbus.relay import ModbusRelay
 from ingest import control
 
 log = logging.getLogger(__name__)
+
+COMMANDS = Counter(
+    "gridread_control_commands",
+    "Load-control commands the executor finished, by action and outcome",
+    ["action", "status"],
+)
+EXPIRED = Counter("gridread_control_expired", "Load-control requests expired unapproved")
 
 
 class ExecutionFailed(Exception):
@@ -193,6 +201,7 @@ class ControlExecutor:
         """Expire what is due, then run every approved command; return the finished rows."""
         async with self.pool.connection() as conn:
             expired = await control.expire_due(conn)
+        EXPIRED.inc(len(expired))
         if expired:
             log.info("control: expired unapproved commands %s", expired)
         done = []
@@ -225,6 +234,7 @@ class ControlExecutor:
             error = f"internal error: {exc!r}"
         async with self.pool.connection() as conn:
             row = await control.finish(conn, command["id"], result=result, error=error)
+        COMMANDS.labels(row["action"], row["status"]).inc()
         log.info(
             "control: command %s (%s on %s) %s%s",
             row["id"],

@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Conn
+from api.params import TEXT
 from api.security import AUTH_RESPONSES, Permission, Principal, require
 from collectors.control import refusal
 from collectors.exceptions import ConfigError
@@ -28,20 +29,24 @@ Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Requester = Annotated[Principal, Depends(require(Permission.CONTROL_REQUEST))]
 Approver = Annotated[Principal, Depends(require(Permission.CONTROL_APPROVE))]
 
+BIGINT = 2**63 - 1
+CommandId = Annotated[int, Path(ge=1, le=BIGINT, description="the command's id")]
 Status = Literal[
     "requested", "approved", "executing", "succeeded", "failed", "rejected", "expired", "cancelled"
 ]
 
 
 class CommandCreate(BaseModel):
-    device: str = Field(min_length=1, max_length=64, examples=["demo-meter-03"])
+    device: str = Field(min_length=1, max_length=64, pattern=TEXT, examples=["demo-meter-03"])
     action: Literal["disconnect", "reconnect", "demand_limit"]
     parameters: dict[str, float] = Field(
         default_factory=dict,
         description='demand_limit: {"kw": limit}; disconnect / reconnect: none',
         examples=[{}, {"kw": 12.5}],
     )
-    reason: str = Field(min_length=1, max_length=500, examples=["arrears: notice 2026-114"])
+    reason: str = Field(
+        min_length=1, max_length=500, pattern=r"^[^\x00]*\S[^\x00]*$", examples=["arrears: 114"]
+    )
 
     @model_validator(mode="after")
     def _parameters(self) -> CommandCreate:
@@ -54,7 +59,7 @@ class CommandCreate(BaseModel):
 
 
 class Decision(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00]*\S[^\x00]*$")
 
 
 class CommandPublic(BaseModel):
@@ -145,9 +150,9 @@ async def list_commands(
     _: Reader,
     conn: Conn,
     status: Status | None = None,
-    device: str | None = None,
+    device: Annotated[str | None, Query(pattern=TEXT)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="page: ids below this")] = None,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT, description="page: ids below")] = None,
 ):
     """Newest first."""
     return await control.list_commands(
@@ -156,7 +161,7 @@ async def list_commands(
 
 
 @router.get("/commands/{command_id}", response_model=CommandPublic, responses={404: ERRORS[404]})
-async def get_command(command_id: int, _: Reader, conn: Conn):
+async def get_command(command_id: CommandId, _: Reader, conn: Conn):
     row = await control.get_command(conn, command_id)
     if row is None:
         raise HTTPException(404, f"no control command {command_id}")
@@ -164,7 +169,7 @@ async def get_command(command_id: int, _: Reader, conn: Conn):
 
 
 @router.post("/commands/{command_id}/approve", response_model=CommandPublic, responses=ERRORS)
-async def approve(command_id: int, who: Approver, conn: Conn):
+async def approve(command_id: CommandId, who: Approver, conn: Conn):
     """Approve another user's request (never one's own: 403). The executor runs it next."""
     try:
         row = await control.approve(conn, command_id, by=who.name, actor=who.actor)
@@ -175,7 +180,7 @@ async def approve(command_id: int, who: Approver, conn: Conn):
 
 
 @router.post("/commands/{command_id}/reject", response_model=CommandPublic, responses=ERRORS)
-async def reject(command_id: int, body: Decision, who: Approver, conn: Conn):
+async def reject(command_id: CommandId, body: Decision, who: Approver, conn: Conn):
     """Refuse another user's request, with the reason."""
     try:
         row = await control.reject(
@@ -188,7 +193,7 @@ async def reject(command_id: int, body: Decision, who: Approver, conn: Conn):
 
 
 @router.post("/commands/{command_id}/cancel", response_model=CommandPublic, responses=ERRORS)
-async def cancel(command_id: int, who: Requester, conn: Conn):
+async def cancel(command_id: CommandId, who: Requester, conn: Conn):
     """Withdraw one's own request before it is approved."""
     try:
         row = await control.cancel(conn, command_id, by=who.name, actor=who.actor)
