@@ -193,6 +193,11 @@ class ControlExecutor:
         self.timeout = timeout  # one command, end to end
 
     async def run(self) -> None:
+        # a command still `executing` past its timeout was cut off by a stop or crash
+        async with self.pool.connection() as conn:
+            stranded = await control.fail_stranded(conn, timedelta(seconds=self.timeout))
+        if stranded:
+            log.warning("control: commands %s were cut off while executing: failed", stranded)
         while True:
             await self.step()
             await asyncio.sleep(self.interval)

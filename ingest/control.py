@@ -260,3 +260,28 @@ async def finish(
         assert after is not None
         await _audit(conn, EXECUTOR, "succeed" if error is None else "fail", before, after)
     return after
+
+
+async def fail_stranded(conn: AsyncConnection, older_than: timedelta) -> list[int]:
+    """Commands left `executing` longer than `older_than` (the executor stopped mid-way):
+    failed, since nobody knows whether the meter acted; returns their ids."""
+    stranded = []
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT id FROM control_commands WHERE status = 'executing'"
+            " AND executed_at < now() - %s ORDER BY id FOR UPDATE SKIP LOCKED",
+            (older_than,),
+        )
+        for (command_id,) in await cur.fetchall():
+            before = await get_command(conn, command_id)
+            await conn.execute(
+                "UPDATE control_commands SET status = 'failed', finished_at = now(),"
+                " error = 'the executor stopped while running it: the relay state is unknown'"
+                " WHERE id = %s",
+                (command_id,),
+            )
+            after = await get_command(conn, command_id)
+            assert after is not None
+            await _audit(conn, EXECUTOR, "fail", before, after)
+            stranded.append(command_id)
+    return stranded

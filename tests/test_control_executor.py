@@ -160,3 +160,29 @@ async def test_only_the_transitions_of_the_table(migrated_url):
                 await control.cancel(conn, done["id"], by="bob", actor="bob")
             with pytest.raises(control.WrongState, match="is succeeded"):
                 await control.cancel(conn, done["id"], by="alice", actor="alice")
+
+
+async def test_a_command_cut_off_while_executing_fails_when_the_executor_starts(migrated_url):
+    async with ControlRig(migrated_url) as rig:
+        command = await rig.request("mb-1", "disconnect")
+        await rig.approve(command["id"])
+        async with rig.store.pool.connection() as conn:
+            await control.claim_next(conn)  # then the process died
+        with psycopg.connect(rig.url) as conn:  # … longer ago than the command timeout
+            conn.execute("UPDATE control_commands SET executed_at = now() - interval '1 hour'")
+        runner = asyncio.create_task(rig.executor.run())
+        try:
+            deadline = time.monotonic() + 10
+            while rig.rows("SELECT status FROM control_commands")[0]["status"] == "executing":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        [row] = rig.rows("SELECT status, error FROM control_commands")
+        assert row == {
+            "status": "failed",
+            "error": "the executor stopped while running it: the relay state is unknown",
+        }
+        assert rig.audit(command["id"])[-1] == ("gridread", "control.fail")
+        assert rig.modbus_sim.relay_closed[1] is True
