@@ -16,14 +16,21 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Conn
-from api.params import TEXT
+from api.params import TEXT, UNAVAILABLE
+from api.routes.reliability import _SharedPathRoute  # a 405 lists GET and POST of a path
+from api.schemas import ErrorPublic
 from api.security import AUTH_RESPONSES, Permission, Principal, require
 from collectors.control import refusal
 from collectors.exceptions import ConfigError
 from collectors.modbus.registermap import load_register_map
 from ingest import control
 
-router = APIRouter(prefix="/control", tags=["load control"], responses=AUTH_RESPONSES)
+router = APIRouter(
+    prefix="/control",
+    tags=["load control"],
+    responses={**AUTH_RESPONSES, **UNAVAILABLE},
+    route_class=_SharedPathRoute,
+)
 
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Requester = Annotated[Principal, Depends(require(Permission.CONTROL_REQUEST))]
@@ -84,9 +91,10 @@ class CommandPublic(BaseModel):
     error: str | None
 
 
+NOT_JSON = {400: {"model": ErrorPublic, "description": "The body is not JSON"}}
 ERRORS = {
-    404: {"description": "no such command (or device)"},
-    409: {"description": "the command is past the state this step needs, or expired"},
+    404: {"model": ErrorPublic, "description": "no such command (or device)"},
+    409: {"model": ErrorPublic, "description": "past the state this step needs, or expired"},
 }
 
 
@@ -102,7 +110,11 @@ def _http(exc: control.ControlError) -> HTTPException:
     "/commands",
     status_code=201,
     response_model=CommandPublic,
-    responses={404: ERRORS[404], 422: {"description": "the device cannot do this action"}},
+    responses={
+        **NOT_JSON,
+        404: ERRORS[404],
+        422: {"description": "the body is invalid, or the device cannot do this action"},
+    },
 )
 async def request_command(body: CommandCreate, who: Requester, conn: Conn, request: Request):
     """Request a command; it waits for another user's approval until it expires."""
@@ -179,7 +191,9 @@ async def approve(command_id: CommandId, who: Approver, conn: Conn):
     return row
 
 
-@router.post("/commands/{command_id}/reject", response_model=CommandPublic, responses=ERRORS)
+@router.post(
+    "/commands/{command_id}/reject", response_model=CommandPublic, responses={**ERRORS, **NOT_JSON}
+)
 async def reject(command_id: CommandId, body: Decision, who: Approver, conn: Conn):
     """Refuse another user's request, with the reason."""
     try:
