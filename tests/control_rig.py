@@ -26,7 +26,7 @@ from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 from simulators.dlt645_bus import DLT645BusSimulator, make_meters
 from simulators.meter_model import MeterModel
-from simulators.modbus_meter import ModbusMeterSimulator
+from simulators.modbus_meter import ManualClock, ModbusMeterSimulator
 
 BAUD = 38_400  # a pty carries any rate; a fast one keeps the suite quick
 PASSWORD = "02123456"  # the simulated meters' (SimMeter.password)
@@ -49,7 +49,8 @@ class ControlRig:
         self.bus_sim = DLT645BusSimulator(self.dlt, baud=BAUD)
         regmap = load_register_map(MAP)
         self.modbus = {1: MeterModel(base_power_kw=3.0), 2: MeterModel(base_power_kw=5.0)}
-        self.modbus_sim = ModbusMeterSimulator(regmap, self.modbus)
+        self.modbus_clock = ManualClock(time.time())  # the Modbus meters' time, moved by tests
+        self.modbus_sim = ModbusMeterSimulator(regmap, self.modbus, clock=self.modbus_clock)
         self.regmap = regmap
 
     async def __aenter__(self) -> ControlRig:

@@ -9,8 +9,39 @@ import psycopg
 import pytest
 
 from collectors.dlt645.codec import STATUS_WORD_3, RelayAction
+from collectors.modbus.collector import ModbusTcpCollector
 from ingest import control
 from tests.control_rig import ControlRig
+
+
+class _Readings:
+    def __init__(self) -> None:
+        self.readings = []
+
+    async def add_many(self, readings) -> None:
+        self.readings.extend(readings)
+
+    async def flush(self) -> None:
+        pass
+
+
+async def _poll(rig: ControlRig, unit: int) -> dict[str, float]:
+    """One poll of a Modbus unit by its collector, as the runtime polls it."""
+    sink = _Readings()
+    collector = ModbusTcpCollector(
+        device_id=rig.names[f"mb-{unit}"],
+        device_name=f"mb-{unit}",
+        host="127.0.0.1",
+        port=rig.modbus_sim.port,
+        unit_id=unit,
+        register_map=rig.regmap,
+    )
+    try:
+        await collector.gather(sink)
+    finally:
+        collector.client.close()
+    return {r.quantity: r.value for r in sink.readings}
+
 
 EXECUTOR_STEPS = [
     ("alice", "control.request"),
@@ -65,9 +96,17 @@ async def test_a_modbus_meter_relay_coil_and_demand_limit(migrated_url):
         assert sim.relay_closed[1] is True  # unit 1 behind the same port untouched
         truth = sim.truth(2)  # the open relay cuts current and power
         assert truth["31.7.0"] == truth["51.7.0"] == truth["1.7.0"] == 0.0
+        # … as a poll over the wire reads them, and the energy register stands still
+        polled = await _poll(rig, 2)
+        assert polled["31.7.0"] == polled["71.7.0"] == polled["1.7.0"] == 0.0
+        assert polled["32.7.0"] > 200  # the voltage is still there (the meter's side)
+        rig.modbus_clock.advance(3600)  # an hour with the relay open: no energy
+        assert (await _poll(rig, 2))["1.8.0"] == polled["1.8.0"]
         done = await rig.run("mb-2", "reconnect")
         assert done["status"] == "succeeded" and sim.relay_closed[2] is True
         assert done["result"]["relay"] == "closed" and sim.truth(2)["31.7.0"] > 0
+        rig.modbus_clock.advance(3600)  # an hour closed again: at 5 kW ± 50 %, kWh count on
+        assert (await _poll(rig, 2))["1.8.0"] > polled["1.8.0"] + 2
         # demand limit: 12.5 kW in hundredths of a kW (the map's scale 0.01) → 1250
         done = await rig.run("mb-1", "demand_limit", kw=12.5)
         assert done["status"] == "succeeded", done["error"]
