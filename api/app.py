@@ -15,6 +15,7 @@ from analytics.jobs import LineLossPolicy
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    audit,
     auth,
     billing,
     concentrators,
@@ -39,6 +40,7 @@ def create_app(
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
     token_lifetime: float = 3600.0,
+    audit_edit_flag_share: float = 0.2,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -68,6 +70,7 @@ def create_app(
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     app.state.token_lifetime = token_lifetime
+    app.state.audit_edit_flag_share = audit_edit_flag_share
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)
@@ -84,6 +87,7 @@ def create_app(
     app.include_router(reliability.router)
     app.include_router(billing.router)
     app.include_router(auth.router)
+    app.include_router(audit.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
