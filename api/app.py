@@ -27,6 +27,7 @@ from api.routes import (
     reads,
     reliability,
     topology,
+    users,
     worklist,
 )
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(billing.router)
     app.include_router(auth.router)
     app.include_router(audit.router)
+    app.include_router(users.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -120,11 +120,12 @@ async def authenticate(request: Request) -> Principal:
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    secret = request.headers.get("x-api-key")
-    if secret is None:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            secret = value.strip()
+    key = request.headers.get("x-api-key", "").strip()
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" else ""
+    if key and bearer:
+        raise unauthorized("send one credential: X-API-Key or Authorization, not both")
+    secret = key or bearer
     if not secret:
         raise unauthorized("not authenticated: send X-API-Key or Authorization: Bearer")
     pool: AsyncConnectionPool = request.app.state.pool

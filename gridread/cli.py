@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from collectors.exceptions import CollectorError
+from gridread.cli_users import users_app
 from gridread.inventory import parse_inventory
 from gridread.settings import Settings, load_settings, read_config_file
 from ingest.exceptions import IngestError
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts name [[device]] tables: not markup
 )
+app.add_typer(users_app, name="users")
 
 ConfigOption = Annotated[
     Path | None,
