@@ -15,6 +15,7 @@ from analytics.jobs import LineLossPolicy
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    audit,
     auth,
     billing,
     concentrators,
@@ -26,6 +27,7 @@ from api.routes import (
     reads,
     reliability,
     topology,
+    users,
     worklist,
 )
 from api.routes import control as control_routes
@@ -40,6 +42,7 @@ def create_app(
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
     token_lifetime: float = 3600.0,
+    audit_edit_flag_share: float = 0.2,
     control_request_ttl: float = 900.0,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
@@ -70,6 +73,7 @@ def create_app(
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     app.state.token_lifetime = token_lifetime
+    app.state.audit_edit_flag_share = audit_edit_flag_share
     app.state.control_request_ttl = control_request_ttl  # seconds a request awaits approval
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
@@ -87,6 +91,8 @@ def create_app(
     app.include_router(reliability.router)
     app.include_router(billing.router)
     app.include_router(auth.router)
+    app.include_router(audit.router)
+    app.include_router(users.router)
     app.include_router(control_routes.router)
 
     @app.get("/metrics", include_in_schema=False)
