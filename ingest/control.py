@@ -197,7 +197,8 @@ async def _decide(
 
 
 async def expire_due(conn: AsyncConnection) -> list[int]:
-    """Requests nobody approved before `expires_at` become expired; returns their ids."""
+    """Requests nobody approved before `expires_at` become expired, approved ones not started
+    by then failed; returns their ids."""
     expired = []
     async with conn.transaction():
         cur = await conn.execute(
@@ -215,6 +216,22 @@ async def expire_due(conn: AsyncConnection) -> list[int]:
             assert after is not None
             await _audit(conn, EXECUTOR, "expire", before, after)
             expired.append(command_id)
+        cur = await conn.execute(
+            "SELECT id FROM control_commands WHERE status = 'approved' AND expires_at <= now()"
+            " ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
+        for (command_id,) in await cur.fetchall():  # approved, but never started in time
+            before = await get_command(conn, command_id)
+            await conn.execute(
+                "UPDATE control_commands SET status = 'failed', finished_at = now(),"
+                " error = 'approved, but not started before it expired at ' || expires_at::text"
+                " WHERE id = %s",
+                (command_id,),
+            )
+            after = await get_command(conn, command_id)
+            assert after is not None
+            await _audit(conn, EXECUTOR, "fail", before, after)
+            expired.append(command_id)
     return expired
 
 
@@ -223,7 +240,7 @@ async def claim_next(conn: AsyncConnection) -> dict[str, Any] | None:
     runs it twice); None when there is none."""
     async with conn.transaction():
         cur = await conn.execute(
-            "SELECT id FROM control_commands WHERE status = 'approved'"
+            "SELECT id FROM control_commands WHERE status = 'approved' AND expires_at > now()"
             " ORDER BY approved_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
         )
         found = await cur.fetchone()

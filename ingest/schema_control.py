@@ -7,6 +7,9 @@
                ├─> expired
                └─> cancelled
 
+and ``approved ─> failed`` when the executor could not start it before ``expires_at`` (an
+approval does not make an old request run hours later, after an outage of the runtime).
+
 ``requested_by`` / ``approved_by`` are user names (an API key acts as its owner), so the
 CHECK that they differ holds for keys too: nobody approves their own request. A trigger
 refuses any other transition (the table above as data, ``control_transitions``).
@@ -25,8 +28,8 @@ CONTROL_MIGRATION = (
     );
     INSERT INTO control_transitions VALUES
         ('requested', 'approved'), ('requested', 'rejected'), ('requested', 'expired'),
-        ('requested', 'cancelled'), ('approved', 'executing'), ('executing', 'succeeded'),
-        ('executing', 'failed');
+        ('requested', 'cancelled'), ('approved', 'executing'), ('approved', 'failed'),
+        ('executing', 'succeeded'), ('executing', 'failed');
     CREATE TABLE control_commands (
         id           bigserial PRIMARY KEY,
         device_id    integer NOT NULL REFERENCES devices (id),

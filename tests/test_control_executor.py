@@ -225,3 +225,19 @@ async def test_a_command_cut_off_while_executing_fails_when_the_executor_starts(
         }
         assert rig.audit(command["id"])[-1] == ("gridread", "control.fail")
         assert rig.modbus_sim.relay_closed[1] is True
+
+
+async def test_an_approved_command_not_started_before_it_expires_never_runs(migrated_url):
+    async with ControlRig(migrated_url, ttl=2.0) as rig:
+        command = await rig.request("mb-1", "disconnect")
+        await rig.approve(command["id"])  # … and the runtime was down until after expires_at
+        deadline = time.monotonic() + 10
+        while rig.rows("SELECT now() < %s AS waiting", command["expires_at"])[0]["waiting"]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await rig.executor.step() == []
+        [row] = rig.rows("SELECT status, error FROM control_commands")
+        assert row["status"] == "failed"
+        assert row["error"].startswith("approved, but not started before it expired at")
+        assert rig.audit(command["id"])[-1] == ("gridread", "control.fail")
+        assert rig.modbus_sim.relay_closed[1] is True
