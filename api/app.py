@@ -15,6 +15,8 @@ from analytics.jobs import LineLossPolicy
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    audit,
+    auth,
     billing,
     concentrators,
     devices,
@@ -25,8 +27,10 @@ from api.routes import (
     reads,
     reliability,
     topology,
+    users,
     worklist,
 )
+from api.routes import control as control_routes
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -37,6 +41,9 @@ def create_app(
     timezone: str = DEFAULT_TIMEZONE,
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
+    token_lifetime: float = 3600.0,
+    audit_edit_flag_share: float = 0.2,
+    control_request_ttl: float = 900.0,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -65,6 +72,9 @@ def create_app(
     app.state.conninfo = conninfo  # analytics loaders run sync psycopg in a thread
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
+    app.state.token_lifetime = token_lifetime
+    app.state.audit_edit_flag_share = audit_edit_flag_share
+    app.state.control_request_ttl = control_request_ttl  # seconds a request awaits approval
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)
@@ -80,6 +90,10 @@ def create_app(
     app.include_router(worklist.router)
     app.include_router(reliability.router)
     app.include_router(billing.router)
+    app.include_router(auth.router)
+    app.include_router(audit.router)
+    app.include_router(users.router)
+    app.include_router(control_routes.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -29,6 +29,7 @@ from collectors.mqtt.rereads import ConcentratorRereader
 from collectors.mqtt.worker import MqttIngestWorker, MqttSettings
 from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.analytics_service import analytics_service, lineloss_policy
+from gridread.control_executor import control_service
 from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory, stored_nominals
 from gridread.services import (
@@ -144,6 +145,7 @@ class Running:
 
     mqtt_worker: MqttIngestWorker | None = None
     url: str = ""  # the database's
+    buses: dict[str, Dlt645BusCollector] = field(default_factory=dict)  # running, by name
 
 
 async def serve(
@@ -226,7 +228,7 @@ def collector_services(
     for spec in inventory.buses:
         one = Inventory([], maps, buses=[spec])
         services.append(
-            Service(f"bus:{spec.name}", lambda one=one: _run_bus(one, ids, sink, store))
+            Service(f"bus:{spec.name}", lambda one=one: _run_bus(one, ids, sink, store, running))
         )
     if settings.mqtt_host:
 
@@ -247,6 +249,7 @@ def collector_services(
 
         services.append(Service("mqtt-ingest", ingest))
         services.append(Service("concentrator-rereads", rereads))
+    services.append(control_service(settings, inventory, ids, running.buses, store))
     services.append(Service("partition-maintenance", lambda: _maintenance(url, settings)))
     services.append(analytics_service(url, settings))
     return services
@@ -268,9 +271,14 @@ async def _poll(
 
 
 async def _run_bus(
-    inventory: Inventory, ids: dict[str, int], sink: ReadingSink, store: CollectorStore
+    inventory: Inventory,
+    ids: dict[str, int],
+    sink: ReadingSink,
+    store: CollectorStore,
+    running: Running,
 ) -> None:
     [bus] = build_buses(inventory, ids, sink, store)
+    running.buses[bus.name] = bus  # load control sends its relay commands through it
     await bus.run()
 
 
@@ -403,6 +411,9 @@ def api_app(
         timezone=settings.timezone,
         service_states=service_states,
         analytics=lineloss_policy(settings),
+        token_lifetime=settings.auth_token_lifetime,
+        audit_edit_flag_share=settings.audit_edit_flag_share,
+        control_request_ttl=settings.control_request_ttl,
     )
 
 

@@ -7,6 +7,7 @@ and the device inventory as ``[[device]]`` tables (see `gridread.inventory`).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -280,6 +281,35 @@ class Settings(BaseSettings):
     vee_weekend: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         default=[6, 7], description="VEE: ISO weekdays (1 = Monday) of the weekend day type"
     )
+    auth_token_lifetime: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="seconds a login token is valid"
+    )
+    audit_edit_flag_share: float = Field(
+        default=0.2,
+        ge=0,
+        allow_inf_nan=False,
+        description="a read edit changing the value by more than this share of it is flagged"
+        " unusual in the audit log",
+    )
+    control_request_ttl: float = Field(
+        default=900.0, gt=0, description="load control: seconds a request waits for approval"
+    )
+    control_poll_interval: float = Field(
+        default=2.0, gt=0, description="load control: seconds between the executor's rounds"
+    )
+    control_command_timeout: float = Field(
+        default=30.0, gt=0, description="load control: seconds one command may take end to end"
+    )
+    control_dlt645_password: SecretStr | None = Field(
+        default=None,
+        description="load control: DL/T 645 relay password, 8 hex digits, level first (02…)",
+    )
+    control_dlt645_operator: str = Field(
+        default="00000000", pattern=r"^[0-9A-Fa-f]{8}$", description="DL/T 645 operator code"
+    )
+    control_relay_valid_minutes: float = Field(
+        default=10.0, gt=0, le=1440, description="DL/T 645: a relay command's validity"
+    )
 
     # broker security (README "Broker security"): gridread's own MQTT accounts
     mqtt_username: str | None = Field(
@@ -341,6 +371,13 @@ class Settings(BaseSettings):
     @classmethod
     def _tz(cls, v: str) -> str:
         return known_timezone(v)
+
+    @field_validator("control_dlt645_password")
+    @classmethod
+    def _password(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not re.fullmatch(r"[0-9A-Fa-f]{8}", v.get_secret_value()):
+            raise ValueError("expected 8 hex digits, the privilege level first (e.g. 02…)")
+        return v
 
 
 def known_timezone(name: str) -> str:

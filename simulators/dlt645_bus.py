@@ -10,7 +10,8 @@ wire at the configured baud rate (11 bits per byte, 8E1) plus the meter's turnar
 Fault switches per meter: no reply, corrupted checksum, garbage before the frame, clock drift,
 register rollover (999999.99 → 0), error reply for a DI, items not available (FF, as Ub/Uc
 of a single-phase meter), a reply delayed past the master's timeout. Like real meters, none
-answers a frame sent to the broadcast address.
+answers a frame sent to the broadcast address. The relay obeys control code 1C given the
+meter's password, shows in status word 3 (04000503, bit 4) and, open, cuts current and power.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ CURVE_STEP = timedelta(minutes=15)
 CURVE_DAYS = 10  # how far back a meter keeps load records
 FROZEN_DAYS = 62
 MAX_RECORDS_PER_FRAME = 9  # 4 + 9 × 21 bytes ≤ 200
+OPEN_RELAY_ZERO = ("31.7.0", "51.7.0", "71.7.0", "1.7.0")  # what an open relay cuts
 
 
 class Fault(StrEnum):
@@ -74,6 +76,15 @@ class SimMeter:
     reply_delay: float = 0.0  # seconds added to every reply (a slow meter)
     fault: Fault = Fault.NONE
     reads: list[int] = field(default_factory=list)  # the DIs asked, in order (tests)
+    relay_commands: list[int] = field(default_factory=list)  # RelayAction bytes obeyed
+
+    def status_word_3(self) -> int:
+        """Status word 3 (04000503): bit 4 the relay's state, bit 6 the last command."""
+        word = 0 if self.relay_closed else codec.Status3.RELAY_OPEN
+        last = self.relay_commands[-1] if self.relay_commands else None
+        if last == codec.RelayAction.DISCONNECT:
+            word |= codec.Status3.RELAY_COMMANDED_OPEN
+        return int(word)
 
     def local_now(self, now: float, tz: ZoneInfo) -> datetime:
         return datetime.fromtimestamp(now + self.clock_offset, tz).replace(tzinfo=None)
@@ -228,7 +239,8 @@ class DLT645BusSimulator:
             if action == codec.RelayAction.DISCONNECT:
                 meter.relay_closed = False
             elif action == codec.RelayAction.CONNECT_ALLOWED:
-                meter.relay_closed = True
+                meter.relay_closed = True  # a real meter may wait for the customer's button
+            meter.relay_commands.append(action)
             return codec.reply(request, address=meter.address)
         if f == Function.FREEZE:
             return codec.reply(request, address=meter.address)
@@ -250,6 +262,9 @@ class DLT645BusSimulator:
         meter.reads.append(di)
         if meter.fault is Fault.ERROR_REPLY or di in meter.unsupported:
             return codec.error_reply(request, ErrorBits.NO_DATA, address=meter.address)
+        if di == codec.STATUS_WORD_3:
+            word = meter.status_word_3().to_bytes(2, "little")
+            return codec.reply(request, request.data[:4] + word, address=meter.address)
         try:
             entry = lookup(di)
         except KeyError:
@@ -272,7 +287,7 @@ class DLT645BusSimulator:
         return codec.reply(request, request.data[:4] + entry.encode(values), address=meter.address)
 
     def _values(self, meter: SimMeter, di: int, local: datetime, now: float) -> list | None:
-        instant = {k: Decimal(str(round(v, 4))) for k, v in meter.model.values(now).items()}
+        instant = _instants(meter, now)
         regs = meter.registers(now)
         group, item, n = di >> 16, (di >> 8) & 0xFF, di & 0xFF
         if di == 0x04000101:
@@ -348,11 +363,17 @@ class DLT645BusSimulator:
         """What the meter's registers hold at true time t (default: now)."""
         meter = self.meters[address]
         t = self.clock() if t is None else t
-        instant = {k: Decimal(str(round(v, 4))) for k, v in meter.model.values(t).items()}
-        return {**instant, **meter.registers(t)}  # registers as the meter keeps them
+        return {**_instants(meter, t), **meter.registers(t)}  # registers as the meter keeps them
 
     def power_down(self, address: str, start: datetime, end: datetime) -> None:
         self.meters[address].power_downs.append((start, end))
+
+
+def _instants(meter: SimMeter, t: float) -> dict[str, Decimal]:
+    instant = {k: Decimal(str(round(v, 4))) for k, v in meter.model.values(t).items()}
+    if not meter.relay_closed:  # the relay cut the supply: no current, no power
+        instant.update({q: Decimal(0) for q in OPEN_RELAY_ZERO if q in instant})
+    return instant
 
 
 def _matches(pattern: str, address: str) -> bool:

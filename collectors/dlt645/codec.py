@@ -300,6 +300,32 @@ def relay_control_request(
     return Frame(address, Function.RELAY_CONTROL, data)
 
 
+STATUS_WORD_3 = 0x04000503  # 电表运行状态字3: two bytes, low byte first
+
+
+class Status3(IntFlag):
+    """Bits of status word 3 (DL/T 645-2007 appendix: 电表运行状态字3)."""
+
+    SECOND_PERIOD_SET = 0x0001  # bit 0: the second set of day periods runs
+    AUX_SUPPLY = 0x0002  # bits 1-2: supply (00 main, 01 auxiliary, 10 battery)
+    BATTERY_SUPPLY = 0x0004
+    PROGRAMMING_ALLOWED = 0x0008
+    RELAY_OPEN = 0x0010  # bit 4: relay state, 1 = open (断), 0 = closed (通)
+    SECOND_ZONE_SET = 0x0020
+    RELAY_COMMANDED_OPEN = 0x0040  # bit 6: the last relay command was "open"
+    PRE_TRIP_ALARM = 0x0080
+    KEEP_POWER = 0x1000  # bit 12: 保电 (keep power) in force
+
+
+def parse_status_word(reply: Frame, di: int = STATUS_WORD_3) -> Status3:
+    """The status word of a normal read reply to `di` (DI, then 2 bytes low byte first)."""
+    if reply.data[:4] != di_bytes(di) or len(reply.data) != 6:
+        raise FrameError(
+            f"meter {reply.address}: expected DI {di:08X} and 2 bytes, got {reply.data.hex(' ')}"
+        )
+    return Status3(int.from_bytes(reply.data[4:6], "little"))
+
+
 def write_request(address: str, di: int, *, password: str, operator: str, value: bytes) -> Frame:
     """Write (0x14): DI0..DI3, PA P0 P1 P2, C0..C3, then the value."""
     data = di_bytes(di) + password_bytes(password) + bytes.fromhex(operator)[::-1] + value

@@ -28,7 +28,7 @@ import psycopg
 from collectors import metrics
 from collectors.base import ReadingSink
 from collectors.dlt645.clock import ClockJob
-from collectors.dlt645.codec import RelayAction
+from collectors.dlt645.codec import Frame, RelayAction, Status3
 from collectors.dlt645.commands import CommandsJob
 from collectors.dlt645.context import PROTOCOL, BusContext, BusPolicy, MeterRef
 from collectors.dlt645.events import EventsJob
@@ -174,7 +174,10 @@ class Dlt645BusCollector:
         password: str,
         operator: str,
         valid_for: timedelta = timedelta(minutes=10),
-    ) -> None:
-        await self.commands.relay(
+    ) -> Frame:
+        return await self.commands.relay(
             meter, action, password=password, operator=operator, valid_for=valid_for
         )
+
+    async def relay_state(self, meter: MeterRef) -> tuple[Status3, Frame]:
+        return await self.commands.relay_state(meter)

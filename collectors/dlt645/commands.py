@@ -48,8 +48,9 @@ class CommandsJob:
         password: str,
         operator: str,
         valid_for: timedelta = timedelta(minutes=10),
-    ) -> None:
-        """Operate the meter's relay; DeviceRejected if the meter refuses (wrong password)."""
+    ) -> codec.Frame:
+        """Operate the meter's relay; returns its reply (a normal 9C frame). DeviceRejected if
+        the meter refuses (wrong password)."""
         ctx = self.ctx
         reply = await ctx.bus.exchange(
             codec.relay_control_request(
@@ -77,3 +78,17 @@ class CommandsJob:
                 )
             ]
         )
+        return reply
+
+    async def relay_state(self, meter: MeterRef) -> tuple[codec.Status3, codec.Frame]:
+        """Status word 3 (04000503) and the reply it came in: bit 4 says whether the relay is
+        open. DeviceRejected if the meter does not have the item."""
+        reply = await self.ctx.bus.exchange(codec.read_request(meter.address, codec.STATUS_WORD_3))
+        assert reply is not None
+        if reply.is_error:
+            raise DeviceRejected(
+                f"meter {meter.address} refused status word 3 (04000503): {reply.error!r}",
+                code=int(reply.error or 0),
+                retryable=False,
+            )
+        return codec.parse_status_word(reply), reply

@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from collectors.exceptions import ConfigError, FrameError
+from collectors.modbus.relay import RelaySpec, parse_relay
 from ingest.exceptions import UnknownQuantity
 from ingest.quantities import quantity as lookup_quantity
 
@@ -127,6 +128,7 @@ class RegisterMap:
     fields: tuple[Field, ...]
     max_gap: int = 4
     max_registers: int = MAX_REGISTERS_PER_READ  # per request, as the device accepts
+    relay: RelaySpec | None = None  # the load switch ([relay], collectors/modbus/relay.py)
 
     def plan(self) -> list[ReadBlock]:
         """Coalesce fields into as few requests as the gap and size limits allow."""
@@ -309,4 +311,5 @@ def parse_register_map(data: dict, *, source: str, name: str) -> RegisterMap:
                 raise fail(f"{where}: register {a} is already used by {seen[a]}")
             seen[a] = where
         fields.append(f)
-    return RegisterMap(name, FUNCTIONS[function], tuple(fields), max_gap, max_registers)
+    relay = parse_relay(data.get("relay"), source=source)  # the load switch, if it has one
+    return RegisterMap(name, FUNCTIONS[function], tuple(fields), max_gap, max_registers, relay)
