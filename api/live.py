@@ -105,6 +105,7 @@ class LiveFeed:
         self._names: dict[int, str] = {}
         self._new = asyncio.Event()
         self.listening = asyncio.Event()  # set while LISTEN is in place
+        self.stopped = False
 
     # -- ids ---------------------------------------------------------------------------
 
@@ -192,6 +193,7 @@ class LiveFeed:
                     async for note in conn.notifies():
                         await self._ingest(lookup, note.payload)
             except asyncio.CancelledError:
+                self.stopped = True
                 raise
             except Exception as exc:
                 self.listening.clear()

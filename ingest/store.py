@@ -22,7 +22,7 @@ from ingest import deadletters as dl
 from ingest.deadletters import DEFAULT_RAW_MAX, DeadLetter
 from ingest.events import COUNT_SQL, INSERT_SQL, event_row
 from ingest.gaps import MISSING_SQL
-from ingest.live import NOTIFY_SQL, event_payloads
+from ingest.live import anotify, event_payloads
 from ingest.model import Event
 from ingest.readstats import RECORD_SQL, SUCCESS_RATES_SQL, ReadOutcome, outcome_rows, rates
 from ingest.writer import is_temporary
@@ -166,7 +166,7 @@ class PgCollectorStore:
                 if cur.rowcount:
                     new.append(row)
             if self.notify and new:
-                await cur.execute(NOTIFY_SQL, (event_payloads(new),))
+                await anotify(conn, event_payloads(new))
         return len(new)
 
     async def count_events(self, device_id: int, kind: str) -> int:

@@ -43,7 +43,7 @@ from psycopg import errors as pgerr
 
 from ingest import metrics
 from ingest.deadletters import INSERT_SQL, DeadLetter, dead_letter_row
-from ingest.live import NOTIFY_SQL, QUEUE_FULL_STATE, reading_payloads
+from ingest.live import QUEUE_FULL_STATE, notify, reading_payloads
 from ingest.model import Reading
 from ingest.plausibility import Screen, shipped_rules
 from ingest.retry import Backoff
@@ -209,17 +209,17 @@ class ReadingWriter:
         collectors) keeps running while the server works."""
         rows, invalid = screen_rows(list(map(as_row, batch)))
         delays = iter(self.backoff.delays())
-        notify = self.notify
+        announce = self.notify
         while True:
             started = time.perf_counter()
             try:
-                result = await asyncio.to_thread(self._store, rows, invalid, notify)
+                result = await asyncio.to_thread(self._store, rows, invalid, announce)
             except Exception as exc:
-                if notify and getattr(exc, "sqlstate", None) == QUEUE_FULL_STATE:
+                if announce and getattr(exc, "sqlstate", None) == QUEUE_FULL_STATE:
                     # a listener stopped reading: storing matters more than announcing
                     log.error("the live feed's NOTIFY queue is full; batch stored unannounced")
                     metrics.LIVE_UNANNOUNCED.inc(len(rows))
-                    notify = False
+                    announce = False
                     continue
                 if is_missing_partition(exc):
                     days = {row[2].astimezone(UTC).date() for row in rows}
@@ -256,7 +256,7 @@ class ReadingWriter:
     # -- the database side (runs in the worker thread) -------------------------------------
 
     def _store(
-        self, rows: list[Row], invalid: list[tuple[Row, str]], notify: bool = False
+        self, rows: list[Row], invalid: list[tuple[Row, str]], announce: bool = False
     ) -> WriteResult:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.conninfo)
@@ -267,8 +267,8 @@ class ReadingWriter:
                 _dead_letter(conn, row, "InvalidReading", reason, result)
             if rows:
                 _write_isolating(conn, rows, result)
-            if notify and result.new_rows:
-                conn.execute(NOTIFY_SQL, (reading_payloads(result.new_rows),))
+            if announce and result.new_rows:
+                notify(conn, reading_payloads(result.new_rows))
         return result
 
 
