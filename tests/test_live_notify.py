@@ -112,3 +112,27 @@ def test_payloads_stay_under_the_limit_and_keep_everything():
     assert [json.loads(p)["e"] for p in huge] == [
         [[1, ts.timestamp(), "status", {"truncated": True}]]
     ]
+
+
+def test_opened_inspection_cases_are_announced_refreshed_ones_not(migrated_url):
+    """The anomalies job's site (tests/test_anomalies_job.py): c1 stopped, c2 reverse wiring
+    → two cases opened, announced once; the job's rerun refreshes them, announcing nothing."""
+    from analytics.anomaly_job import JOB, run_anomalies
+    from analytics.store import AnalyticsStore
+    from tests.test_anomalies_job import NOW, POLICY, site
+
+    with psycopg.connect(migrated_url, autocommit=True) as conn, listener(migrated_url) as ear:
+        dev = site(conn)
+        assert run_anomalies(AnalyticsStore(conn), POLICY, NOW) == 2
+        got = received(ear, "c", 2)
+        ids = dict(conn.execute("SELECT kind, id FROM anomaly_cases").fetchall())
+        conn.execute("DELETE FROM analytics_watermarks WHERE job = %s", (JOB,))
+        assert run_anomalies(AnalyticsStore(conn), POLICY, NOW) == 2
+        again = received(ear, "c", 1, deadline=1.0)
+    assert sorted((c[0], c[1], c[2], c[3]) for c in got) == sorted(
+        [
+            (ids["stopped"], dev["c1"], "stopped", "a-01"),
+            (ids["reverse_wiring"], dev["c2"], "reverse_wiring", "a-01"),
+        ]
+    )
+    assert again == []
