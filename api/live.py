@@ -46,6 +46,14 @@ class LivePolicy:
         {"power_down", "cover_open", "outage", "voltage_loss", "relay_operated"}
     )
     area_refresh: float = 60.0
+    # for the live page's voltage chart (settings pq_voltage_limits, nominal_voltage)
+    voltage_limits: tuple[tuple[float, float, float], ...] = (
+        (220.0, 7.0, -10.0),
+        (380.0, 7.0, -7.0),
+        (10000.0, 7.0, -7.0),
+        (35000.0, 5.0, -5.0),
+    )
+    nominal_voltage: float = 220.0
 
 
 @dataclass(slots=True)

@@ -397,6 +397,8 @@ def api_app(
             max_age=settings.live_buffer_seconds,
             alarm_kinds=frozenset(settings.live_alarm_kinds),
             area_refresh=settings.live_area_refresh,
+            voltage_limits=tuple(settings.pq_voltage_limits),
+            nominal_voltage=settings.nominal_voltage,
         ),
     )
 

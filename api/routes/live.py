@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
 from api.deps import Conn
@@ -148,6 +150,37 @@ def _reset(feed: LiveFeed, cursor: int, reason: str) -> dict[str, Any]:
         "event": "reset",
         "data": json.dumps({"reason": reason}),
     }
+
+
+class LimitPublic(BaseModel):
+    nominal: float  # V; a system uses the row of the largest nominal ≤ its own
+    upper_pct: float
+    lower_pct: float
+
+
+class LiveConfigPublic(BaseModel):
+    timezone: str
+    today: date  # the site's local day
+    nominal_voltage: float  # V phase-to-neutral of a device that sets none
+    voltage_limits: list[LimitPublic]
+
+
+@router.get("/config", response_model=LiveConfigPublic)
+async def config(
+    request: Request, _who: Annotated[Principal, Depends(require(Permission.READ))]
+) -> LiveConfigPublic:
+    """What the live page needs besides the data: the site's day and the voltage limits."""
+    feed: LiveFeed = request.app.state.live
+    tz = request.app.state.tz
+    return LiveConfigPublic(
+        timezone=str(tz),
+        today=datetime.now(tz).date(),
+        nominal_voltage=feed.policy.nominal_voltage,
+        voltage_limits=[
+            LimitPublic(nominal=n, upper_pct=u, lower_pct=lo)
+            for n, u, lo in feed.policy.voltage_limits
+        ],
+    )
 
 
 @router.get("", include_in_schema=False)
