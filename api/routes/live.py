@@ -21,13 +21,14 @@ from sse_starlette import EventSourceResponse
 
 from api.deps import Conn
 from api.live import KINDS, Filter, LiveFeed, Reset
-from api.params import TEXT, UNAVAILABLE
-from api.security import Permission, Principal, require
+from api.params import TEXT, UNAVAILABLE, invalid
+from api.schemas import ErrorPublic
+from api.security import AUTH_RESPONSES, Permission, Principal, require
 from ingest.quantities import registry
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "live"
 
-router = APIRouter(prefix="/live", tags=["live"], responses=UNAVAILABLE)
+router = APIRouter(prefix="/live", tags=["live"], responses={**UNAVAILABLE, **AUTH_RESPONSES})
 
 _AREA_METERS = """
 SELECT p.device_id FROM metering_points p JOIN areas a ON a.id = p.area_id
@@ -37,12 +38,12 @@ WHERE a.name = %s AND p.valid_from <= now() AND (p.valid_to IS NULL OR p.valid_t
 Names = Annotated[str | None, Query(pattern=TEXT, description="comma-separated; any when absent")]
 
 
-def _split(text: str | None) -> list[str] | None:
+def _split(field: str, text: str | None) -> list[str] | None:
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]
     if not all(parts):
-        raise HTTPException(422, f"empty name in {text!r}")
+        raise invalid(field, text, "an empty name in the list")
     return parts
 
 
@@ -58,11 +59,12 @@ async def _area_meters(conn, area: str) -> frozenset[int]:
     "/stream",
     response_class=EventSourceResponse,
     responses={
+        404: {"model": ErrorPublic, "description": "No such device or area"},
         200: {
             "content": {"text/event-stream": {}},
             "description": "events `ready`, `reading`, `event`, `alarm` and `reset`; id"
             " `<feed>-<seq>` for Last-Event-ID",
-        }
+        },
     },
 )
 async def stream(
@@ -83,14 +85,14 @@ async def stream(
     case, case_kind, area, device, score}`. First `ready` (or `reset` `{reason}`: the client
     missed events and should re-read the state; live events follow either)."""
     feed: LiveFeed = request.app.state.live
-    kinds = _split(kind)
+    kinds = _split("kind", kind)
     if kinds is not None and (bad := set(kinds) - set(KINDS)):
-        raise HTTPException(422, f"kind {sorted(bad)}: expected reading, event or alarm")
-    quantities = _split(quantity)
+        raise invalid("kind", kind, f"{sorted(bad)}: expected reading, event or alarm")
+    quantities = _split("quantity", quantity)
     if quantities is not None and (bad := set(quantities) - registry().keys()):
-        raise HTTPException(422, f"unknown quantity {sorted(bad)[0]}")
+        raise invalid("quantity", quantity, f"unknown quantity {sorted(bad)[0]}")
     devices: frozenset[int] | None = None
-    if (names := _split(device)) is not None:
+    if (names := _split("device", device)) is not None:
         cur = await conn.execute("SELECT name, id FROM devices WHERE name = ANY(%s)", (names,))
         found = dict(await cur.fetchall())
         if missing := [n for n in names if n not in found]:
