@@ -114,6 +114,7 @@ class LiveFeed:
         self._new = asyncio.Event()
         self.listening = asyncio.Event()  # set while LISTEN is in place
         self.stopped = False
+        self.closing = False  # set by close(): every stream ends
 
     # -- ids ---------------------------------------------------------------------------
 
@@ -156,10 +157,15 @@ class LiveFeed:
         self._new.set()
         self._new = asyncio.Event()
 
+    def close(self) -> None:
+        """End every stream (the server is stopping: uvicorn waits for open responses)."""
+        self.closing = True
+        self._wake()
+
     async def follow(self, cursor: int, accept: Filter) -> AsyncIterator[Item]:
-        """Items after `cursor` that `accept` takes, forever; raises Reset when the cursor
-        falls out of the window (the caller sends `reset` and follows on from the newest)."""
-        while True:
+        """Items after `cursor` that `accept` takes, until `close()`; raises Reset when the
+        cursor falls out of the window (the caller sends `reset` and follows from the newest)."""
+        while not self.closing:
             self._check(cursor)
             items = self._items
             start = cursor + 1 - items[0].seq if items else 0

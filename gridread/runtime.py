@@ -312,6 +312,9 @@ def _api_service(api: _ApiServer, where: str) -> Service:
             ended.set()
 
     async def stop() -> None:  # uvicorn closes its connections and runs the lifespan's end
+        live = getattr(api.config.app.state, "live", None)
+        if live is not None:
+            live.close()  # its streams never end by themselves: uvicorn would wait on them
         api.should_exit = True
         await ended.wait()
 

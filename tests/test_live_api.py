@@ -288,3 +288,14 @@ async def test_bad_requests_are_refused_in_one_line(live):
                 assert detail in str(r.json()["detail"])
         r = await client.get("/live")  # the page itself is open
         assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+
+
+async def test_closing_the_feed_ends_every_stream(live):
+    """What `gridread run` does before stopping the API: open streams end, so uvicorn's
+    graceful shutdown does not wait on them."""
+    async with Stream(live) as s, Stream(live, {"area": "a1"}) as t:
+        assert (await s.next())[0] == (await t.next())[0] == "ready"
+        live.app.state.live.close()
+        for stream in (s, t):
+            with pytest.raises(AssertionError, match="stream ended"):
+                await stream.next()

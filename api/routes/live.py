@@ -127,7 +127,7 @@ async def stream(
                 yield _reset(feed, cursor, reset.reason)
             else:  # the client follows from here: an id to resume from even if nothing matches
                 yield {"id": feed.event_id(cursor), "event": "ready", "data": "{}"}
-            while True:
+            while not feed.closing:
                 try:
                     async for item in feed.follow(cursor, lambda i: current[0](i)):
                         cursor = item.seq
