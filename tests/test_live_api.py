@@ -299,3 +299,37 @@ async def test_closing_the_feed_ends_every_stream(live):
         for stream in (s, t):
             with pytest.raises(AssertionError, match="stream ended"):
                 await stream.next()
+
+
+async def test_a_lost_listen_connection_is_a_reset_not_a_silent_gap(live):
+    """Notifications sent while the feed reconnects are lost to it: its clients are told."""
+    async with Stream(live) as s:
+        assert (await s.next())[0] == "ready"
+        feed = live.app.state.live
+        with psycopg.connect(live.db, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN gridread_live%%' AND pid <> pg_backend_pid()"
+            )
+        kind, _, data = await s.next(deadline=20)
+        assert (kind, data) == ("reset", {"reason": "the feed reconnected"})
+        async with asyncio.timeout(20):
+            await feed.listening.wait()
+        await write(live, ("m1", "1.8.0", 0, 7.0))
+        kind, _, data = await s.next()
+        assert (kind, data["value"]) == ("reading", 7.0)
+
+
+async def test_items_older_than_the_window_are_not_replayed(migrated_url):
+    """The window's time bound: an item older than max_age is gone (a reset), however few
+    items there are. Arrival times are set back instead of waiting."""
+    from api.live import LiveFeed, Reset
+
+    feed = LiveFeed(migrated_url, LivePolicy(max_items=100, max_age=60))
+    for k in range(3):
+        feed._append("reading", 1, "1.8.0", {"k": k})
+    assert feed.cursor_of(feed.event_id(0)) == 0  # all three still kept
+    feed._items[0].at -= 61  # the first arrived 61 s ago
+    with pytest.raises(Reset, match="no longer kept"):
+        feed.cursor_of(feed.event_id(0))
+    assert feed.cursor_of(feed.event_id(1)) == 1  # the second and third are still there

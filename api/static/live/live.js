@@ -20,6 +20,8 @@ async function api(path) {
 }
 
 const q = encodeURIComponent;
+// a failed call is shown on the page (one line), not thrown into the console
+const report = (e) => { if (String(e.message) !== "401") $("#status").textContent = `error: ${e.message}`; };
 const fmt = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 const time = (iso) => new Date(iso).toLocaleString();
 
@@ -44,7 +46,7 @@ $("#login").addEventListener("submit", async (e) => {
   const r = await fetch("/auth/token", { method: "POST", body: new URLSearchParams(new FormData(e.target)) });
   if (!r.ok) { $("#login-error").textContent = "sign-in failed"; return; }
   sessionStorage.setItem(TOKEN, (await r.json()).access_token);
-  start();
+  start().catch(report);
 });
 
 $("#logout").addEventListener("click", () => signOut("signed out"));
@@ -69,8 +71,8 @@ async function start() {
   await chooseArea(select.value);
 }
 
-$("#area").addEventListener("change", (e) => { location.hash = q(e.target.value); chooseArea(e.target.value); });
-$("#meter").addEventListener("change", (e) => chooseMeter(e.target.value));
+$("#area").addEventListener("change", (e) => { location.hash = q(e.target.value); chooseArea(e.target.value).catch(report); });
+$("#meter").addEventListener("change", (e) => chooseMeter(e.target.value).catch(report));
 
 // -- an area ------------------------------------------------------------------------------
 
@@ -267,7 +269,7 @@ function dispatch(ev) {
   const data = JSON.parse(ev.data);
   switch (ev.event) {
     case "ready": $("#feed").textContent = "live"; break;
-    case "reset": $("#feed").textContent = "resynchronised"; loadArea(); break;
+    case "reset": $("#feed").textContent = "resynchronised"; loadArea().catch(report); break;
     case "reading": reading(data); break;
     case "event": case "alarm": alarm(ev.event, data); break;
   }
@@ -291,7 +293,7 @@ function alarm(kind, a) {
     ? `inspection case #${a.case} opened: ${a.case_kind} at ${a.device} (score ${fmt(a.score, 1)})`
     : `${time(a.ts)} ${a.device}: ${a.kind}`;
   $("#alarms").prepend(li);
-  if (a.kind === "case_opened") loadCases();
+  if (a.kind === "case_opened") loadCases().catch(report);
 }
 
-if (sessionStorage.getItem(TOKEN)) start().catch(() => {});
+if (sessionStorage.getItem(TOKEN)) start().catch(report);
