@@ -19,6 +19,7 @@ from api.live import LiveFeed, LivePolicy
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    audit,
     auth,
     billing,
     concentrators,
@@ -31,6 +32,7 @@ from api.routes import (
     reads,
     reliability,
     topology,
+    users,
     worklist,
 )
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -45,6 +47,7 @@ def create_app(
     analytics: LineLossPolicy | None = None,
     token_lifetime: float = 3600.0,
     live_feed: LivePolicy | None = None,
+    audit_edit_flag_share: float = 0.2,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -80,6 +83,7 @@ def create_app(
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     app.state.token_lifetime = token_lifetime
+    app.state.audit_edit_flag_share = audit_edit_flag_share
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)
@@ -98,6 +102,8 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(live.router)
     app.mount("/live/static", StaticFiles(directory=live.STATIC), name="live-static")
+    app.include_router(audit.router)
+    app.include_router(users.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -403,6 +403,7 @@ def api_app(
             voltage_limits=tuple(settings.pq_voltage_limits),
             nominal_voltage=settings.nominal_voltage,
         ),
+        audit_edit_flag_share=settings.audit_edit_flag_share,
     )
 
 
