@@ -58,7 +58,7 @@ def seed_page(url: str) -> dict[str, int]:
             " '{}', %s, %s)",
             (ids["m1"], START, START, NOW),
         )
-    user(url, "ann", "s3cret-pass", ["viewer"])
+    user(url, "ann", "s3cret-passphrase", ["viewer"])
     return ids
 
 
@@ -83,7 +83,7 @@ async def test_the_page_signs_in_shows_the_area_and_follows_the_feed(
         page.on("pageerror", lambda e: problems.append(str(e)))
         await page.goto(f"{live.url}/live#a1")
         await page.fill("input[name=username]", "ann")
-        await page.fill("input[name=password]", "s3cret-pass")
+        await page.fill("input[name=password]", "s3cret-passphrase")
         await page.click("#login button")
         await page.wait_for_selector("body[data-area=a1]", timeout=15_000)
         assert await page.evaluate("sessionStorage.getItem('gridread.token') !== null")
