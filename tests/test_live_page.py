@@ -16,7 +16,7 @@ from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.model import Event, Reading
 from ingest.schema import ensure_partitions
 from ingest.writer import ReadingWriter
-from tests.api_auth import user
+from tests.api_auth import credentials, user
 from tests.test_live_api import seed, serve
 
 CHROMIUM = "/usr/bin/chromium"
@@ -140,5 +140,23 @@ async def test_the_page_signs_in_shows_the_area_and_follows_the_feed(
         await page.wait_for_selector("#alarms li.alarm", timeout=10_000)
         assert "m1: cover_open" in await page.text_content("#alarms li.alarm")
         assert await page.evaluate("Number(document.body.dataset.updates)") == 3
+        await page.close()
+    assert problems == []
+
+
+async def test_an_api_key_signs_in_too(migrated_url, browser):
+    """The demo's users have API keys, no passwords: the key is used as the bearer token."""
+    seed_page(migrated_url)
+    key = credentials(migrated_url, "viewer")["X-API-Key"]
+    async with serve(migrated_url) as live:
+        page = await browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        await page.goto(f"{live.url}/live#a1")
+        await page.fill("input[name=key]", key)
+        await page.click("#login button")
+        await page.wait_for_selector("body[data-area=a1]", timeout=15_000)
+        assert await page.evaluate("sessionStorage.getItem('gridread.token')") == key
+        await page.wait_for_function("document.querySelector('#feed').textContent === 'live'")
         await page.close()
     assert problems == []

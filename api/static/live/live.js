@@ -43,9 +43,19 @@ function fill(tbody, rows, render) {
 $("#login").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("#login-error").textContent = "";
-  const r = await fetch("/auth/token", { method: "POST", body: new URLSearchParams(new FormData(e.target)) });
-  if (!r.ok) { $("#login-error").textContent = "sign-in failed"; return; }
-  sessionStorage.setItem(TOKEN, (await r.json()).access_token);
+  const form = new FormData(e.target);
+  const key = form.get("key").trim();
+  form.delete("key");
+  if (key) {  // an API key (e.g. the demo's) is sent as the bearer token itself
+    const r = await fetch("/auth/me", { headers: { Authorization: `Bearer ${key}` } });
+    if (!r.ok) { $("#login-error").textContent = "unknown API key"; return; }
+    sessionStorage.setItem(TOKEN, key);
+  } else {
+    const r = await fetch("/auth/token", { method: "POST", body: new URLSearchParams(form) });
+    if (!r.ok) { $("#login-error").textContent = "sign-in failed"; return; }
+    sessionStorage.setItem(TOKEN, (await r.json()).access_token);
+  }
+  e.target.reset();
   start().catch(report);
 });
 
