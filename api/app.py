@@ -3,15 +3,19 @@ it needs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.jobs import LineLossPolicy
+from api.live import LiveFeed, LivePolicy
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
@@ -22,6 +26,7 @@ from api.routes import (
     devices,
     health,
     lineloss,
+    live,
     power_quality,
     quantities,
     reads,
@@ -42,13 +47,15 @@ def create_app(
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
     token_lifetime: float = 3600.0,
+    live_feed: LivePolicy | None = None,
     audit_edit_flag_share: float = 0.2,
     control_request_ttl: float = 900.0,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
     settings (register modulus, max step, alignment tolerance) the endpoints that compute
-    from registers use, as the line-loss job does (default: the settings' defaults)."""
+    from registers use, as the line-loss job does (default: the settings' defaults); `live_feed`:
+    the live feed's window and alarm kinds."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -57,9 +64,14 @@ def create_app(
         pool = AsyncConnectionPool(conninfo, min_size=1, max_size=pool_size, open=False)
         await pool.open(wait=False)
         app.state.pool = pool
+        feed = app.state.live = LiveFeed(conninfo, live_feed)
+        listening = asyncio.create_task(feed.run(), name="live-feed")
         try:
             yield
         finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
             await pool.close()
 
     app = FastAPI(
@@ -91,6 +103,8 @@ def create_app(
     app.include_router(reliability.router)
     app.include_router(billing.router)
     app.include_router(auth.router)
+    app.include_router(live.router)
+    app.mount("/live/static", StaticFiles(directory=live.STATIC), name="live-static")
     app.include_router(audit.router)
     app.include_router(users.router)
     app.include_router(control_routes.router)

@@ -5,6 +5,8 @@ batches of the same size, one commit per batch, on one connection. The rows arri
 collectors produce them: poll cycle after poll cycle, every device in each.
 
     python bench/ingest.py [--devices 1000] [--intervals 100] [--repeat 3]
+
+The writer is measured with its live-feed notifications on (the default) and off.
 """
 
 from __future__ import annotations
@@ -76,8 +78,12 @@ def raw_copy(url: str, rows: list[tuple], batch: int) -> float:
         return len(rows) / (time.perf_counter() - started)
 
 
-async def through_writer(url: str, readings: list[Reading], batch: int) -> float:
-    writer = ReadingWriter(url, batch_size=batch, max_delay=0.05, max_queued=batch * 4)
+async def through_writer(
+    url: str, readings: list[Reading], batch: int, notify: bool = True
+) -> float:
+    writer = ReadingWriter(
+        url, batch_size=batch, max_delay=0.05, max_queued=batch * 4, notify=notify
+    )
     task = asyncio.create_task(writer.run())
     started = time.perf_counter()
     for i in range(0, len(readings), 1000):  # collectors hand over poll-sized chunks
@@ -123,7 +129,7 @@ def main() -> None:
     with bench_database() as url:
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
-        raw, raw_sorted, raw_batch_sorted, ours = [], [], [], []
+        raw, raw_sorted, raw_batch_sorted, ours, quiet = [], [], [], [], []
         for _ in range(args.repeat):  # interleaved, so drift hits all alike
             truncate(url)
             raw.append(raw_copy(url, rows, args.batch))
@@ -133,14 +139,23 @@ def main() -> None:
             raw_sorted.append(raw_copy(url, sorted_rows, args.batch))
             truncate(url)
             ours.append(asyncio.run(through_writer(url, readings, args.batch)))
+            truncate(url)
+            quiet.append(asyncio.run(through_writer(url, readings, args.batch, notify=False)))
         dup = asyncio.run(replay(url, readings, args.batch))
-    m_raw, m_sorted, m_bsorted, m_ours = (
-        statistics.median(x) for x in (raw, raw_sorted, raw_batch_sorted, ours)
+    m_raw, m_sorted, m_bsorted, m_ours, m_quiet = (
+        statistics.median(x) for x in (raw, raw_sorted, raw_batch_sorted, ours, quiet)
     )
     line = "{:<44}{:>12,.0f} rows/s   {}"
     print(line.format("raw binary COPY, arrival order", m_raw, "(baseline)"))
     print(
         line.format("gridread writer (queue → sort → COPY)", m_ours, f"ratio {m_ours / m_raw:.2f}")
+    )
+    print(
+        line.format(
+            "gridread writer, live feed off (notify=False)",
+            m_quiet,
+            f"ratio {m_quiet / m_raw:.2f} (on ÷ off: {m_ours / m_quiet:.2f})",
+        )
     )
     print(
         line.format(

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.live import LivePolicy
 from collectors.base import PolledCollector, ReadingSink
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
@@ -181,7 +182,8 @@ async def serve(
     store: PgCollectorStore | None = None
     if api.started:
         running = Running(url=url)
-        store = await PgCollectorStore.open(url)  # the collectors' one pool
+        # the collectors' one pool
+        store = await PgCollectorStore.open(url, notify=settings.live_notify)
         services = collector_services(settings, url, inventory, ids, writer, store, running)
         for service in services:
             supervisor.start(service)
@@ -295,6 +297,7 @@ def _writer(settings: Settings, url: str, screen: Screen) -> ReadingWriter:
         max_delay=settings.writer_max_delay,
         max_queued=settings.writer_max_queued,
         screen=screen,
+        notify=settings.live_notify,
     )
 
 
@@ -319,6 +322,9 @@ def _api_service(api: _ApiServer, where: str) -> Service:
             ended.set()
 
     async def stop() -> None:  # uvicorn closes its connections and runs the lifespan's end
+        live = getattr(api.config.app.state, "live", None)
+        if live is not None:
+            live.close()  # its streams never end by themselves: uvicorn would wait on them
         api.should_exit = True
         await ended.wait()
 
@@ -371,7 +377,7 @@ async def ingest_mqtt(settings: Settings, url: str) -> None:
         nominals = stored_nominals(conn)
     writer = _writer(settings, url, plausibility_screen(settings, nominals))
     workers: list[MqttIngestWorker] = []
-    store = await PgCollectorStore.open(url)  # the worker's pool, closed after the stop
+    store = await PgCollectorStore.open(url, notify=settings.live_notify)  # closed after the stop
 
     async def ingest() -> None:
         workers.append(MqttIngestWorker(mqtt_settings(settings), writer, store))
@@ -412,6 +418,14 @@ def api_app(
         service_states=service_states,
         analytics=lineloss_policy(settings),
         token_lifetime=settings.auth_token_lifetime,
+        live_feed=LivePolicy(
+            max_items=settings.live_buffer_size,
+            max_age=settings.live_buffer_seconds,
+            alarm_kinds=frozenset(settings.live_alarm_kinds),
+            area_refresh=settings.live_area_refresh,
+            voltage_limits=tuple(settings.pq_voltage_limits),
+            nominal_voltage=settings.nominal_voltage,
+        ),
         audit_edit_flag_share=settings.audit_edit_flag_share,
         control_request_ttl=settings.control_request_ttl,
     )

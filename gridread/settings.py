@@ -329,6 +329,24 @@ class Settings(BaseSettings):
     )
     mqtt_control_password: SecretStr | None = Field(default=None, description="its password")
 
+    live_notify: bool = Field(
+        default=True,
+        description="announce stored readings, events and opened cases on the live feed",
+    )
+    live_buffer_size: int = Field(
+        default=20_000, ge=1, description="live feed: items the API keeps for resuming"
+    )
+    live_buffer_seconds: float = Field(
+        default=300.0, gt=0, description="live feed: seconds an item is kept for resuming"
+    )
+    live_alarm_kinds: list[str] = Field(
+        default=["power_down", "cover_open", "outage", "voltage_loss", "relay_operated"],
+        description="event kinds the live feed sends as alarms",
+    )
+    live_area_refresh: float = Field(
+        default=60.0, gt=0, description="live feed: seconds between re-reading an area's meters"
+    )
+
     @model_validator(mode="after")
     def _pq_limits(self) -> Settings:
         if not self.pq_voltage_limits:

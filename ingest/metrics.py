@@ -19,3 +19,7 @@ BATCH_SECONDS = Histogram(
     "Time to write and commit one batch",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+LIVE_UNANNOUNCED = Counter(
+    "gridread_live_unannounced_rows",
+    "Readings stored without a live-feed notification (the NOTIFY queue was full)",
+)

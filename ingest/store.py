@@ -22,6 +22,7 @@ from ingest import deadletters as dl
 from ingest.deadletters import DEFAULT_RAW_MAX, DeadLetter
 from ingest.events import COUNT_SQL, INSERT_SQL, event_row
 from ingest.gaps import MISSING_SQL
+from ingest.live import anotify, event_payloads
 from ingest.model import Event
 from ingest.readstats import RECORD_SQL, SUCCESS_RATES_SQL, ReadOutcome, outcome_rows, rates
 from ingest.writer import is_temporary
@@ -112,17 +113,21 @@ class CollectorStore(Protocol):
 
 
 class PgCollectorStore:
-    """CollectorStore on PostgreSQL. The pool is the caller's (opened and closed by it)."""
+    """CollectorStore on PostgreSQL. The pool is the caller's (opened and closed by it).
+    `notify`: announce new events on the live feed (in the transaction storing them)."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, notify: bool = True) -> None:
         self.pool = pool
+        self.notify = notify
 
     @classmethod
-    async def open(cls, conninfo: str, *, max_size: int = 4) -> PgCollectorStore:
+    async def open(
+        cls, conninfo: str, *, max_size: int = 4, notify: bool = True
+    ) -> PgCollectorStore:
         """A store with its own pool (tests, stand-alone tools); `close()` it."""
         pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False)
         await pool.open(wait=True)
-        return cls(pool)
+        return cls(pool, notify=notify)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -153,12 +158,16 @@ class PgCollectorStore:
     async def add_events(self, events: Sequence[Event]) -> int:
         if not events:
             return 0
-        new = 0
+        new: list[tuple] = []
         async with self.pool.connection() as conn, conn.cursor() as cur:
             for e in events:
-                await cur.execute(INSERT_SQL, event_row(e))
-                new += cur.rowcount
-        return new
+                row = event_row(e)
+                await cur.execute(INSERT_SQL, row)
+                if cur.rowcount:
+                    new.append(row)
+            if self.notify and new:
+                await anotify(conn, event_payloads(new))
+        return len(new)
 
     async def count_events(self, device_id: int, kind: str) -> int:
         async with self.pool.connection() as conn:

@@ -15,6 +15,8 @@ How one batch is written (all in one transaction):
    conflict: dead-lettered with the value kept; an identical one counts as a duplicate),
    COPY into a temporary staging table and ``INSERT … ON CONFLICT DO NOTHING``. A replayed
    batch never duplicates; what is already stored wins over what arrives later.
+4. Announce the rows that were new on the live feed's channel (`ingest.live`, pg_notify in
+   this transaction: delivered on commit, in commit order); `notify=False` turns it off.
 
 Errors:
 
@@ -33,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 
 import psycopg
@@ -41,6 +43,7 @@ from psycopg import errors as pgerr
 
 from ingest import metrics
 from ingest.deadletters import INSERT_SQL, DeadLetter, dead_letter_row
+from ingest.live import QUEUE_FULL_STATE, notify, reading_payloads
 from ingest.model import Reading
 from ingest.plausibility import Screen, shipped_rules
 from ingest.retry import Backoff
@@ -62,6 +65,7 @@ class WriteResult:
     written: int = 0
     duplicates: int = 0
     dead: int = 0
+    new_rows: list[Row] = field(default_factory=list, repr=False)  # for the live feed
 
 
 def is_temporary(exc: BaseException) -> bool:
@@ -92,15 +96,17 @@ class ReadingWriter:
         max_queued: int = 200_000,
         backoff: Backoff | None = None,
         screen: Screen | None = None,
+        notify: bool = True,
     ) -> None:
         """`screen`: the plausibility screen (default: the shipped rules, every device at
-        the default nominal voltage)."""
+        the default nominal voltage); `notify`: announce new rows on the live feed."""
         self.conninfo = conninfo
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.max_queued = max_queued
         self.backoff = backoff or Backoff()
         self.screen = screen or shipped_rules()
+        self.notify = notify
         self._buffer: list[Reading] = []
         self._cond = asyncio.Condition()
         self._accepted = 0  # readings taken into the queue, ever
@@ -203,11 +209,18 @@ class ReadingWriter:
         collectors) keeps running while the server works."""
         rows, invalid = screen_rows(list(map(as_row, batch)))
         delays = iter(self.backoff.delays())
+        announce = self.notify
         while True:
             started = time.perf_counter()
             try:
-                result = await asyncio.to_thread(self._store, rows, invalid)
+                result = await asyncio.to_thread(self._store, rows, invalid, announce)
             except Exception as exc:
+                if announce and getattr(exc, "sqlstate", None) == QUEUE_FULL_STATE:
+                    # a listener stopped reading: storing matters more than announcing
+                    log.error("the live feed's NOTIFY queue is full; batch stored unannounced")
+                    metrics.LIVE_UNANNOUNCED.inc(len(rows))
+                    announce = False
+                    continue
                 if is_missing_partition(exc):
                     days = {row[2].astimezone(UTC).date() for row in rows}
                     await asyncio.to_thread(_create_partitions, self.conninfo, days)
@@ -242,7 +255,9 @@ class ReadingWriter:
 
     # -- the database side (runs in the worker thread) -------------------------------------
 
-    def _store(self, rows: list[Row], invalid: list[tuple[Row, str]]) -> WriteResult:
+    def _store(
+        self, rows: list[Row], invalid: list[tuple[Row, str]], announce: bool = False
+    ) -> WriteResult:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.conninfo)
         conn = self._conn
@@ -252,6 +267,8 @@ class ReadingWriter:
                 _dead_letter(conn, row, "InvalidReading", reason, result)
             if rows:
                 _write_isolating(conn, rows, result)
+            if announce and result.new_rows:
+                notify(conn, reading_payloads(result.new_rows))
         return result
 
 
@@ -260,7 +277,7 @@ def _write_isolating(conn: psycopg.Connection, rows: list[Row], result: WriteRes
     and dead-letter those."""
     try:
         with conn.transaction():
-            inserted, losers = _insert_idempotent(conn, rows)
+            inserted, losers = _insert_idempotent(conn, rows, result.new_rows)
         result.written += inserted
         result.duplicates += len(rows) - inserted - len(losers)
         for row, kept in losers:
@@ -300,12 +317,17 @@ def _copy(conn: psycopg.Connection, table: str, rows: list[Row]) -> int:
         return cur.rowcount
 
 
-def _insert_idempotent(conn: psycopg.Connection, rows: list[Row]) -> tuple[int, list]:
+def _insert_idempotent(
+    conn: psycopg.Connection, rows: list[Row], new_rows: list[Row]
+) -> tuple[int, list]:
     """Insert rows, skipping those already stored; return how many were new and the
-    in-batch conflicts as (loser, kept) pairs (rows must be sorted stably by key)."""
+    in-batch conflicts as (loser, kept) pairs (rows must be sorted stably by key). The new
+    rows are appended to `new_rows`."""
     try:
         with conn.transaction():
-            return _copy(conn, "readings", rows), []
+            copied = _copy(conn, "readings", rows)
+        new_rows.extend(rows)
+        return copied, []
     except pgerr.UniqueViolation:
         pass
     rows, losers = _first_of_each_key(rows)
@@ -317,8 +339,9 @@ def _insert_idempotent(conn: psycopg.Connection, rows: list[Row]) -> tuple[int, 
     _copy(conn, "readings_staging", rows)
     cur = conn.execute(
         f"INSERT INTO readings {_COLUMNS} SELECT {_COLUMNS[1:-1]} FROM readings_staging"
-        " ON CONFLICT DO NOTHING"
+        f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS[1:-1]}"
     )
+    new_rows.extend(cur.fetchall())
     return cur.rowcount, losers
 
 
