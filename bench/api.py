@@ -5,7 +5,8 @@ quantities, COPYed in):
 
 * the API (``api.app.create_app``, its default pool) is served by uvicorn in a process of its
   own; a second process loads it with ``--concurrency`` asyncio clients (httpx, keep-alive)
-  for ``--duration`` seconds per endpoint, each request for a random meter;
+  for ``--duration`` seconds per endpoint, each request for a random meter, with a viewer's
+  API key (``tests/api_auth.py``; issue 11's API asks for one);
 * the same queries the endpoints issue (``api.crud``: the device by name, then the latest
   values, or the storage mode and the day's series) are issued from a separate process
   directly with psycopg: the same number of concurrent tasks over a pool of the API's size.
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import bench_database
 from bench.ingest import COPY, QUANTITIES, TYPES
 from ingest.schema import ensure_partitions, migrate
+from tests.api_auth import credentials as make_credentials
 
 API_POOL = 4  # create_app's default pool_size: the database side gets the same
 DAY_QUANTITY = "1.8.0"
@@ -95,13 +97,16 @@ def seed(url: str, meters: int, day_start: datetime) -> int:
     return n
 
 
-def credentials(url: str) -> dict[str, str]:
-    """A viewer's API key, as a Grafana or a billing system would hold one."""
-    try:
-        from tests.api_auth import credentials as make
-    except ImportError:  # before issue 11's auth is merged the API is open
-        return {}
-    return make(url, "viewer", "bench-api")
+def credentials(url: str, base: str) -> dict[str, str]:
+    """A viewer's API key, as Grafana or a billing system holds one (issue 11: the API asks
+    for one); checked against GET /auth/me."""
+    import httpx
+
+    headers = make_credentials(url, "viewer", "bench-api")
+    r = httpx.get(f"{base}/auth/me", headers=headers, timeout=5)
+    if r.status_code != 200:
+        raise SystemExit(f"the bench's API key was refused: {r.status_code} {r.text[:200]}")
+    return headers
 
 
 def serve(url: str, port: int) -> None:
@@ -257,7 +262,6 @@ def main() -> None:
             f"seeded {args.meters} meters × 96 intervals × {len(QUANTITIES)} quantities"
             f" = {n:,} readings in {time.perf_counter() - t0:.1f} s"
         )
-        headers = credentials(url)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
@@ -266,10 +270,11 @@ def main() -> None:
         )
         try:
             wait_healthy(base, server)
+            headers = credentials(url, base)
             print(
                 f"{args.concurrency} concurrent clients, {args.duration:g} s per endpoint and"
                 f" side; API: uvicorn (1 process) with a pool of {API_POOL}; database: psycopg"
-                f" pool of {API_POOL}; auth: {'API key' if headers else 'none'}"
+                f" pool of {API_POOL}; every API request with a viewer's API key"
             )
             print(f"{'endpoint':<10} {'side':<10} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
             common = (day, args.meters, args.concurrency, args.duration)
