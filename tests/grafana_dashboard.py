@@ -157,3 +157,26 @@ def exported_series(exposition: str) -> set[str]:
         out |= {family.name + s for s in suffixes.get(family.type, ("",))}
         out |= {s.name for s in family.samples}
     return out
+
+
+def promql_label_names(expr: str) -> set[str]:
+    """Label names an expression matches on or aggregates by: {name="…"}, by (…), without (…),
+    on (…), ignoring (…)."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    labels = set()
+    for m in re.finditer(r"\{([^}]*)\}", s):
+        labels |= set(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", m.group(1)))
+    for m in re.finditer(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", s):
+        labels |= {x.strip() for x in m.group(1).split(",") if x.strip()}
+    return labels
+
+
+def exported_labels(exposition: str) -> dict[str, set[str]]:
+    """Per series name with samples in `exposition`: the label names its samples carry."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for s in family.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+    return out

@@ -6,6 +6,7 @@ that a running gridread exports (its /metrics scraped)."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ import pytest
 
 from ingest.schema import StorageMode, ensure_partitions
 from tests import grafana_dashboard as gd
+from tests.conftest import free_port
 from tests.test_lifecycle import Gridread
 
 # The dashboard's time range: the 7 days before 10:00 local (Asia/Shanghai, the site zone the
@@ -325,6 +327,7 @@ def test_promql_metric_names_are_read_from_expressions():
         "gridread_poll_errors_total",
         "x_bucket",
     }
+    assert gd.promql_label_names(expr) == {"protocol", "result", "kind", "le"}
 
 
 def test_every_prometheus_expression_reads_metrics_a_running_gridread_exports(
@@ -332,19 +335,39 @@ def test_every_prometheus_expression_reads_metrics_a_running_gridread_exports(
 ):
     exprs = [x for x in gd.targets(gd.load()) if x.kind == gd.PROM_TYPE]
     assert exprs
-    run = Gridread(tmp_path, "", migrated_url)
+    # a Modbus meter nobody answers for: its polls fail, so the poll series carry samples
+    config = (
+        '[[device]]\nname = "m1"\nprotocol = "modbus_tcp"\nhost = "127.0.0.1"\n'
+        f'port = {free_port()}\nunit_id = 1\nregister_map = "three_phase_meter"\n'
+        "poll_interval = 0.5\n"
+    )
+    run = Gridread(tmp_path, config, migrated_url)
     try:
-        run.health(lambda body: body.get("http_status") == 200)
+        run.health(lambda body: body.get("http_status") in (200, 503))
+        deadline = time.monotonic() + 30
+        while run.metric("gridread_polls_total", protocol="modbus_tcp", result="failed") < 1:
+            assert time.monotonic() < deadline, f"no failed poll counted\n{run.stderr}"
+            time.sleep(0.2)
+        httpx.get(f"{run.base}/devices", timeout=5)  # an API request: its series get samples
         scrape = httpx.get(f"{run.base}/metrics", timeout=5)
         assert scrape.status_code == 200
-        exported = gd.exported_series(scrape.text)
     finally:
         run.kill()
+    exported = gd.exported_series(scrape.text)
+    labels = gd.exported_labels(scrape.text)
+    checked = 0
     for x in exprs:
         names = gd.promql_metric_names(x.text)
         assert names, f"{x.title}: no metric in {x.text!r}"
         missing = names - exported
         assert not missing, f"{x.title} ({x.ref}): {sorted(missing)} not exported by gridread"
+        # labels matched or aggregated by: those of the metrics read (where they had samples)
+        seen = [labels[n] for n in names if n in labels]
+        if seen:
+            unknown = gd.promql_label_names(x.text) - set().union(*seen) - {"le"}
+            assert not unknown, f"{x.title} ({x.ref}): no label {sorted(unknown)} on {names}"
+            checked += 1
+    assert checked >= 5  # the poll, ingest and API series at least
 
 
 def test_the_dashboard_is_importable_as_is():
