@@ -13,8 +13,9 @@ quantities, COPYed in):
 
 Printed per endpoint: requests/s, p50 and p99 latency of each side, and the ratio API ÷
 database (requests/s: the share of the database's ceiling the API reaches; latency: how many
-times slower). Every response is checked (status 200, the expected rows); a wrong one fails
-the run.
+times slower). Then the HTTP floor: the same clients against a static page of the API
+(``GET /docs``), the ceiling of uvicorn and the httpx load process alone on this machine.
+Every response is checked (status 200, the expected rows); a wrong one fails the run.
 
     python bench/api.py [--meters 2000] [--concurrency 16] [--duration 10]
 """
@@ -177,6 +178,11 @@ async def _load_api(
         end = (datetime.fromisoformat(day) + timedelta(days=1)).isoformat()
 
         async def request(name: str) -> None:
+            if endpoint == "floor":  # a static page: no database, no JSON
+                r = await client.get("/docs")
+                if r.status_code != 200:
+                    raise SystemExit(f"{r.request.url}: {r.status_code}")
+                return
             if endpoint == "latest":
                 r = await client.get(f"/devices/{name}/latest")
                 want = len(QUANTITIES)
@@ -289,6 +295,11 @@ def main() -> None:
                     f"{endpoint:<10} {'API ÷ db':<10} {api.rps / db.rps:>9.2f}"
                     f" {api.p50_ms / db.p50_ms:>9.2f} {api.p99_ms / db.p99_ms:>9.2f}"
                 )
+            floor = load_from_another_process("api", base, headers, "floor", *common)
+            print(
+                f"{'HTTP floor':<10} {'API':<10} {floor.rps:>9.0f} {floor.p50_ms:>9.2f}"
+                f" {floor.p99_ms:>9.2f}   (GET /docs: uvicorn and httpx, no database)"
+            )
         finally:
             server.terminate()
             server.wait(10)
