@@ -14,6 +14,7 @@ and leaves streamed bodies alone.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -22,7 +23,11 @@ from prometheus_client import Counter, Histogram
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("gridread.api")
+
 UNMATCHED = "<unmatched>"
+# any token is a valid HTTP method: others are one label value, so callers cannot add series
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = Counter(
     "gridread_api_requests",
@@ -35,6 +40,10 @@ REQUEST_SECONDS = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+def _method(scope: Scope) -> str:
+    return scope["method"] if scope["method"] in METHODS else "other"
 
 
 def _template(route: object) -> str:
@@ -56,7 +65,11 @@ class RequestMetrics:
         if "route" in scope:
             return _template(scope["route"])
         if self._paths is None:
-            paths = self.routes_of.openapi().get("paths", {}) if self.routes_of else {}
+            try:
+                paths = self.routes_of.openapi().get("paths", {}) if self.routes_of else {}
+            except Exception:  # /openapi.json answers 500 then too: logged, counted unmatched
+                log.exception("request metrics: no OpenAPI paths to name refused requests by")
+                paths = {}
             self._paths = [(compile_path(p)[0], p) for p in paths]
         for regex, template in self._paths:
             if regex.match(scope["path"]):
@@ -85,10 +98,10 @@ class RequestMetrics:
                 self.observe(scope, time.perf_counter() - started)
             raise
         finally:
-            REQUESTS.labels(self.route(scope), scope["method"], str(status or 500)).inc()
+            REQUESTS.labels(self.route(scope), _method(scope), str(status or 500)).inc()
 
     def observe(self, scope: Scope, seconds: float) -> None:
-        REQUEST_SECONDS.labels(self.route(scope), scope["method"]).observe(seconds)
+        REQUEST_SECONDS.labels(self.route(scope), _method(scope)).observe(seconds)
 
 
 def instrument(app: FastAPI) -> None:

@@ -57,6 +57,7 @@ def test_requests_are_counted_by_route_template_method_and_status(client):
         (UNMATCHED, "GET", 404),
         ("/devices", "GET", 422),
         ("/health", "DELETE", 405),
+        ("/health", "other", 405),
     ]
     before = {k: requests(*k) for k in asked}
     timed_before = timed(READINGS, "GET")
@@ -68,6 +69,7 @@ def test_requests_are_counted_by_route_template_method_and_status(client):
     # answered by a middleware before routing: still the route it was meant for
     assert client.get("/devices?kind=meter&kind=concentrator").status_code == 422
     assert client.delete("/health").status_code == 405
+    assert client.request("BREW", "/health").status_code == 405  # any token is a method
 
     scraped = scrape(client)
 
@@ -80,6 +82,7 @@ def test_requests_are_counted_by_route_template_method_and_status(client):
     assert delta(UNMATCHED, "GET", 404) == 1
     assert delta("/devices", "GET", 422) == 1
     assert delta("/health", "DELETE", 405) == 1
+    assert delta("/health", "other", 405) == 1
     # every answered request is timed: three readings requests more in the histogram's count
     labels = frozenset({"route": READINGS, "method": "GET"}.items())
     assert scraped[("gridread_api_request_seconds_count", labels)] - timed_before == 3
