@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from analytics.jobs import LineLossPolicy
 from api.live import LiveFeed, LivePolicy
+from api.metrics import instrument
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
@@ -113,4 +114,5 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    instrument(app)  # last: outermost, it sees every answer (api/metrics.py)
     return app
