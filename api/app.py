@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.jobs import LineLossPolicy
+from api.problems import install as install_problems
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
@@ -65,6 +66,7 @@ def create_app(
     app.state.conninfo = conninfo  # analytics loaders run sync psycopg in a thread
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
+    install_problems(app)
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)

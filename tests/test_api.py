@@ -159,7 +159,7 @@ def test_an_unreachable_database_is_a_declared_503():
         assert "503" in paths["/devices"]["get"]["responses"]
         assert "503" in paths["/concentrators/read-stats"]["get"]["responses"]
         r = c.get("/devices")
-        assert r.status_code == 503 and r.json() == {"detail": "database unavailable"}
+        assert r.status_code == 503 and r.json()["detail"] == "database unavailable"
 
 
 @pytest.mark.parametrize(
