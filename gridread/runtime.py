@@ -30,6 +30,7 @@ from collectors.scheduler import PollPolicy, PollScheduler
 from gridread.analytics_service import analytics_service, lineloss_policy
 from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory, stored_nominals
+from gridread.inventory_overrides import FILE_ACTOR
 from gridread.services import (
     Service,
     ServiceError,
@@ -66,7 +67,7 @@ def database_url(settings: Settings) -> str:
 def store_devices(url: str, inventory: Inventory) -> dict[str, int]:
     """Store the inventory in the database; return device name → id."""
     with psycopg.connect(url) as conn:
-        return store_inventory(conn, inventory, actor="config-file")
+        return store_inventory(conn, inventory, actor=FILE_ACTOR)
 
 
 def build_collectors(
