@@ -16,6 +16,7 @@ from api.problems import install as install_problems
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    auth,
     billing,
     concentrators,
     devices,
@@ -38,6 +39,7 @@ def create_app(
     timezone: str = DEFAULT_TIMEZONE,
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
+    token_lifetime: float = 3600.0,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -67,6 +69,7 @@ def create_app(
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     install_problems(app)
+    app.state.token_lifetime = token_lifetime
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)
@@ -82,6 +85,7 @@ def create_app(
     app.include_router(worklist.router)
     app.include_router(reliability.router)
     app.include_router(billing.router)
+    app.include_router(auth.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -162,9 +162,10 @@ def install(app: FastAPI) -> None:
 
 
 _ERROR_SCHEMAS = {"ErrorPublic": "Problem", "HTTPValidationError": "ValidationProblem"}
+_PROBLEM = "#/components/schemas/Problem"
 _INTERNAL = {
     "description": "An internal error: a reference to the server's log, no internals",
-    "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    "content": {MEDIA_TYPE: {"schema": {"$ref": _PROBLEM}}},
 }
 
 
@@ -182,9 +183,14 @@ def declare(doc: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             for code, resp in op["responses"].items():
-                content = resp.get("content", {})
+                if code[0] not in "45":
+                    continue
+                if not resp.get("content"):  # declared without a body: it is a Problem
+                    resp["content"] = {MEDIA_TYPE: {"schema": {"$ref": _PROBLEM}}}
+                    continue
+                content = resp["content"]
                 plain = content.get("application/json")
-                if code[0] not in "45" or plain is None:
+                if plain is None:
                     continue
                 ref = plain.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
                 if ref in _ERROR_SCHEMAS:

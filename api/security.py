@@ -8,6 +8,11 @@ A route declares the permission it needs:
     router = APIRouter(dependencies=[Depends(require(Permission.READ))])      # every route
     async def approve(..., who: Annotated[Principal, Depends(require(Permission.CONTROL_APPROVE))])
 
+Credentials: `X-API-Key: <key>` or `Authorization: Bearer <login token or API key>`. Keys
+(``grk_…``) and login tokens (``grt_…``, from `POST /auth/token`) are looked up by their
+sha256; an unknown, expired or revoked secret, or an inactive user, is a 401 with
+``WWW-Authenticate: Bearer``; a known caller without the permission a 403.
+
 A role does only its own work: the administrator manages users and reads the audit log, and
 has no operating rights; approving a command needs a different user than the one who asked;
 executing is the collector's (the runtime), never an API caller's.
@@ -15,12 +20,15 @@ executing is the collector's (the runtime), never an API caller's.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 
 class Permission(StrEnum):
@@ -73,13 +81,120 @@ class Principal:
         return permission in self.permissions
 
 
+KEY_PREFIX = "grk_"  # API keys
+TOKEN_PREFIX = "grt_"  # login tokens
+KEY_TOUCH_SECONDS = 60  # last_used_at of a key is written at most this often
+
+# Declared so the OpenAPI names both ways in (the docs' Authorize button, schemathesis);
+# authenticate() reads the headers itself.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "no, unknown, expired or revoked credentials, or an inactive user"},
+    403: {"description": "the caller's roles do not grant the permission this route needs"},
+}
+"""Responses every protected route may give (declare them in the route's `responses`)."""
+
+
+def secret_hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 async def authenticate(request: Request) -> Principal:
     """The caller of `request`, or HTTPException 401 (with WWW-Authenticate). Accepts
-    `Authorization: Bearer <token or API key>` and `X-API-Key: <key>`. (auth part)"""
-    raise NotImplementedError("issue 11 auth part")
+    `Authorization: Bearer <token or API key>` and `X-API-Key: <key>`. Looked up once per
+    request (several dependencies may ask)."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    secret = request.headers.get("x-api-key")
+    if secret is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            secret = value.strip()
+    if not secret:
+        raise unauthorized("not authenticated: send X-API-Key or Authorization: Bearer")
+    pool: AsyncConnectionPool = request.app.state.pool
+    try:
+        async with pool.connection(timeout=5) as conn:
+            if secret.startswith(TOKEN_PREFIX):
+                principal = await _token_principal(conn, secret)
+            else:
+                principal = await _key_principal(conn, secret)
+    except PoolTimeout as exc:
+        raise HTTPException(503, "database unavailable") from exc
+    request.state.principal = principal
+    return principal
 
 
-def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]:
+async def _token_principal(conn, secret: str) -> Principal:
+    cur = await conn.execute(
+        "SELECT u.name, u.roles, u.active, t.expires_at <= now(), t.revoked_at IS NOT NULL"
+        " FROM login_tokens t JOIN users u ON u.name = t.owner WHERE t.token_hash = %s",
+        (secret_hash(secret),),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise unauthorized("unknown login token")
+    name, roles, active, expired, revoked = row
+    _check(active=active, expired=expired, revoked=revoked, what="login token")
+    return Principal(name, _roles(roles), "user", name)
+
+
+async def _key_principal(conn, secret: str) -> Principal:
+    cur = await conn.execute(
+        "SELECT u.name, u.roles, u.active, k.id, coalesce(k.expires_at <= now(), false),"
+        " k.revoked_at IS NOT NULL,"
+        f" k.last_used_at IS NULL OR k.last_used_at < now() - interval '{KEY_TOUCH_SECONDS} s'"
+        " FROM api_keys k JOIN users u ON u.name = k.owner WHERE k.key_hash = %s",
+        (secret_hash(secret),),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise unauthorized("unknown API key")
+    name, roles, active, key_id, expired, revoked, stale = row
+    _check(active=active, expired=expired, revoked=revoked, what="API key")
+    if stale:
+        await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
+    return Principal(name, _roles(roles), "api_key", f"{name}/key:{key_id}")
+
+
+def _check(*, active: bool, expired: bool, revoked: bool, what: str) -> None:
+    if revoked:
+        raise unauthorized(f"{what} revoked")
+    if expired:
+        raise unauthorized(f"{what} expired")
+    if not active:
+        raise unauthorized("user inactive")
+
+
+def _roles(names: list[str]) -> frozenset[Role]:
+    return frozenset(Role(n) for n in names)
+
+
+async def caller(
+    request: Request,
+    _token: Annotated[str | None, Depends(oauth2_scheme)],
+    _key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    """A dependency: the authenticated caller, whatever its roles (or 401)."""
+    return await authenticate(request)
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, if it holds `permission`; else 401 (no or bad credentials)
     or 403 (authenticated, not allowed)."""
-    raise NotImplementedError("issue 11 auth part")
+    permission = Permission(permission)
+
+    async def dependency(who: Annotated[Principal, Depends(caller)]) -> Principal:
+        if not who.can(permission):
+            raise HTTPException(403, f"permission {permission.value!r} needed")
+        return who
+
+    dependency.__name__ = f"require_{permission.name.lower()}"
+    return dependency

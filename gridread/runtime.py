@@ -389,6 +389,7 @@ def api_app(
         timezone=settings.timezone,
         service_states=service_states,
         analytics=lineloss_policy(settings),
+        token_lifetime=settings.auth_token_lifetime,
     )
 
 

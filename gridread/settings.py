@@ -280,6 +280,9 @@ class Settings(BaseSettings):
     vee_weekend: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         default=[6, 7], description="VEE: ISO weekdays (1 = Monday) of the weekend day type"
     )
+    auth_token_lifetime: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="seconds a login token is valid"
+    )
 
     @model_validator(mode="after")
     def _pq_limits(self) -> Settings:

@@ -33,11 +33,12 @@ from ingest.exceptions import SchemaError
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.rollups import ensure_rollups
 from ingest.schema_analytics import ANALYTICS_MIGRATION
-from ingest.schema_inventory_geo import INVENTORY_GEO_MIGRATION
 from ingest.schema_anomalies import ANOMALIES_MIGRATION
+from ingest.schema_inventory_geo import INVENTORY_GEO_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_pq import PQ_MIGRATION
 from ingest.schema_reliability import RELIABILITY_MIGRATION
+from ingest.schema_security import SECURITY_MIGRATION
 from ingest.schema_topology import TOPOLOGY_MIGRATION
 from ingest.schema_vee import VEE_MIGRATION
 
@@ -174,6 +175,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     RELIABILITY_MIGRATION,  # 11 (ingest/schema_reliability.py)
     ANOMALIES_MIGRATION,  # 12 (ingest/schema_anomalies.py)
     VEE_MIGRATION,  # 13 (ingest/schema_vee.py)
+    SECURITY_MIGRATION,  # 14 (ingest/schema_security.py)
     INVENTORY_GEO_MIGRATION,  # 16 (ingest/schema_inventory_geo.py)
 ]
 

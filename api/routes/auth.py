@@ -1,0 +1,76 @@
+"""Login (OAuth2 password flow) and who the caller is."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel
+
+from api.credentials import new_secret, verify_password
+from api.deps import Conn
+from api.security import (
+    AUTH_RESPONSES,
+    TOKEN_PREFIX,
+    Principal,
+    caller,
+    secret_hash,
+    unauthorized,
+)
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int  # seconds
+
+
+class Me(BaseModel):
+    name: str
+    kind: str  # user (login token) | api_key
+    actor: str  # what the audit log records for this caller
+    roles: list[str]
+    permissions: list[str]
+
+
+@router.post("/token", response_model=Token, responses={401: AUTH_RESPONSES[401]})
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: Conn, request: Request
+):
+    """Exchange a user's name and password for a bearer token valid `auth_token_lifetime`
+    seconds. Wrong name, wrong password, no password set and an inactive user all get the
+    same 401 (no hint which)."""
+    cur = await conn.execute(
+        "SELECT password_hash, active FROM users WHERE name = %s", (form.username,)
+    )
+    row = await cur.fetchone()
+    stored, active = row if row else (None, False)
+    # scrypt is CPU-bound: off the event loop
+    ok = await asyncio.to_thread(verify_password, form.password, stored)
+    if not (ok and active):
+        raise unauthorized("wrong user name or password")
+    lifetime = int(request.app.state.token_lifetime)
+    token = new_secret(TOKEN_PREFIX)
+    await conn.execute(
+        "INSERT INTO login_tokens (token_hash, owner, expires_at) VALUES (%s, %s, now() + %s)",
+        (secret_hash(token), form.username, timedelta(seconds=lifetime)),
+    )
+    await conn.commit()
+    return Token(access_token=token, expires_in=lifetime)
+
+
+@router.get("/me", response_model=Me, responses=AUTH_RESPONSES)
+async def me(who: Annotated[Principal, Depends(caller)]) -> Me:
+    """The authenticated caller, its roles and what they allow (any valid credentials)."""
+    return Me(
+        name=who.name,
+        kind=who.kind,
+        actor=who.actor,
+        roles=sorted(r.value for r in who.roles),
+        permissions=sorted(p.value for p in who.permissions),
+    )
