@@ -21,6 +21,9 @@ from api.routes import (
     concentrators,
     devices,
     health,
+    inventory,
+    inventory_bulk,
+    inventory_devices,
     lineloss,
     power_quality,
     quantities,
@@ -85,6 +88,9 @@ def create_app(
     app.include_router(worklist.router)
     app.include_router(reliability.router)
     app.include_router(billing.router)
+    app.include_router(inventory.router)
+    app.include_router(inventory_devices.router)
+    app.include_router(inventory_bulk.router)
     app.include_router(auth.router)
 
     @app.get("/metrics", include_in_schema=False)
