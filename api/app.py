@@ -28,6 +28,7 @@ from api.routes import (
     power_quality,
     quantities,
     reads,
+    reads_data,
     reliability,
     topology,
     worklist,
@@ -91,6 +92,7 @@ def create_app(
     app.include_router(inventory.router)
     app.include_router(inventory_devices.router)
     app.include_router(inventory_bulk.router)
+    app.include_router(reads_data.router)
     app.include_router(auth.router)
 
     @app.get("/metrics", include_in_schema=False)
