@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -125,7 +126,23 @@ async def _http(request: Request, exc: StarletteHTTPException) -> ProblemRespons
         detail = f"no such resource: {request.url.path}"
     elif detail == HTTPStatus(exc.status_code).phrase and exc.status_code == 405:
         detail = f"method {request.method} is not allowed on {request.url.path}"
-    return problem(exc.status_code, detail, request=request, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed(request)}
+    return problem(exc.status_code, detail, request=request, headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method of the path: Starlette's 405 lists only those of the first route that
+    matches it (a path with GET, PUT and DELETE routes would say GET)."""
+    path = request.url.path
+    methods = {
+        m
+        for r in request.app.routes
+        if isinstance(r, APIRoute) and r.path_regex.match(path)
+        for m in r.methods
+    }
+    return ", ".join(sorted(methods))
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
@@ -163,6 +180,10 @@ def install(app: FastAPI) -> None:
 
 _ERROR_SCHEMAS = {"ErrorPublic": "Problem", "HTTPValidationError": "ValidationProblem"}
 _PROBLEM = "#/components/schemas/Problem"
+_UNPARSABLE = {
+    "description": "The body cannot be parsed (not JSON, not UTF-8)",
+    "content": {MEDIA_TYPE: {"schema": {"$ref": _PROBLEM}}},
+}
 _INTERNAL = {
     "description": "An internal error: a reference to the server's log, no internals",
     "content": {MEDIA_TYPE: {"schema": {"$ref": _PROBLEM}}},
@@ -198,5 +219,7 @@ def declare(doc: dict[str, Any]) -> dict[str, Any]:
                     content[MEDIA_TYPE] = {
                         "schema": {"$ref": f"#/components/schemas/{_ERROR_SCHEMAS[ref]}"}
                     }
+            if "requestBody" in op:  # FastAPI's own 400 for a body it cannot parse
+                op["responses"].setdefault("400", _UNPARSABLE)
             op["responses"].setdefault("500", _INTERNAL)
     return doc
