@@ -28,9 +28,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +135,15 @@ async def _http(request: Request, exc: StarletteHTTPException) -> ProblemRespons
 def _allowed(request: Request) -> str:
     """Every method of the path: Starlette's 405 lists only those of the first route that
     matches it (a path with GET, PUT and DELETE routes would say GET)."""
-    path = request.url.path
-    methods = {
-        m
-        for r in request.app.routes
-        if isinstance(r, APIRoute) and r.path_regex.match(path)
-        for m in r.methods
-    }
-    return ", ".join(sorted(methods))
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(r.matches(scope)[0] is Match.FULL for r in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
