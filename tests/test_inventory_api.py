@@ -230,3 +230,35 @@ def test_an_api_placement_survives_the_file_sync(site, client, engineer):
         store_inventory(conn, inventory(TOPOLOGY), actor=FILE_ACTOR)
     points = client.get("/inventory/meters/a-01-c0001/placements", headers=engineer).json()
     assert points["count"] == 3
+
+
+def _has_example(content: dict, schemas: dict) -> bool:
+    for media in content.values():
+        if "example" in media or "examples" in media:
+            return True
+        schema = media.get("schema", {})
+        ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+        model = schemas[ref.rsplit("/", 1)[-1]] if ref else {}
+        items = [p.get("items", {}).get("$ref") for p in model.get("properties", {}).values()]
+        if "examples" in model or any(
+            r and "examples" in schemas[r.rsplit("/", 1)[-1]] for r in items
+        ):
+            return True
+    return False
+
+
+def test_every_new_operation_documents_examples():
+    doc = create_app("postgresql:///unused").openapi()
+    schemas = doc["components"]["schemas"]
+    missing = []
+    for path, item in doc["paths"].items():
+        if not path.startswith(("/inventory", "/reads/")):
+            continue
+        for method, op in item.items():
+            body = op.get("requestBody", {}).get("content")
+            if body and not _has_example(body, schemas):
+                missing.append(f"{method} {path} body")
+            ok = op["responses"].get("200", {}).get("content")
+            if ok and not _has_example(ok, schemas):
+                missing.append(f"{method} {path} 200")
+    assert missing == []

@@ -58,7 +58,12 @@ def _entries(collection: str, model: type[BaseModel], noun: str) -> None:
     key = edit.ENTRIES[collection]
     example = EXAMPLES[collection]
 
-    @router.get(f"/{collection}", response_model=list[model], name=f"list_{key}s")
+    @router.get(
+        f"/{collection}",
+        response_model=list[model],
+        name=f"list_{key}s",
+        responses={200: {"content": {"application/json": {"example": [example]}}}},
+    )
     async def list_entries(request: Request):
         topo = await run(request, edit.load_topology)
         return topo[key]
@@ -68,7 +73,10 @@ def _entries(collection: str, model: type[BaseModel], noun: str) -> None:
     @router.get(
         f"/{collection}/{{name}}",
         response_model=model,
-        responses=WRITE_RESPONSES,
+        responses={
+            **WRITE_RESPONSES,
+            200: {"content": {"application/json": {"example": example}}},
+        },
         name=f"get_{key}",
     )
     async def get_entry(request: Request, name: Name):
@@ -83,7 +91,11 @@ def _entries(collection: str, model: type[BaseModel], noun: str) -> None:
         f"/{collection}/{{name}}",
         response_model=model,
         status_code=200,
-        responses={**WRITE_RESPONSES, 201: {"model": model, "description": "Created"}},
+        responses={
+            **WRITE_RESPONSES,
+            200: {"content": {"application/json": {"example": example}}},
+            201: {"model": model, "description": "Created"},
+        },
         name=f"put_{key}",
     )
     async def put_entry(
@@ -148,6 +160,27 @@ class PlacementPublic(BaseModel):
     valid_from: datetime | None
     valid_to: datetime | None
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "meter": "a-01-c0001",
+                    "role": "customer",
+                    "area": "a-01",
+                    "feeder": None,
+                    "phase": "B",
+                    "ct_ratio": 1.0,
+                    "pt_ratio": 1.0,
+                    "customer_class": "residential",
+                    "tariff": "residential-tou",
+                    "location": None,
+                    "valid_from": "2026-02-28T16:00:00Z",
+                    "valid_to": None,
+                }
+            ]
+        }
+    }
+
 
 class PlacementsPublic(BaseModel):
     meter: str
@@ -157,6 +190,8 @@ class PlacementsPublic(BaseModel):
 
 class EndPlacement(BaseModel):
     at: IsoInstant = Field(description="the instant the meter leaves its place (UTC if naive)")
+
+    model_config = {"json_schema_extra": {"examples": [{"at": "2026-12-10T00:00:00+08:00"}]}}
 
 
 PLACEMENT_EXAMPLE = {
@@ -251,6 +286,19 @@ class OverridePublic(BaseModel):
     entity_id: str
     actor: str
     at: datetime
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "entity": "area",
+                    "entity_id": "a-01",
+                    "actor": "eng/key:3",
+                    "at": "2026-11-28T03:40:00Z",
+                }
+            ]
+        }
+    }
 
 
 @router.get("/overrides", response_model=list[OverridePublic])

@@ -39,11 +39,36 @@ IMPORT_EXAMPLE = {
 }
 
 
+GEOJSON_EXAMPLE = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "id": "area/a-01",
+            "geometry": {"type": "Point", "coordinates": [121.5, 31.25]},
+            "properties": {
+                "kind": "area",
+                "name": "a-01",
+                "feeder": "f-01",
+                "area_kind": "public",
+                "transformer_kva": 400.0,
+            },
+        }
+    ],
+}
+
+
 class Imported(BaseModel):
     changes: int  # audited creations and updates
 
+    model_config = {"json_schema_extra": {"examples": [{"changes": 3}]}}
 
-@router.get("/export", response_model=dict[str, list[dict[str, Any]]])
+
+@router.get(
+    "/export",
+    response_model=dict[str, list[dict[str, Any]]],
+    responses={200: {"content": {"application/json": {"example": IMPORT_EXAMPLE}}}},
+)
 async def export(request: Request):
     """The stored inventory: the topology in the inventory file's tables (``substation`` …
     ``replacement``, importable again with `POST /inventory/import`) and ``devices``, the
@@ -76,7 +101,17 @@ async def import_(
 @router.get(
     "/csv/{table}",
     response_class=Response,
-    responses={200: {"content": {_CSV: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {
+                _CSV: {
+                    "schema": {"type": "string"},
+                    "example": "name,feeder,kind,transformer_kva,lv_voltage_kv\n"
+                    "a-01,f-01,public,400.0,0.4\n",
+                }
+            }
+        }
+    },
 )
 async def export_csv(request: Request, tz: LocalTz, table: Table) -> Response:
     """One topology table as CSV: the header is the file's keys, instants ISO 8601 with the
@@ -158,7 +193,7 @@ class FeatureCollection(BaseModel):
 @router.get(
     "/geojson",
     response_model=FeatureCollection,
-    responses={200: {"content": {_GEOJSON: {}}}},
+    responses={200: {"content": {_GEOJSON: {"example": GEOJSON_EXAMPLE}}}},
 )
 async def geojson(
     conn: Conn,

@@ -41,11 +41,46 @@ class InventoryDevicePublic(BaseModel):
     longitude: float | None
     latitude: float | None
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "name": "a-01-c0001",
+                    "kind": "meter",
+                    "protocol": "mqtt",
+                    "endpoint": "mqtt",
+                    "unit_id": None,
+                    "register_map": None,
+                    "poll_interval": 86400.0,
+                    "attributes": {
+                        "area": "a-01",
+                        "concentrator": "jzq-1",
+                        "timezone": "Asia/Shanghai",
+                    },
+                    "longitude": 121.47,
+                    "latitude": 31.23,
+                }
+            ]
+        }
+    }
+
 
 class DeviceWritten(BaseModel):
     devices: list[str]  # the rows written (a concentrator's own and its meters')
     created: bool
     collected: Literal["at its next message", "as the config file wires it"]
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "devices": ["jzq-2", "a-02-c0001"],
+                    "created": True,
+                    "collected": "at its next message",
+                }
+            ]
+        }
+    }
 
 
 @router.get("/devices", response_model=list[InventoryDevicePublic])

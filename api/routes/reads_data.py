@@ -52,6 +52,20 @@ class RawRead(BaseModel):
     value: float
     quality: int
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "device": "meter-01",
+                    "quantity": "1.8.0",
+                    "ts": "2026-11-25T00:15:00Z",
+                    "value": 1234.56,
+                    "quality": 0,
+                }
+            ]
+        }
+    }
+
 
 class IntervalRead(BaseModel):
     """A 15-min bucket (UTC-aligned) of a device's readings: min/avg/max for instantaneous
@@ -70,6 +84,27 @@ class IntervalRead(BaseModel):
     first_ts: datetime
     last_ts: datetime
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "device": "meter-01",
+                    "quantity": "32.7.0",
+                    "bucket": "2026-11-25T00:00:00Z",
+                    "count": 15,
+                    "min": 229.8,
+                    "avg": 231.2,
+                    "max": 233.0,
+                    "first": 230.1,
+                    "last": 232.4,
+                    "delta": 2.3,
+                    "first_ts": "2026-11-25T00:00:00Z",
+                    "last_ts": "2026-11-25T00:14:00Z",
+                }
+            ]
+        }
+    }
+
 
 class ValidatedRead(BaseModel):
     """The current version of a VEE-validated read: ``1.8.0`` the validated interval energy
@@ -85,6 +120,25 @@ class ValidatedRead(BaseModel):
     version: int
     edited_by: str | None
     reason: str | None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "device": "meter-01",
+                    "quantity": "1.8.0",
+                    "ts": "2026-11-25T00:00:00Z",
+                    "value": 0.25,
+                    "method": "estimated",
+                    "rules": 2,
+                    "valid": True,
+                    "version": 1,
+                    "edited_by": None,
+                    "reason": None,
+                }
+            ]
+        }
+    }
 
 
 MODELS: dict[ReadKind, type[BaseModel]] = {
@@ -102,6 +156,20 @@ class Page(BaseModel):
     next_cursor: str | None = Field(
         description="pass as `cursor` for the next page; null: this was the last"
     )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "kind": "raw",
+                    "quantity": "1.8.0",
+                    "unit": "kWh",
+                    "count": 1000,
+                    "next_cursor": "WyJyYXciLCAiMS44LjAiLCA3LCAiMjAyNi0xMS0yNVQxMDowMDowMCJd",
+                }
+            ]
+        }
+    }
 
 
 class RawPage(Page):
