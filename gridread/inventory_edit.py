@@ -226,12 +226,22 @@ def _device_inventory(table: str, entries: list[dict[str, Any]], tz: str) -> Inv
     )
 
 
-def device_row(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
+_DEVICE = (
+    "SELECT name, kind, protocol, endpoint, unit_id, register_map, poll_interval,"
+    " attributes, longitude, latitude FROM devices"
+)
+
+
+def device_rows(conn: psycopg.Connection, kind: str | None = None) -> list[dict[str, Any]]:
     cur = conn.execute(
-        "SELECT name, kind, protocol, endpoint, unit_id, register_map, poll_interval,"
-        " attributes, longitude, latitude FROM devices WHERE name = %s",
-        (name,),
+        _DEVICE + " WHERE %(k)s::text IS NULL OR kind = %(k)s ORDER BY name", {"k": kind}
     )
+    cols = [c.name for c in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def device_row(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
+    cur = conn.execute(_DEVICE + " WHERE name = %s", (name,))
     row = cur.fetchone()
     return None if row is None else dict(zip([c.name for c in cur.description], row, strict=True))
 
@@ -356,12 +366,7 @@ def export_json(conn: psycopg.Connection) -> dict[str, Any]:
     out: dict[str, Any] = {
         key: [s.model_dump(mode="json", exclude_none=True) for s in topo[key]] for key in SPECS
     }
-    cur = conn.execute(
-        "SELECT name, kind, protocol, endpoint, unit_id, register_map, poll_interval,"
-        " attributes, longitude, latitude FROM devices ORDER BY name"
-    )
-    cols = [c.name for c in cur.description]
-    out["devices"] = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    out["devices"] = device_rows(conn)
     return out
 
 

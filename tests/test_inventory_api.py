@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from collectors.exceptions import ConfigError
 from gridread.inventory import store_inventory
 from gridread.inventory_overrides import FILE_ACTOR
 from tests.api_auth import credentials
@@ -262,3 +263,32 @@ def test_every_new_operation_documents_examples():
             if ok and not _has_example(ok, schemas):
                 missing.append(f"{method} {path} 200")
     assert missing == []
+
+
+def test_the_file_sync_keeps_an_api_edited_device_and_refuses_a_deleted_one(
+    site, client, engineer, caplog
+):
+    # the API moves concentrator jzq-1's meters' area attribute to a-02
+    r = client.put(
+        "/inventory/concentrators/jzq-1",
+        json={"name": "jzq-1", "area": "a-02", "meters": ["a-01-c0001", "a-01-c0002"]},
+        headers=engineer,
+    )
+    assert r.status_code == 200 and r.json()["created"] is False
+    with caplog.at_level(logging.WARNING), psycopg.connect(site) as conn:
+        store_inventory(conn, inventory(TOPOLOGY), actor=FILE_ACTOR)  # the file says a-01
+    got = client.get("/inventory/devices/jzq-1", headers=engineer).json()["attributes"]["area"]
+    assert got == "a-02"
+    assert any("device jzq-1 differs from the database" in r.getMessage() for r in caplog.records)
+    # a device deleted through the API that the file still wires stops the sync, saying so
+    r = client.put(
+        "/inventory/concentrators/jzq-9",
+        json={"name": "jzq-9", "area": "a-02"},
+        headers=engineer,
+    )
+    assert r.status_code == 201
+    assert client.delete("/inventory/devices/jzq-9", headers=engineer).status_code == 204
+    site_file = inventory(TOPOLOGY + '\n[[concentrator]]\nname = "jzq-9"\narea = "a-02"\n')
+    with psycopg.connect(site) as conn, pytest.raises(ConfigError) as exc:
+        store_inventory(conn, site_file, actor=FILE_ACTOR)
+    assert str(exc.value).startswith("config file: device jzq-9 was deleted through the API by eng")

@@ -89,16 +89,7 @@ async def devices(
     kind: Annotated[Literal["meter", "concentrator", "voltage_monitor"] | None, Query()] = None,
 ):
     """Every device (of one kind), by name, with its attributes and location."""
-    rows = await run(request, _devices, kind)
-    return rows
-
-
-def _devices(conn, kind: str | None) -> list[dict[str, Any]]:
-    cur = conn.execute(
-        "SELECT name FROM devices WHERE %(k)s::text IS NULL OR kind = %(k)s ORDER BY name",
-        {"k": kind},
-    )
-    return [edit.device_row(conn, n) for (n,) in cur.fetchall()]
+    return await run(request, edit.device_rows, kind)
 
 
 @router.get("/devices/{name}", response_model=InventoryDevicePublic, responses=WRITE_RESPONSES)
