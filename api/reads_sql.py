@@ -75,7 +75,10 @@ SELECT d.name AS device, r.quantity, r.ts, r.value, r.quality, r.device_id
 
 # 15-min buckets (UTC-aligned from the epoch) starting in [start, end), as ingest.rollups':
 # they hold exactly the rows in [ceil(start), ceil(end)); after a cursor's bucket b, the
-# next bucket's rows start at b + 15 min.
+# next bucket's rows start at b + 15 min. The LIMIT inside, on the index's order, lets the
+# planner sort each device's rows alone (an incremental sort) and stop at the page's end:
+# measured on 300 meters × 3 days, a page read 1,056 rows instead of the 43,391 after the
+# cursor.
 INTERVAL = f"""
 SELECT d.name AS device, b.quantity, b.bucket, b.count, b.min, b.avg, b.max, b.first,
        b.last, b.last - b.first AS delta, b.first_ts, b.last_ts, b.device_id
@@ -90,9 +93,10 @@ SELECT d.name AS device, b.quantity, b.bucket, b.count, b.min, b.avg, b.max, b.f
        AND {_FILTER.format(t="r")}
        AND (r.device_id, r.quantity, r.ts) >= (%(after_dev)s, %(q)s, %(after_ts)s)
      GROUP BY r.device_id, r.quantity, bucket
+     ORDER BY r.device_id, r.quantity, bucket
+     LIMIT %(limit)s
   ) b JOIN devices d ON d.id = b.device_id
  ORDER BY b.device_id, b.bucket
- LIMIT %(limit)s
 """
 
 VALIDATED = f"""

@@ -167,9 +167,6 @@ def test_bad_cursors_devices_and_quantities_are_refused(client):
     assert r.status_code == 404 and r.json()["detail"] == "no device named 'm9'"
     r = client.get("/reads/interval", params={"quantity": "9.9.9"})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "quantity"]
-    assert (
-        client.get(
-            "/reads/raw", params={"quantity": "1.8.0"}, headers={"X-API-Key": "x"}
-        ).status_code
-        == 401
-    )
+    r = client.get("/reads/raw", params={"quantity": "1.8.0"}, headers={"X-API-Key": "x"})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["www-authenticate"] == "Bearer"
