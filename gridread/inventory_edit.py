@@ -323,8 +323,8 @@ def set_location(
 
 def import_json(conn: psycopg.Connection, doc: dict[str, Any], *, actor: str, tz: str) -> int:
     """The inventory file's tables as JSON (device, voltage_monitor, concentrator and the
-    topology's): validated as the file is, stored in one transaction; returns the number of
-    audited changes."""
+    topology's): validated as the file is, stored in one transaction, the entries it created
+    or changed claimed for the database; returns the number of audited changes."""
     known = set(DEVICE_TABLES) | set(SPECS)
     if unknown := sorted(set(doc) - known):
         raise ConfigError(
@@ -348,15 +348,31 @@ def import_json(conn: psycopg.Connection, doc: dict[str, Any], *, actor: str, tz
         dup = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"request body: duplicate device name {dup!r}")
     with conn.transaction():
-        (before,) = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+        since = _last_audit(conn)
         store_inventory(conn, inventory, actor=actor)
-        for n in names:
-            claim(conn, "device", n, actor)
-        for key in SPECS:
-            for name in {entry_name(key, s) for s in topology[key]}:
-                claim(conn, key, name, actor)
-        (after,) = conn.execute("SELECT count(*) FROM audit_log").fetchone()
-    return after - before
+        return _claim_written(conn, since, actor)
+
+
+def _last_audit(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(id), 0) FROM audit_log").fetchone()[0]
+
+
+# audit_log's entity_id → the entry's name (a point is "meter@start", a replacement
+# "old_meter:quantity")
+_NAME_OF = {"metering_point": "@", "replacement": ":"}
+
+
+def _claim_written(conn: psycopg.Connection, since: int, actor: str) -> int:
+    """Claim the entries a bulk import created or changed (its audit rows after `since`);
+    entries it carried unchanged stay the file's. Returns the number of changes."""
+    rows = conn.execute(
+        "SELECT entity, entity_id FROM audit_log WHERE id > %s AND action IN ('create', 'update')",
+        (since,),
+    ).fetchall()
+    for entity, entity_id in {(e, i) for e, i in rows}:
+        sep = _NAME_OF.get(entity)
+        claim(conn, entity, entity_id.split(sep)[0] if sep else entity_id, actor)
+    return len(rows)
 
 
 def export_json(conn: psycopg.Connection) -> dict[str, Any]:
@@ -376,14 +392,12 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def import_csv(conn: psycopg.Connection, text: str, table: str, *, actor: str, tz: str) -> int:
     """One topology table as CSV (`gridread.topology_csv`), stored as the command line's
-    import is; its entries claimed for the database. Returns the number of changes."""
+    import is; the entries it created or changed claimed. Returns the number of changes."""
     topo = read_csv(text, table, source=f"{table}.csv", timezone=tz)
     with conn.transaction():
-        changes = store_topology(conn, topo, source=topo.source, actor=actor)
-        key = TABLES[table]
-        for name in {entry_name(key, s) for s in topo[key]}:
-            claim(conn, key, name, actor)
-    return changes
+        since = _last_audit(conn)
+        store_topology(conn, topo, source=topo.source, actor=actor)
+        return _claim_written(conn, since, actor)
 
 
 def export_csv(conn: psycopg.Connection, table: str, *, tz: str) -> str:

@@ -126,6 +126,9 @@ def test_csv_export_edit_import(site, client, engineer):
     )
     assert r.status_code == 200 and r.json() == {"changes": 1}
     assert client.get("/inventory/areas/a-02", headers=engineer).json()["transformer_kva"] == 250
+    # only the entry the import changed is the database's now; the others stay the file's
+    owned = client.get("/inventory/overrides", headers=engineer).json()
+    assert [(o["entity"], o["entity_id"]) for o in owned] == [("area", "a-02")]
     bad = "name,feeder,transformer_kva\na-03,f-01,100\na-04,f-01,-1\n"
     r = client.put("/inventory/csv/areas", content=bad, headers=engineer)
     assert r.status_code == 422
