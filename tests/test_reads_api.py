@@ -170,3 +170,22 @@ def test_bad_cursors_devices_and_quantities_are_refused(client):
     r = client.get("/reads/raw", params={"quantity": "1.8.0"}, headers={"X-API-Key": "x"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
     assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_rows_stored_during_a_walk_behind_the_cursor_are_not_seen_ahead_are(url, client):
+    params = {"quantity": "1.8.0", **WINDOW, "limit": 50}
+    first = client.get("/reads/raw", params=params).json()
+    assert {r["device"] for r in first["data"]} == {"m1"}  # m1's first 50 rows: k 0..9, 13..52
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = dict(conn.execute("SELECT name, id FROM devices").fetchall())
+        put(conn, ids["m1"], "1.8.0", DAY + timedelta(minutes=15 * 10), 110.0)  # behind
+        put(conn, ids["m2"], "1.8.0", DAY + timedelta(minutes=15 * 10), 110.0)  # ahead
+    rows, cursor = list(first["data"]), first["next_cursor"]
+    while cursor:
+        page = client.get("/reads/raw", params={**params, "cursor": cursor}).json()
+        rows += page["data"]
+        cursor = page["next_cursor"]
+    keys = [(r["device"], r["ts"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 186 + 1
+    at10 = (DAY + timedelta(minutes=150)).isoformat().replace("+00:00", "Z")
+    assert ("m2", at10) in keys and ("m1", at10) not in keys
