@@ -16,6 +16,7 @@ from api.problems import install as install_problems
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
+    audit,
     auth,
     billing,
     concentrators,
@@ -31,6 +32,7 @@ from api.routes import (
     reads_data,
     reliability,
     topology,
+    users,
     worklist,
 )
 from ingest.localtime import DEFAULT_TIMEZONE
@@ -44,6 +46,7 @@ def create_app(
     service_states: Callable[[], list[dict]] = list,
     analytics: LineLossPolicy | None = None,
     token_lifetime: float = 3600.0,
+    audit_edit_flag_share: float = 0.2,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -74,6 +77,7 @@ def create_app(
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
     install_problems(app)
     app.state.token_lifetime = token_lifetime
+    app.state.audit_edit_flag_share = audit_edit_flag_share
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)
@@ -94,6 +98,8 @@ def create_app(
     app.include_router(inventory_bulk.router)
     app.include_router(reads_data.router)
     app.include_router(auth.router)
+    app.include_router(audit.router)
+    app.include_router(users.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

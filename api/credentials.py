@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime
 
@@ -22,6 +23,8 @@ import psycopg
 from api.security import KEY_PREFIX, Role, secret_hash
 from ingest.audit import arecord, record
 
+NAME_PATTERN = r"^[A-Za-z0-9._@-]{1,64}$"  # a user's name (the database checks the same)
+MIN_PASSWORD = 12
 DISPLAY_CHARS = 12  # "grk_" and 8 characters of the key, shown in listings
 _SCRYPT = (15, 8, 3)  # log2 N, r, p
 _MAXMEM = 64 * 1024 * 1024
@@ -32,8 +35,8 @@ class CredentialError(ValueError):
 
 
 def hash_password(password: str) -> str:
-    if not password:
-        raise CredentialError("empty password")
+    if len(password) < MIN_PASSWORD:
+        raise CredentialError(f"a password needs at least {MIN_PASSWORD} characters")
     salt = secrets.token_bytes(16)
     log_n, r, p = _SCRYPT
     digest = _scrypt(password, salt, log_n, r, p)
@@ -80,6 +83,8 @@ def create_user(
     created_by: str,
 ) -> None:
     """A new user (audited); CredentialError if the name is taken or a role unknown."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise CredentialError(f"user name {name!r}: 1-64 of A-Z a-z 0-9 . _ @ -")
     roles = check_roles(roles)
     pw_hash = hash_password(password) if password is not None else None
     with conn.transaction():

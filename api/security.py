@@ -30,6 +30,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from api.schemas import ErrorPublic
+
 
 class Permission(StrEnum):
     READ = "read"  # every GET of data, the live feed and page
@@ -91,8 +93,14 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 AUTH_RESPONSES: dict[int | str, dict] = {
-    401: {"description": "no, unknown, expired or revoked credentials, or an inactive user"},
-    403: {"description": "the caller's roles do not grant the permission this route needs"},
+    401: {
+        "model": ErrorPublic,
+        "description": "No, unknown, expired or revoked credentials, or an inactive user",
+    },
+    403: {
+        "model": ErrorPublic,
+        "description": "The caller's roles do not grant the permission this route needs",
+    },
 }
 """Responses every protected route may give (declare them in the route's `responses`)."""
 
@@ -112,11 +120,12 @@ async def authenticate(request: Request) -> Principal:
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    secret = request.headers.get("x-api-key")
-    if secret is None:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            secret = value.strip()
+    key = request.headers.get("x-api-key", "").strip()
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" else ""
+    if key and bearer:
+        raise unauthorized("send one credential: X-API-Key or Authorization, not both")
+    secret = key or bearer
     if not secret:
         raise unauthorized("not authenticated: send X-API-Key or Authorization: Bearer")
     pool: AsyncConnectionPool = request.app.state.pool

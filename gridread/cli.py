@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from collectors.exceptions import CollectorError
+from gridread.cli_users import users_app
 from gridread.inventory import parse_inventory
 from gridread.settings import Settings, load_settings, read_config_file
 from ingest.exceptions import IngestError
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts name [[device]] tables: not markup
 )
+app.add_typer(users_app, name="users")
 
 ConfigOption = Annotated[
     Path | None,
@@ -112,6 +114,7 @@ def demo(
     from gridread import runtime
     from gridread.demo import DemoOptions, DemoWorld
     from gridread.demo_grid import GridOptions
+    from gridread.demo_users import demo_users
 
     try:
         settings = load_settings(source="environment")
@@ -148,6 +151,7 @@ def demo(
                 url = await asyncio.to_thread(runtime.database_url, demo_settings)
                 inventory = world.inventory()
                 ids = await asyncio.to_thread(runtime.store_devices, url, inventory)
+                keys = await asyncio.to_thread(demo_users, url, Path(settings.data_dir))
             except (CollectorError, IngestError) as exc:
                 raise _fail(str(exc)) from None
             base = f"http://{demo_settings.api_host}:{demo_settings.api_port}"
@@ -157,6 +161,7 @@ def demo(
                 sim="; ".join(world.notes),
                 faults=faults,
                 tips=world.tips(base),
+                keys=keys,
             )
             await runtime.serve(demo_settings, url, inventory, ids, on_ready=world.after_start)
         finally:
@@ -380,6 +385,7 @@ def _print_banner(
     sim: str | None = None,
     faults=None,
     tips: list[str] | None = None,
+    keys: dict[str, str] | None = None,
 ) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     db = (
@@ -400,9 +406,19 @@ def _print_banner(
             + sim.replace("; ", "\n             ")
             + (f"; faults {', '.join(f'{u}={k}' for u, k in faults.items())}" if faults else "")
         )
+    auth = ""
+    if keys:  # the demo's users, one per role: every curl below works as it is
+        where = Path(settings.data_dir).resolve() / "demo-keys.json"
+        lines.append(f"  API keys   one user per role (also in {where}; header X-API-Key)")
+        lines += [f"             demo-{role:<18} {key}" for role, key in keys.items()]
+        lines.append(f"             export KEY={keys['viewer']} BILLING_KEY={keys['billing']}")
+        auth = '-H "X-API-Key: $KEY" '
     if devices:
-        lines.append(f"  try        curl {base}/devices/{devices[0]}/latest")
+        lines.append(f"  try        curl {auth}{base}/devices/{devices[0]}/latest")
     for tip in tips or []:  # the demo's grid: what it is, where its line loss shows
+        if auth:  # the billing export needs the billing role
+            key = "$BILLING_KEY" if "/billing/" in tip else "$KEY"
+            tip = tip.replace("curl ", f'curl -H "X-API-Key: {key}" ', 1)
         lines.append(f"             {tip}")
     lines += ["  Ctrl-C stops; the data stays for the next run", ""]
     print("\n".join(lines), flush=True)

@@ -390,6 +390,7 @@ def api_app(
         service_states=service_states,
         analytics=lineloss_policy(settings),
         token_lifetime=settings.auth_token_lifetime,
+        audit_edit_flag_share=settings.audit_edit_flag_share,
     )
 
 

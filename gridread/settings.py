@@ -283,6 +283,13 @@ class Settings(BaseSettings):
     auth_token_lifetime: float = Field(
         default=3600.0, gt=0, le=7 * 86400, description="seconds a login token is valid"
     )
+    audit_edit_flag_share: float = Field(
+        default=0.2,
+        ge=0,
+        allow_inf_nan=False,
+        description="a read edit changing the value by more than this share of it is flagged"
+        " unusual in the audit log",
+    )
 
     @model_validator(mode="after")
     def _pq_limits(self) -> Settings:

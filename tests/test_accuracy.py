@@ -24,6 +24,7 @@ from bench.accuracy import (
 )
 from bench.world_db import TIMEZONE, store_world
 from simulators.world import Fault, WorldSpec, build_world
+from tests.api_auth import credentials
 
 
 def _check(rows, figure):
@@ -59,7 +60,9 @@ def test_line_loss_mapping_and_wrong_multiplier_against_the_truth(migrated_url):
     assert _check(rows, "other meters flagged") == 0
 
     [suspect] = [g.meters[f.meter] for f in w.truth.faults if f.kind == "wrong_multiplier"]
-    with TestClient(create_app(migrated_url, timezone=TIMEZONE)) as client:
+    with TestClient(
+        create_app(migrated_url, timezone=TIMEZONE), headers=credentials(migrated_url, "viewer")
+    ) as client:
         r = client.get("/analytics/multiplier-flags")
         assert r.status_code == 200, r.text
         [flag] = r.json()

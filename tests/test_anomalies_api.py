@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from analytics.anomaly_job import run_anomalies
 from analytics.store import AnalyticsStore
 from api.app import create_app
+from tests.api_auth import credentials
 from tests.test_anomalies_job import NOW, POLICY, site
 
 
@@ -21,7 +22,11 @@ def client(migrated_url: str) -> Iterator[TestClient]:
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         site(conn)
         assert run_anomalies(AnalyticsStore(conn), POLICY, NOW) == 2
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as c:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "inspector", name="insp"),
+    ) as c:
+        c.db_url = migrated_url
         yield c
 
 
@@ -60,6 +65,21 @@ def test_status_workflow_and_refusals(client):
         ("open", "assigned"),
         ("assigned", "confirmed"),
     ]
+    # each transition audited as the caller, with the state before and after
+    with psycopg.connect(client.db_url) as conn:
+        audit = conn.execute(
+            "SELECT actor, before->>'status', after->>'status' FROM audit_log"
+            " WHERE entity = 'anomaly_case' AND entity_id = %s ORDER BY id",
+            (str(case["id"]),),
+        ).fetchall()
+    assert [(a.split("/")[0], b, c) for a, b, c in audit] == [
+        ("insp", "open", "assigned"),
+        ("insp", "assigned", "confirmed"),
+    ]
+    # a viewer may read the worklist but not work it
+    viewer = credentials(client.db_url, "viewer")
+    assert client.get(url, headers=viewer).status_code == 200
+    assert client.patch(status, json={"status": "open"}, headers=viewer).status_code == 403
     # closed: nothing more
     assert client.patch(status, json={"status": "open"}).status_code == 409
     # no longer in the default (live) worklist, but listed by status

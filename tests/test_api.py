@@ -9,13 +9,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.api_auth import credentials
 from tests.api_seed import seed
 
 
 @pytest.fixture
 def client(migrated_url: str) -> Iterator[TestClient]:
     seed(migrated_url)
-    with TestClient(create_app(migrated_url), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(migrated_url),
+        headers=credentials(migrated_url, "viewer"),
+        raise_server_exceptions=False,
+    ) as c:
         yield c
 
 
@@ -158,7 +163,8 @@ def test_an_unreachable_database_is_a_declared_503():
         paths = c.get("/openapi.json").json()["paths"]
         assert "503" in paths["/devices"]["get"]["responses"]
         assert "503" in paths["/concentrators/read-stats"]["get"]["responses"]
-        r = c.get("/devices")
+        # credentials are checked against the database too: unavailable, not "unknown key"
+        r = c.get("/devices", headers={"X-API-Key": "grk_any"})
         assert r.status_code == 503 and r.json()["detail"] == "database unavailable"
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from analytics.jobs import run_lineloss
 from analytics.store import AnalyticsStore
 from api.app import create_app
+from tests.api_auth import credentials
 from tests.lineloss_fixture import DAY, Q, device, place, registers
 from tests.test_lineloss_job import NOW, POLICY, world
 
@@ -35,7 +36,10 @@ def client(migrated_url: str) -> Iterator[TestClient]:
             if customer:
                 registers(conn, cust, customer)
         run_lineloss(AnalyticsStore(conn), POLICY, NOW)
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as c:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "viewer"),
+    ) as c:
         yield c
 
 

@@ -1,6 +1,7 @@
 """The command line, run as a user runs it: bad input gives one line and a non-zero exit,
 and nothing is half-written; the demo runs and stops cleanly with its data kept."""
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import psycopg
 import pytest
 
+from api.security import Role
 from ingest.schema import MIGRATIONS
 from tests.conftest import free_port
 
@@ -159,6 +161,12 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
             text=True,
         )
 
+    keys_file = tmp_path / "data" / "demo-keys.json"
+
+    def key(role: str = "viewer") -> dict[str, str]:
+        """The headers of the demo's user of `role` (its key is new on each run)."""
+        return {"X-API-Key": json.loads(keys_file.read_text())[role]}
+
     def energy_points(deadline_s=45.0, at_least=1):
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
@@ -166,6 +174,7 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                 r = httpx.get(
                     f"{base}/devices/demo-meter-01/readings",
                     params={"quantity": "1.8.0"},
+                    headers=key() if keys_file.exists() else {},
                     timeout=2,
                 )
                 if r.status_code == 200 and r.json()["count"] >= at_least:
@@ -184,15 +193,15 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
         assert 'gridread_poll_errors_total{kind="timeout",protocol="modbus_tcp"}' in metrics
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:  # the DL/T 645 bus on its pty is read too
-            stats = httpx.get(f"{base}/read-stats").json()
+            stats = httpx.get(f"{base}/read-stats", headers=key()).json()
             if stats and stats[0]["read"] == 2:
                 break
             time.sleep(0.5)
         assert stats[0]["bus"] == "demo-rs485-1" and stats[0]["rate"] == 1.0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the voltage monitor and the concentrator too
-            vm = httpx.get(f"{base}/devices/demo-vm/latest").json()["data"]
-            conc = httpx.get(f"{base}/concentrators/read-stats").json()
+            vm = httpx.get(f"{base}/devices/demo-vm/latest", headers=key()).json()["data"]
+            conc = httpx.get(f"{base}/concentrators/read-stats", headers=key()).json()
             if vm and conc and conc[0]["read"] == 5:
                 break
             time.sleep(0.5)
@@ -205,7 +214,9 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
         day = local.date() - timedelta(days=1 if local.hour or local.minute > 10 else 2)
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
-            ranking = httpx.get(f"{base}/lineloss/ranking", params={"day": str(day)}).json()
+            ranking = httpx.get(
+                f"{base}/lineloss/ranking", params={"day": str(day)}, headers=key()
+            ).json()
             if len(ranking["ranked"]) == 3:
                 break
             time.sleep(0.5)
@@ -214,13 +225,20 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
                        ("f01-a03", "negative", 1.0)]  # fmt: skip
         assert ranking["start"].startswith(str(day - timedelta(days=1)))  # 16:00 UTC
         assert ranking["not_computable"] == []
-        issue10 = _issue10_parts(base, day)
+        issue10 = _issue10_parts(base, day, key(), key("billing"))
+        # without a key: refused; the demo's keys are in the banner, each role's own
+        assert httpx.get(f"{base}/read-stats").status_code == 401
+        keys = json.loads(keys_file.read_text())
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "gridread is running" in out and f"{base}/docs" in out
-    assert f"curl {base}/lineloss/ranking" in out
+    assert f'curl -H "X-API-Key: $KEY" {base}/lineloss/ranking' in out
+    assert f'curl -H "X-API-Key: $BILLING_KEY" \'{base}/billing/export' in out
+    assert sorted(keys) == sorted(r.value for r in Role)
+    assert all(f"demo-{role:<18} {k}" in out for role, k in keys.items())
+    assert f"export KEY={keys['viewer']} BILLING_KEY={keys['billing']}" in out
     for part in ("power-quality/voltage", "reliability/indices", "worklist", "billing/export"):
         assert f"{base}/{part}" in out, part
     pq, indices, interruptions, worklist, billing = issue10
@@ -248,7 +266,7 @@ def test_demo_runs_end_to_end_and_keeps_its_data(tmp_path):
     assert (Path(env["GRIDREAD_DATA_DIR"]) / "pgdata" / "PG_VERSION").exists()
 
 
-def _issue10_parts(base: str, day) -> tuple[list, ...]:
+def _issue10_parts(base: str, day, viewer: dict, billing: dict) -> tuple[list, ...]:
     """What the banner's issue-10 curls answer, once each has rows (the day jobs run after
     the grid's past days are stored): power quality per area, reliability indices and
     yesterday's interruptions, the worklist, the billing export of the past days."""
@@ -264,7 +282,13 @@ def _issue10_parts(base: str, day) -> tuple[list, ...]:
     deadline = time.monotonic() + 90
     while True:
         got = [
-            httpx.get(f"{base}{path}", params=p, timeout=5).json()["data"] for path, p in queries
+            httpx.get(
+                f"{base}{path}",
+                params=p,
+                headers=billing if "billing" in path else viewer,
+                timeout=5,
+            ).json()["data"]
+            for path, p in queries
         ]
         if (all(got) and len(got[2]) == 2 and len(got[3]) >= 2) or time.monotonic() > deadline:
             return tuple(got)

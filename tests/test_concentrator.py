@@ -23,6 +23,7 @@ from ingest.model import Quality
 from ingest.writer import ReadingWriter
 from simulators.concentrator import SimConcentrator
 from simulators.meter_model import MeterModel
+from tests.api_auth import credentials
 
 TZ = ZoneInfo(DEFAULT_TIMEZONE)
 
@@ -127,7 +128,9 @@ async def test_gaps_are_requested_again_and_filled(migrated_url, mqtt_broker, co
         # nothing missing any more: the next pass asks for nothing
         assert await rereader.run_once(now=today + timedelta(hours=10)) == {}
 
-        with TestClient(create_app(migrated_url)) as client:
+        with TestClient(
+            create_app(migrated_url), headers=credentials(migrated_url, "viewer")
+        ) as client:
             [area] = client.get(
                 "/concentrators/read-stats/by-area", params={"day": "2026-11-25"}
             ).json()

@@ -20,6 +20,7 @@ from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 from simulators.dlt645_bus import DLT645BusSimulator, Fault, make_meters
 from simulators.modbus_meter import ManualClock
+from tests.api_auth import credentials
 
 BAUD = 38_400  # the pty carries any rate; a fast one keeps the suite quick
 T0 = datetime(2026, 11, 26, 10, 7, 30, tzinfo=UTC).timestamp()
@@ -293,7 +294,9 @@ async def test_read_success_rate_and_events_in_the_api_and_metrics(migrated_url)
         await rig.collector.poll_all()
         assert counter(cmetrics.READ_SUCCESS, "bus-1") == 0.75
         day = datetime.fromtimestamp(T0, rig.collector.tz).date().isoformat()
-        with TestClient(create_app(migrated_url)) as client:
+        with TestClient(
+            create_app(migrated_url), headers=credentials(migrated_url, "viewer")
+        ) as client:
             [bus] = client.get("/read-stats", params={"day": day}).json()
             assert bus == {
                 "bus": "bus-1",

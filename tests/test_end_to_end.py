@@ -20,6 +20,7 @@ from ingest.store import PgCollectorStore
 from ingest.writer import ReadingWriter
 from simulators.meter_model import MeterModel
 from simulators.modbus_meter import Fault, ManualClock, ModbusMeterSimulator
+from tests.api_auth import credentials
 
 REGMAP = load_register_map("three_phase_meter")
 
@@ -106,7 +107,9 @@ async def test_stored_readings_equal_what_the_simulator_served(migrated_url):
             assert energy == sorted(energy) and energy[-1] > energy[0]  # registers only grow
 
     # …and the API serves exactly what was stored.
-    with TestClient(create_app(migrated_url)) as client:
+    with TestClient(
+        create_app(migrated_url), headers=credentials(migrated_url, "viewer")
+    ) as client:
         now = datetime.now(UTC)
         r = client.get(
             "/devices/meter-03/readings",
@@ -194,7 +197,9 @@ async def test_failing_devices_are_counted_and_the_others_keep_arriving(migrated
 
 
 def test_api_errors_are_clear(migrated_url, storage):
-    with TestClient(create_app(migrated_url)) as client:
+    with TestClient(
+        create_app(migrated_url), headers=credentials(migrated_url, "viewer")
+    ) as client:
         assert client.get("/health").json() == {
             "status": "ok",
             "database": "ok",

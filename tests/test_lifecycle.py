@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from collectors.mqtt.rereads import ConcentratorRereader
 from gridread.services import RESTARTS, Service, ServiceError, Stage, Supervisor, SupervisorPolicy
 from ingest.retry import Backoff
+from tests.api_auth import credentials
 from tests.conftest import free_port
 
 GRIDREAD = [sys.executable, "-m", "gridread.cli"]
@@ -171,9 +172,11 @@ def test_modbus_only_stays_up_and_stops_on_sigterm(tmp_path, db_url):
         run = Gridread(tmp_path, config, db_url)
         try:
             body = run.health(running("modbus-poller"))
+            key = credentials(db_url, "viewer")  # the database is migrated once it runs
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # readings arrive: the poller works
-                latest = httpx.get(f"{run.base}/devices/m1/latest", timeout=2).json()["data"]
+                latest = httpx.get(f"{run.base}/devices/m1/latest", headers=key, timeout=2)
+                latest = latest.json()["data"]
                 if latest:
                     break
                 time.sleep(0.3)
@@ -200,9 +203,10 @@ def test_a_dlt645_bus_only_stays_up_and_stops_on_sigterm(tmp_path, db_url):
         run = Gridread(tmp_path, config, db_url)
         try:
             run.health(running("bus:b1"))
+            key = credentials(db_url, "viewer")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # the meter is read: the bus task works
-                stats = httpx.get(f"{run.base}/read-stats", timeout=2).json()
+                stats = httpx.get(f"{run.base}/read-stats", headers=key, timeout=2).json()
                 if stats and stats[0]["read"] == 1:
                     break
                 time.sleep(0.3)

@@ -23,6 +23,7 @@ from analytics.jobs import AREA_TOTAL, CUSTOMER
 from analytics.store import NONE, AnalyticsStore, Grid, Topology
 from api.app import create_app
 from ingest.schema import ensure_partitions
+from tests.api_auth import credentials
 from tests.lineloss_fixture import DAY, Q, device, grid, place
 from tests.test_lineloss_job import POLICY
 
@@ -128,7 +129,10 @@ def test_meter_errors_and_misassigned_meters_are_found(conn):
     assert not any(flagged for name, (_, _, flagged) in flags.items() if name != "m-x")
     assert len(flags) == 10  # every customer of a public area checked
 
-    with TestClient(create_app(conn.info.dsn, timezone="Asia/Shanghai")) as client:
+    with TestClient(
+        create_app(conn.info.dsn, timezone="Asia/Shanghai"),
+        headers=credentials(conn.info.dsn, "viewer"),
+    ) as client:
         r = client.get("/analytics/mapping-flags")
         assert r.status_code == 200, r.text
         assert [(f["meter"], f["assigned_area"], f["best_area"]) for f in r.json()] == [

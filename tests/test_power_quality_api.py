@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from analytics.power_quality_job import run_power_quality
 from analytics.store import AnalyticsStore
 from api.app import create_app
+from tests.api_auth import credentials
 from tests.lineloss_fixture import DAY
 from tests.test_power_quality_job import NOW, POLICY, seed
 
@@ -27,7 +28,10 @@ def client(migrated_url: str) -> Iterator[TestClient]:
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         seed(conn)
         run_power_quality(AnalyticsStore(conn), POLICY, NOW)
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as c:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "viewer"),
+    ) as c:
         yield c
 
 

@@ -11,6 +11,7 @@ from collectors.exceptions import ConfigError
 from gridread.inventory import parse_inventory
 from ingest.exceptions import UnknownQuantity
 from ingest.quantities import QuantityKind, quantity, registry
+from tests.api_auth import credentials
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,9 @@ def test_a_config_adds_quantities_that_maps_and_the_api_see(tmp_path, migrated_u
     assert inventory.maps["m.toml"].fields[0].quantity == "1.7.128"
     assert quantity("1.7.128").kind is QuantityKind.INSTANTANEOUS  # the default kind
     assert quantity("1.8.0*m").kind is QuantityKind.REGISTER
-    with TestClient(create_app(migrated_url)) as client:
+    with TestClient(
+        create_app(migrated_url), headers=credentials(migrated_url, "viewer")
+    ) as client:
         listed = {q["obis"]: q for q in client.get("/quantities").json()}
     assert listed["0.4.2"] == {
         "obis": "0.4.2",

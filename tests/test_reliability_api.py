@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from analytics.reliability_job import run_reliability
 from api.app import create_app
+from tests.api_auth import credentials
 from tests.test_reliability_job import NOW, POLICY, local, site  # noqa: F401 (fixture)
 
 
@@ -16,7 +17,10 @@ from tests.test_reliability_job import NOW, POLICY, local, site  # noqa: F401 (f
 def client(site, migrated_url: str) -> Iterator[TestClient]:  # noqa: F811
     conn, _ = site
     run_reliability(conn, POLICY, NOW)
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as c:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "viewer"),
+    ) as c:
         yield c
 
 

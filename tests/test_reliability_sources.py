@@ -27,6 +27,7 @@ from simulators.meter_model import MeterModel
 from simulators.modbus_meter import ManualClock
 from simulators.nullmodem import NullModem
 from simulators.voltage_monitor import VoltageModel, VoltageMonitorSimulator
+from tests.api_auth import credentials
 from tests.lineloss_fixture import device, grid, place
 
 TZ = "Asia/Shanghai"
@@ -223,7 +224,12 @@ def test_notices_posted_make_an_interruption_planned(migrated_url):
         "end": "2026-11-20T12:00:00+08:00",
         "reason": "transformer maintenance",
     }
-    with TestClient(create_app(migrated_url, timezone=TZ)) as client:
+    with TestClient(
+        create_app(migrated_url, timezone=TZ), headers=credentials(migrated_url, "load_operator")
+    ) as client:
+        viewer = credentials(migrated_url, "viewer")
+        r = client.post("/reliability/notices", json=notice, headers=viewer)
+        assert r.status_code == 403, r.text
         r = client.post("/reliability/notices", json=notice)
         assert r.status_code == 201, r.text
         got = r.json()
@@ -246,6 +252,12 @@ def test_notices_posted_make_an_interruption_planned(migrated_url):
         assert [(n["name"], n["reason"]) for n in listed["data"]] == [
             ("a-01", "transformer maintenance")
         ]
+        me = client.get("/auth/me").json()["actor"]
+    with psycopg.connect(migrated_url) as conn:
+        audit = conn.execute(
+            "SELECT actor, action, after->>'name' FROM audit_log WHERE entity = 'outage_notice'"
+        ).fetchall()
+    assert audit == [(me, "create", "a-01")]  # the refused attempts left nothing
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         run_reliability(conn, POLICY, NOW)
         [(kind, minutes)] = conn.execute(

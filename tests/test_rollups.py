@@ -29,6 +29,7 @@ from ingest.rollups import (
 )
 from ingest.rollups_retention import apply_retention
 from ingest.schema import StorageMode, ensure_partitions, migrate, storage_mode
+from tests.api_auth import credentials
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 DAY = T0.date()
@@ -406,7 +407,11 @@ async def test_the_maintenance_service_applies_the_retention_settings(conn, migr
 
 @pytest.fixture
 def api(conn, migrated_url) -> Iterator[TestClient]:
-    with TestClient(create_app(migrated_url), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(migrated_url),
+        headers=credentials(migrated_url, "viewer"),
+        raise_server_exceptions=False,
+    ) as c:
         yield c
 
 

@@ -80,6 +80,13 @@ def test_no_credentials_is_401_with_www_authenticate(client):
     assert_401(client.get("/auth/me", headers={"Authorization": "Basic eDp5"}), "not auth")
 
 
+def test_two_credentials_at_once_are_401(client, migrated_url):
+    h = credentials(migrated_url, "viewer")
+    assert client.get("/auth/me", headers=h).status_code == 200
+    both = h | {"Authorization": f"Bearer {h['X-API-Key']}"}
+    assert_401(client.get("/auth/me", headers=both), "send one credential")
+
+
 def test_unknown_key_and_token_are_401(client):
     assert_401(client.get("/auth/me", headers={"X-API-Key": "grk_nope"}), "unknown API key")
     bearer = {"Authorization": "Bearer grt_nope"}

@@ -22,6 +22,7 @@ from gridread.inventory import parse_inventory, store_inventory
 from gridread.settings import load_settings
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.schema import ensure_partitions
+from tests.api_auth import credentials
 from tests.api_seed import seed
 
 CONFIG = {
@@ -80,10 +81,15 @@ def test_the_api_counts_frozen_days_in_the_site_timezone(migrated_url):
     # jzq1-m01's frozen value is stamped 2026-11-26 00:00 in Shanghai (16:00 UTC the day before)
     seed(migrated_url)
     day = {"day": "2026-11-25"}
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as client:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "viewer"),
+    ) as client:
         [c] = client.get("/concentrators/read-stats", params=day).json()
         assert (c["due"], c["read"]) == (1, 1)
-    with TestClient(create_app(migrated_url, timezone="UTC")) as client:
+    with TestClient(
+        create_app(migrated_url, timezone="UTC"), headers=credentials(migrated_url, "viewer")
+    ) as client:
         [c] = client.get("/concentrators/read-stats", params=day).json()
         assert (c["due"], c["read"]) == (1, 0)
 
@@ -114,7 +120,10 @@ def stored_concentrators(url: str, site_tz: str) -> dict[str, int]:
 def test_a_concentrators_own_timezone_decides_its_frozen_days(migrated_url, monkeypatch):
     monkeypatch.delenv("GRIDREAD_TIMEZONE", raising=False)
     stored_concentrators(migrated_url, "Asia/Shanghai")
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as client:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "viewer"),
+    ) as client:
         stats = client.get("/concentrators/read-stats", params={"day": "2026-11-25"}).json()
     assert {c["concentrator"]: (c["due"], c["read"]) for c in stats} == {
         "c-site": (1, 1),

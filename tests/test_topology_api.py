@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from gridread.inventory import store_inventory
+from tests.api_auth import credentials
 from tests.topology_site import TOPOLOGY, inventory
 
 SITE_TZ = ZoneInfo("Asia/Shanghai")  # create_app's default: the site's local days
@@ -37,7 +38,11 @@ def client(migrated_url: str) -> Iterator[TestClient]:
     )
     with psycopg.connect(migrated_url) as conn:
         store_inventory(conn, inventory(topo + _assets(today)), actor="test")
-    with TestClient(create_app(migrated_url), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(migrated_url),
+        headers=credentials(migrated_url, "viewer"),
+        raise_server_exceptions=False,
+    ) as c:
         yield c
 
 

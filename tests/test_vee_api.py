@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from analytics.vee_job import run_vee
 from api.app import create_app
+from tests.api_auth import credentials
 from tests.lineloss_fixture import device
 from tests.test_vee_job import DAY, NOW, POLICY, D, Q, meter, put
 
@@ -39,7 +40,11 @@ def client(migrated_url: str) -> Iterator[TestClient]:
                 q = 50 + 0.3125 * k if k <= 96 else 80 + 0.25 * (k - 96)
                 put(conn, m1, "3.8.0", DAY + k * Q, q)
         run_vee(conn, POLICY, NOW)
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as c:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "billing", name="li"),
+    ) as c:
+        c.db_url = migrated_url  # for credentials of other roles
         yield c
 
 
@@ -88,10 +93,19 @@ def test_export_csv_month_and_bad_input(client):
 
 def test_edit_endpoint(client):
     ts = (DAY + 2 * D).isoformat()
-    body = {"quantity": "1.8.0*d", "ts": ts, "value": 292, "actor": "li", "reason": "photo"}
+    body = {"quantity": "1.8.0*d", "ts": ts, "value": 292, "reason": "photo"}
+    viewer = credentials(client.db_url, "viewer")
+    assert client.post("/billing/reads/m2/edit", json=body, headers=viewer).status_code == 403
     r = client.post("/billing/reads/m2/edit", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2 and r.json()["method"] == "edited"
+    # the editor is the caller (the key's owner "li"), not anything the body says
+    assert r.json()["edited_by"].startswith("li/key:")
+    with psycopg.connect(client.db_url) as conn:
+        (actor,) = conn.execute(
+            "SELECT actor FROM audit_log WHERE entity = 'validated_read' ORDER BY id DESC"
+        ).fetchone()
+    assert actor == r.json()["edited_by"]
     until = (DAY + 3 * D).isoformat()
     params = {"start": ts, "end": until, "quantity": "1.8.0*d", "history": True}
     got = client.get("/billing/reads/m2", params=params)
@@ -124,7 +138,10 @@ def test_register_rollover(migrated_url):
             for t in range(1, 5):
                 put(conn, dev, f"1.8.{t}*d", DAY + d * D, f / 4)
         run_vee(conn, POLICY, NOW)
-    with TestClient(create_app(migrated_url, timezone="Asia/Shanghai")) as client:
+    with TestClient(
+        create_app(migrated_url, timezone="Asia/Shanghai"),
+        headers=credentials(migrated_url, "billing"),
+    ) as client:
         rows = client.get("/billing/export", params=DAYS).json()["data"]
     assert [(r["register_start"], r["register_end"]) for r in rows] == [
         (999_950, 46),

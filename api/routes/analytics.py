@@ -6,14 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from api.deps import Conn
 from api.params import TEXT, UNAVAILABLE
+from api.security import AUTH_RESPONSES, Permission, require
 
-router = APIRouter(prefix="/analytics", tags=["analytics"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/analytics",
+    tags=["analytics"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 
 class MeterErrorPublic(BaseModel):

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
@@ -42,8 +42,14 @@ from api.params import (
     invalid,
 )
 from api.schemas import ErrorPublic
+from api.security import AUTH_RESPONSES, Permission, Principal, require
 
-router = APIRouter(prefix="/billing", tags=["billing"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/billing",
+    tags=["billing"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 TOU = ("sharp", "peak", "flat", "valley")
 _MAX_PERIODS = {"day": 366, "month": 36}
@@ -98,7 +104,6 @@ class EditCreate(BaseModel):
     quantity: Literal["1.8.0", "1.8.0*d", "1.8.1*d", "1.8.2*d", "1.8.3*d", "1.8.4*d"]
     ts: IsoInstant
     value: float = Field(ge=0, allow_inf_nan=False)
-    actor: str = Field(min_length=1, max_length=200, pattern=TEXT)
     reason: str = Field(min_length=1, max_length=2000, pattern=TEXT)
 
 
@@ -274,6 +279,7 @@ async def _csv(rows: AsyncIterator[dict]) -> AsyncIterator[str]:
     "/export",
     response_model=BillingExportPublic,
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    dependencies=[Depends(require(Permission.BILLING_EXPORT))],
 )
 async def export(
     request: Request,
@@ -335,9 +341,15 @@ async def reads(
     response_model=ValidatedReadPublic,
     responses={**NOT_FOUND, 400: {"model": ErrorPublic, "description": "The body is not JSON"}},
 )
-async def edit(request: Request, conn: Conn, name: DeviceName, body: EditCreate) -> dict:
+async def edit(
+    request: Request,
+    conn: Conn,
+    name: DeviceName,
+    body: EditCreate,
+    who: Annotated[Principal, Depends(require(Permission.READS_EDIT))],
+) -> dict:
     """Replace a validated read with a person's value (a new version, method `edited`; the
-    previous version kept; an audit_log row). No authentication yet (issue 11)."""
+    previous version kept; an audit_log row). The editor is the caller (`edited_by`)."""
     row = await (await conn.execute("SELECT id FROM devices WHERE name = %s", (name,))).fetchone()
     if row is None:
         raise HTTPException(404, f"no device {name!r}")
@@ -352,7 +364,7 @@ async def edit(request: Request, conn: Conn, name: DeviceName, body: EditCreate)
                 quantity=body.quantity,
                 ts=ts,
                 value=body.value,
-                actor=body.actor,
+                actor=who.actor,
                 reason=body.reason,
             )
 
@@ -371,6 +383,6 @@ async def edit(request: Request, conn: Conn, name: DeviceName, body: EditCreate)
         "rules": Rule(out["rules"]).names(),
         "valid": True,
         "current": True,
-        "edited_by": body.actor,
+        "edited_by": who.actor,
         "reason": body.reason,
     }

@@ -4,14 +4,20 @@ from datetime import date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.deps import Conn, LocalTz
 from api.params import UNAVAILABLE, IsoDate, frozen_day
 from api.schemas import AreaReadStats, ConcentratorReadStats
+from api.security import AUTH_RESPONSES, Permission, require
 from ingest.concentrators import READ_SQL, by_area, read_params, read_rates
 
-router = APIRouter(prefix="/concentrators", tags=["concentrators"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/concentrators",
+    tags=["concentrators"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 Day = Annotated[IsoDate | None, Query(description="local day, default: yesterday")]
 

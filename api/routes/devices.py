@@ -1,7 +1,7 @@
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api import crud
 from api.deps import Conn
@@ -18,12 +18,18 @@ from api.schemas import (
     ReadingsPublic,
     RegisterBucketPublic,
 )
+from api.security import AUTH_RESPONSES, Permission, require
 from ingest.exceptions import UnknownQuantity
 from ingest.quantities import QuantityKind, registry
 from ingest.quantities import quantity as lookup_quantity
 from ingest.rollups import Resolution
 
-router = APIRouter(prefix="/devices", tags=["devices"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/devices",
+    tags=["devices"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 MAX_ROWS = 100_000
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
@@ -23,8 +23,14 @@ from analytics.store import AnalyticsStore
 from api.deps import Conn, LocalTz
 from api.params import TEXT, UNAVAILABLE, IsoDate, IsoInstant, invalid, window
 from api.schemas import ErrorPublic
+from api.security import AUTH_RESPONSES, Permission, require
 
-router = APIRouter(prefix="/lineloss", tags=["line loss"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/lineloss",
+    tags=["line loss"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 Level = Literal["area", "feeder", "voltage"]
 Period = Literal["15min", "day", "month"]

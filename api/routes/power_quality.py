@@ -11,14 +11,20 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from api.deps import Conn, LocalTz
 from api.params import TEXT, UNAVAILABLE, IsoDate, IsoInstant, invalid, window
+from api.security import AUTH_RESPONSES, Permission, require
 
-router = APIRouter(prefix="/power-quality", tags=["power quality"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/power-quality",
+    tags=["power quality"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 Kind = Literal["monitor", "meter", "area", "class", "composite"]
 Period = Literal["day", "week", "month"]

@@ -1,9 +1,15 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from api.schemas import QuantityPublic
+from api.security import AUTH_RESPONSES, Permission, require
 from ingest.quantities import registry
 
-router = APIRouter(prefix="/quantities", tags=["quantities"])
+router = APIRouter(
+    prefix="/quantities",
+    tags=["quantities"],
+    responses=AUTH_RESPONSES,
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 
 @router.get("", response_model=list[QuantityPublic])

@@ -4,14 +4,20 @@ from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api import crud
 from api.deps import Conn, LocalTz
 from api.params import NOT_FOUND, UNAVAILABLE, BusName, IsoDate
 from api.schemas import BusReadStats, MeterReadStats
+from api.security import AUTH_RESPONSES, Permission, require
 
-router = APIRouter(prefix="/read-stats", tags=["read statistics"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/read-stats",
+    tags=["read statistics"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 Day = Annotated[IsoDate | None, Query(description="local day, default: today (site time zone)")]
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.routing import APIRoute
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
@@ -22,6 +22,8 @@ from analytics.reliability_store import add_notice
 from api.deps import Conn
 from api.params import TEXT, UNAVAILABLE, IsoInstant, aware, invalid, window
 from api.schemas import ErrorPublic
+from api.security import AUTH_RESPONSES, Permission, Principal, require
+from ingest.audit import record
 
 
 class _SharedPathRoute(APIRoute):
@@ -43,8 +45,9 @@ class _SharedPathRoute(APIRoute):
 router = APIRouter(
     prefix="/reliability",
     tags=["reliability"],
-    responses=UNAVAILABLE,
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
     route_class=_SharedPathRoute,
+    dependencies=[Depends(require(Permission.READ))],
 )
 
 Level = Literal["area", "feeder", "system"]
@@ -201,16 +204,22 @@ async def notices(conn: Conn, start: IsoInstant | None = None, end: IsoInstant |
     status_code=201,
     responses={400: {"model": ErrorPublic, "description": "The body is not JSON"}},
 )
-async def add(request: Request, body: NoticeCreate) -> dict:
+async def add(
+    request: Request,
+    body: NoticeCreate,
+    who: Annotated[Principal, Depends(require(Permission.NOTICES_WRITE))],
+) -> dict:
     """Enter an outage notice (planned 计划停电 / limited supply 限电) of an area or feeder: an
     interruption of its customers starting in it is of its kind (the next reliability run
-    recomputes). 422: an unknown area or feeder, an end not after the start. No
-    authentication yet (issue 11)."""
+    recomputes). 422: an unknown area or feeder, an end not after the start. Audited as
+    the caller."""
     start, end = aware(body.start), aware(body.end)
 
     def run() -> None:
-        with psycopg.connect(request.app.state.conninfo, autocommit=True) as sync:
-            add_notice(sync, body.scope, body.name, body.kind, start, end, body.reason)
+        with psycopg.connect(request.app.state.conninfo) as sync, sync.transaction():
+            nid = add_notice(sync, body.scope, body.name, body.kind, start, end, body.reason)
+            after = {**body.model_dump(), "start": start.isoformat(), "end": end.isoformat()}
+            record(sync, who.actor, "create", "outage_notice", nid, None, after)
 
     try:
         await asyncio.to_thread(run)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from api.deps import Conn, LocalTz
 from api.params import TEXT, UNAVAILABLE, IsoInstant, aware
@@ -20,9 +20,20 @@ from api.schemas import (
     SubstationPublic,
     VerificationDuePublic,
 )
+from api.security import AUTH_RESPONSES, Permission, require
 
-router = APIRouter(prefix="/topology", tags=["topology"], responses=UNAVAILABLE)
-meters_router = APIRouter(prefix="/meters", tags=["topology"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/topology",
+    tags=["topology"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
+meters_router = APIRouter(
+    prefix="/meters",
+    tags=["topology"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 NO_AREA: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorPublic, "description": "No such area"}

@@ -9,15 +9,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from api.deps import Conn
 from api.params import TEXT, UNAVAILABLE, invalid
 from api.schemas import ErrorPublic
+from api.security import AUTH_RESPONSES, Permission, Principal, require
+from ingest.audit import arecord
 
-router = APIRouter(prefix="/worklist", tags=["worklist"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/worklist",
+    tags=["worklist"],
+    responses={**UNAVAILABLE, **AUTH_RESPONSES},
+    dependencies=[Depends(require(Permission.READ))],
+)
 
 CaseStatus = Literal["open", "assigned", "confirmed", "false_positive"]
 ALLOWED: dict[str, set[str]] = {
@@ -92,6 +99,7 @@ _CASE = (
     " c.status, c.assignee, c.note, c.evidence, c.window_start, c.window_end, c.opened_at,"
     " c.updated_at, c.closed_at FROM anomaly_cases c JOIN devices d ON d.id = c.device_id"
 )
+Worker = Annotated[Principal, Depends(require(Permission.CASES_WORK))]
 CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the case's id")]
 
 
@@ -144,10 +152,10 @@ async def case(conn: Conn, case_id: CaseId):
     response_model=CaseDetailPublic,
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def update_case(conn: Conn, case_id: CaseId, body: TransitionIn):
+async def update_case(conn: Conn, case_id: CaseId, body: TransitionIn, who: Worker):
     """Move a case along open → assigned → confirmed | false_positive (or assigned → open);
-    'assigned' needs an assignee. Any other move: 409."""
-    return await _transition(conn, case_id, body)
+    'assigned' needs an assignee. Any other move: 409. Audited as the caller."""
+    return await _transition(conn, case_id, body, who.actor)
 
 
 @router.post(
@@ -156,12 +164,12 @@ async def update_case(conn: Conn, case_id: CaseId, body: TransitionIn):
     status_code=201,
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def add_transition(conn: Conn, case_id: CaseId, body: TransitionIn):
+async def add_transition(conn: Conn, case_id: CaseId, body: TransitionIn, who: Worker):
     """The same as PATCH, as a new transition record."""
-    return await _transition(conn, case_id, body)
+    return await _transition(conn, case_id, body, who.actor)
 
 
-async def _transition(conn, case_id: int, body: TransitionIn) -> dict:
+async def _transition(conn, case_id: int, body: TransitionIn, actor: str) -> dict:
     if body.status == "assigned" and not body.assignee:
         raise invalid("assignee", None, "an assigned case needs an assignee", where="body")
     async with conn.transaction():
@@ -188,6 +196,9 @@ async def _transition(conn, case_id: int, body: TransitionIn) -> dict:
             " VALUES (%s, %s, %s, %s, %s)",
             (case_id, current, body.status, assignee, body.note),
         )
+        before = {"status": current, "assignee": row[1]}
+        after = {"status": body.status, "assignee": assignee, "note": body.note}
+        await arecord(conn, actor, "transition", "anomaly_case", case_id, before, after)
     return await _detail(conn, case_id)
 
 
