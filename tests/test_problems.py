@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.problems import MEDIA_TYPE
+from tests.api_auth import credentials
 from tests.api_seed import seed
 
 
@@ -21,8 +22,9 @@ def app(migrated_url: str):
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:
+def client(app, migrated_url: str) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers.update(credentials(migrated_url, "viewer"))
         yield c
 
 
@@ -76,6 +78,14 @@ def test_refusals_outside_validation_are_problems_too(client):
     assert body["errors"][0]["loc"] == ["query", "day"]
     body = problem_of(client.get("/devices/meter-01/readings?quantity=9.9.9"), 422)
     assert body["errors"][0]["loc"] == ["query", "quantity"]
+
+
+def test_unauthenticated_is_a_401_problem_with_www_authenticate(app):
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/devices")
+    body = problem_of(r, 401)
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert body["instance"] == "/devices"
 
 
 def test_an_unhandled_error_is_a_500_with_no_internals_and_is_logged(app, caplog):
