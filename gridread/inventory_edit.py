@@ -286,7 +286,7 @@ def delete_device(conn: psycopg.Connection, name: str, *, actor: str) -> None:
                 f"device {name} is still referred to by {exc.diag.table_name}: a placed or"
                 " read device is kept (close its placement with valid_to)"
             ) from None
-        record(conn, actor, "delete", "device", name, _jsonable(before), None)
+        record(conn, actor, "delete", "device", name, before, None)
         claim(conn, "device", name, actor)
 
 
@@ -384,10 +384,6 @@ def export_json(conn: psycopg.Connection) -> dict[str, Any]:
     }
     out["devices"] = device_rows(conn)
     return out
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return dict(row)
 
 
 def import_csv(conn: psycopg.Connection, text: str, table: str, *, actor: str, tz: str) -> int:
