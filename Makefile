@@ -58,6 +58,7 @@ bench: $(VENV)/.installed mosquitto
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/lineloss_job.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/reads_stream.py
 	$(BIN)/python -m bench.accuracy   # last: exits 1 while a target is missed
 
 clean:

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from analytics.jobs import LineLossPolicy
 from api.live import LiveFeed, LivePolicy
 from api.metrics import instrument
+from api.problems import install as install_problems
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
@@ -26,11 +27,15 @@ from api.routes import (
     concentrators,
     devices,
     health,
+    inventory,
+    inventory_bulk,
+    inventory_devices,
     lineloss,
     live,
     power_quality,
     quantities,
     reads,
+    reads_data,
     reliability,
     topology,
     users,
@@ -85,6 +90,7 @@ def create_app(
     app.state.conninfo = conninfo  # analytics loaders run sync psycopg in a thread
     app.state.service_states = service_states
     app.state.analytics = analytics or LineLossPolicy(timezone=timezone)
+    install_problems(app)
     app.state.token_lifetime = token_lifetime
     app.state.audit_edit_flag_share = audit_edit_flag_share
     app.state.control_request_ttl = control_request_ttl  # seconds a request awaits approval
@@ -103,6 +109,10 @@ def create_app(
     app.include_router(worklist.router)
     app.include_router(reliability.router)
     app.include_router(billing.router)
+    app.include_router(inventory.router)
+    app.include_router(inventory_devices.router)
+    app.include_router(inventory_bulk.router)
+    app.include_router(reads_data.router)
     app.include_router(auth.router)
     app.include_router(live.router)
     app.mount("/live/static", StaticFiles(directory=live.STATIC), name="live-static")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+
+from api.problems import ProblemResponse, validation_problem
 
 
 def refuse_calendar_overflow(app: FastAPI) -> None:
@@ -18,7 +19,7 @@ def refuse_calendar_overflow(app: FastAPI) -> None:
     (e.g. the day after 9999-12-31) is the caller's error: a declared 422, not a 500."""
 
     @app.exception_handler(OverflowError)
-    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+    async def _overflow(request: Request, exc: OverflowError) -> ProblemResponse:
         detail = [
             {
                 "type": "calendar_overflow",
@@ -27,7 +28,7 @@ def refuse_calendar_overflow(app: FastAPI) -> None:
                 "input": request.url.query,
             }
         ]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return validation_problem(detail, request=request)
 
 
 def refuse_repeated_query_parameters(app: FastAPI) -> None:
@@ -44,6 +45,6 @@ def refuse_repeated_query_parameters(app: FastAPI) -> None:
                         "input": value,
                     }
                 ]
-                return JSONResponse({"detail": detail}, status_code=422)
+                return validation_problem(detail, request=request)
             seen.add(name)
         return await call_next(request)

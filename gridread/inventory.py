@@ -68,6 +68,7 @@ from pydantic import BaseModel, ValidationError
 
 from collectors.exceptions import ConfigError
 from collectors.modbus.registermap import RegisterMap, load_register_map
+from gridread.inventory_overrides import FILE_ACTOR, defer_device, defer_topology, overrides
 from gridread.settings import one_line
 from gridread.specs import (
     BusMeterSpec,
@@ -243,10 +244,15 @@ def store_inventory(
     """Upsert every device in one transaction; audit each change. Returns name → id.
 
     Devices that are in the database but no longer in the file are left as they are (their
-    readings stay meaningful); removing a device is an explicit act, not a side effect."""
+    readings stay meaningful); removing a device is an explicit act, not a side effect.
+    The config file's sync (`actor` FILE_ACTOR) leaves the entries the API owns as they are
+    and logs each difference as a conflict (`gridread.inventory_overrides`)."""
     ids: dict[str, int] = {}
     topology = inventory.topology
     with conn.transaction():
+        owned = overrides(conn) if actor == FILE_ACTOR else {}
+        if topology and owned:
+            topology, _ = defer_topology(conn, topology, owned)
         if topology:  # before anything is written
             meters = {r["name"] for r in inventory.rows() if r["kind"] == "meter"}
             check_topology(conn, topology, source=topology.source, meters=meters)
@@ -255,6 +261,13 @@ def store_inventory(
             old = conn.execute(
                 f"SELECT id, {', '.join(_COLUMNS)} FROM devices WHERE name = %s", (new["name"],)
             ).fetchone()
+            if old is None and (o := owned.get(("device", new["name"]))):
+                # deleted through the API, still wired by the file: nothing to poll it into
+                raise ConfigError(
+                    f"config file: device {new['name']} was deleted through the API by"
+                    f" {o.actor} at {o.at.isoformat()}: remove it from the file, or hand it"
+                    f" back (DELETE /inventory/overrides/device/{new['name']})"
+                )
             if old is None:
                 (ids[new["name"]],) = conn.execute(
                     f"INSERT INTO devices ({', '.join(_COLUMNS)}) VALUES"
@@ -265,6 +278,8 @@ def store_inventory(
                 continue
             ids[new["name"]] = old[0]
             before = dict(zip(_COLUMNS, old[1:], strict=True))
+            if defer_device(new["name"], before, new, owned, "config file") is not None:
+                continue
             if before != new:
                 conn.execute(
                     "UPDATE devices SET "

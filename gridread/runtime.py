@@ -33,6 +33,7 @@ from gridread.analytics_service import analytics_service, lineloss_policy
 from gridread.control_executor import control_service
 from gridread.database import check_connection, start_embedded
 from gridread.inventory import Inventory, store_inventory, stored_nominals
+from gridread.inventory_overrides import FILE_ACTOR
 from gridread.services import (
     Service,
     ServiceError,
@@ -69,7 +70,7 @@ def database_url(settings: Settings) -> str:
 def store_devices(url: str, inventory: Inventory) -> dict[str, int]:
     """Store the inventory in the database; return device name → id."""
     with psycopg.connect(url) as conn:
-        return store_inventory(conn, inventory, actor="config-file")
+        return store_inventory(conn, inventory, actor=FILE_ACTOR)
 
 
 def build_collectors(

@@ -35,6 +35,7 @@ from ingest.rollups import ensure_rollups
 from ingest.schema_analytics import ANALYTICS_MIGRATION
 from ingest.schema_anomalies import ANOMALIES_MIGRATION
 from ingest.schema_control import CONTROL_MIGRATION
+from ingest.schema_inventory_geo import INVENTORY_GEO_MIGRATION
 from ingest.schema_multiplier import MULTIPLIER_MIGRATION
 from ingest.schema_pq import PQ_MIGRATION
 from ingest.schema_reliability import RELIABILITY_MIGRATION
@@ -177,6 +178,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     VEE_MIGRATION,  # 13 (ingest/schema_vee.py)
     SECURITY_MIGRATION,  # 14 (ingest/schema_security.py)
     CONTROL_MIGRATION,  # 15 (ingest/schema_control.py)
+    INVENTORY_GEO_MIGRATION,  # 16 (ingest/schema_inventory_geo.py)
 ]
 
 _READINGS_COLUMNS = """

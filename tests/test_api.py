@@ -165,7 +165,7 @@ def test_an_unreachable_database_is_a_declared_503():
         assert "503" in paths["/concentrators/read-stats"]["get"]["responses"]
         # credentials are checked against the database too: unavailable, not "unknown key"
         r = c.get("/devices", headers={"X-API-Key": "grk_any"})
-        assert r.status_code == 503 and r.json() == {"detail": "database unavailable"}
+        assert r.status_code == 503 and r.json()["detail"] == "database unavailable"
 
 
 @pytest.mark.parametrize(
