@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.jobs import LineLossPolicy
+from api.allow import complete_allow_header
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
 from api.routes import analytics as analytics_routes
 from api.routes import (
@@ -74,6 +75,7 @@ def create_app(
     app.state.audit_edit_flag_share = audit_edit_flag_share
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
+    complete_allow_header(app)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(quantities.router)

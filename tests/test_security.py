@@ -168,7 +168,13 @@ def test_login_issues_a_bearer_token(migrated_url):
 
 @pytest.mark.parametrize(
     "name, password",
-    [("ann", "wrong password"), ("nobody", PASSWORD), ("keyonly", PASSWORD), ("", "")],
+    [
+        ("ann", "wrong password"),
+        ("nobody", PASSWORD),
+        ("keyonly", PASSWORD),
+        ("ann\x00", PASSWORD),  # not a user name at all (and no NUL reaches SQL)
+        ("", ""),
+    ],
 )
 def test_login_refused_alike(client, migrated_url, name, password):
     user(migrated_url, "ann", PASSWORD, ["viewer"])
@@ -216,3 +222,10 @@ def test_secrets_are_stored_hashed(client, migrated_url):
     for secret in (h["X-API-Key"], token["access_token"], PASSWORD):
         assert secret not in dump and secret not in audit
     assert h["X-API-Key"][:12] in dump  # the display prefix only
+
+
+def test_a_405_names_every_method_of_the_path(client):
+    # GET and POST /users are two routes: Starlette alone answered "Allow: GET"
+    assert client.options("/users").headers["allow"] == "GET, POST"
+    assert client.delete("/users/x").headers["allow"] == "GET, PATCH"
+    assert client.get("/users/x/keys/3").headers["allow"] == "DELETE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.credentials import new_secret, verify_password
+from api.credentials import NAME_PATTERN, new_secret, verify_password
 from api.deps import Conn
 from api.security import (
     AUTH_RESPONSES,
@@ -45,10 +46,12 @@ async def login(
     """Exchange a user's name and password for a bearer token valid `auth_token_lifetime`
     seconds. Wrong name, wrong password, no password set and an inactive user all get the
     same 401 (no hint which)."""
-    cur = await conn.execute(
-        "SELECT password_hash, active FROM users WHERE name = %s", (form.username,)
-    )
-    row = await cur.fetchone()
+    row = None
+    if re.fullmatch(NAME_PATTERN, form.username):  # else no such user (and no NUL for SQL)
+        cur = await conn.execute(
+            "SELECT password_hash, active FROM users WHERE name = %s", (form.username,)
+        )
+        row = await cur.fetchone()
     stored, active = row if row else (None, False)
     # scrypt is CPU-bound: off the event loop
     ok = await asyncio.to_thread(verify_password, form.password, stored)
