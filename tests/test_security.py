@@ -229,3 +229,18 @@ def test_a_405_names_every_method_of_the_path(client):
     assert client.options("/users").headers["allow"] == "GET, POST"
     assert client.delete("/users/x").headers["allow"] == "GET, PATCH"
     assert client.get("/users/x/keys/3").headers["allow"] == "DELETE"
+
+
+def test_logout_revokes_the_token_at_once(client, migrated_url):
+    user(migrated_url, "ann", PASSWORD, ["viewer"])
+    login = {"username": "ann", "password": PASSWORD}
+    first = client.post("/auth/token", data=login).json()["access_token"]
+    second = client.post("/auth/token", data=login).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {first}"}
+    assert client.post("/auth/logout", headers=bearer).status_code == 204
+    assert_401(client.get("/auth/me", headers=bearer), "login token revoked")
+    # the user's other session goes on
+    assert client.get("/auth/me", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    # an API key is not ended by a logout
+    r = client.post("/auth/logout", headers=credentials(migrated_url, "viewer"))
+    assert r.status_code == 409 and "API key" in r.json()["detail"]

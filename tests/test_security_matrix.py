@@ -36,6 +36,7 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/redoc"): OPEN,
     ("POST", "/auth/token"): OPEN,
     ("GET", "/auth/me"): ANY,
+    ("POST", "/auth/logout"): ANY,
     ("GET", "/devices"): P.READ,
     ("GET", "/devices/{name}"): P.READ,
     ("GET", "/devices/{name}/readings"): P.READ,
