@@ -1,7 +1,9 @@
 """Schemathesis against the API's own OpenAPI document, served by a real uvicorn over a real
 PostgreSQL with devices, readings, events, read statistics, a grid and the line-loss and
 diagnostics jobs' results stored (tests/api_seed.py): no 500s, and every response (status,
-headers, body) matches what the schema declares."""
+headers, body) matches what the schema declares; with credentials of a role that may call
+the operation (the permission table of tests/test_security_matrix.py), and without: 401
+(anonymous) or 403 (a role without the permission), declared."""
 
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from schemathesis.checks import positive_data_acceptance
 
 from api.app import create_app
+from api.security import ROLE_PERMISSIONS, Role
 from ingest.localtime import DEFAULT_TIMEZONE
 from ingest.schema import migrate
+from tests.api_auth import credentials
 from tests.api_seed import seed
+from tests.test_security_matrix import ANY, EXPECTED, OPEN
 
 # Small enough that all operations run in well under a minute on the 2-core test box.
 MAX_EXAMPLES = 50
@@ -84,16 +89,72 @@ def test_the_seed_holds_real_analytics_rows(seeded_url: str):
 schema = schemathesis.openapi.from_dict(create_app("postgresql:///unused").openapi())
 
 
+@pytest.fixture(scope="module")
+def keys(seeded_url: str) -> dict[str, dict[str, str]]:
+    return {r.value: credentials(seeded_url, r) for r in Role}
+
+
+def _need(case):
+    # a method the path does not have (schemathesis tries some): 405 before any
+    # authentication, as for an open route (every route is in the table: the matrix test)
+    return EXPECTED.get((case.method.upper(), case.path), OPEN)
+
+
+def _allowed_role(case) -> str:
+    """A role that may call the operation (the viewer for reads, else the first that may)."""
+    need = _need(case)
+    if need in (OPEN, ANY):
+        return Role.VIEWER.value
+    return next(r.value for r in Role if need in ROLE_PERMISSIONS[r])
+
+
+def _refused_role(case) -> str | None:
+    need = _need(case)
+    if need in (OPEN, ANY):
+        return None
+    return next((r.value for r in Role if need not in ROLE_PERMISSIONS[r]), None)
+
+
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-def test_api_conforms_to_its_schema(case, api_url):
+def test_api_conforms_to_its_schema(case, api_url, keys):
     # Every check but one: a schema-valid request may still be refused for rules OpenAPI
     # cannot state (start < end; a quantity code from the registry), with a declared 422.
-    case.call_and_validate(base_url=api_url, excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(
+        base_url=api_url,
+        headers=keys[_allowed_role(case)],
+        excluded_checks=[positive_data_acceptance],
+    )
+
+
+@schema.parametrize()
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_without_credentials_or_permission_refused_as_declared(case, api_url, keys):
+    """Anonymous: 401 on every protected operation; a role without the permission: 403;
+    both bodies as declared. Open operations answer anyone."""
+    anonymous = case.call_and_validate(base_url=api_url, excluded_checks=[positive_data_acceptance])
+    need = _need(case)
+    if need == OPEN:  # (the login's own 401 is its answer to a wrong password)
+        assert anonymous.status_code != 403, anonymous.text
+        assert "not authenticated" not in anonymous.text
+        return
+    before_auth = {422: ("repeated_parameter", "json_invalid"), 400: ("error parsing the body",)}
+    if any(t in anonymous.text for t in before_auth.get(anonymous.status_code, ())):
+        # refused for anyone before any dependency runs: a repeated query parameter
+        # (api.query's middleware), a body that is not JSON (FastAPI parses it first)
+        return
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["www-authenticate"] == ["Bearer"]
+    refused = _refused_role(case)
+    if refused is not None:
+        r = case.call_and_validate(
+            base_url=api_url, headers=keys[refused], excluded_checks=[positive_data_acceptance]
+        )
+        assert r.status_code == 403, r.text
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +203,12 @@ SEEDED = [
 
 
 @pytest.mark.parametrize("path, path_parameters, query", SEEDED)
-def test_seeded_rows_conform_to_the_schema(api_url, seeded_days, path, path_parameters, query):
+def test_seeded_rows_conform_to_the_schema(
+    api_url, keys, seeded_days, path, path_parameters, query
+):
     query = {k: v.format(**seeded_days) for k, v in query.items()}
     case = schema[path]["GET"].Case(path_parameters=path_parameters, query=query)
-    response = case.call_and_validate(base_url=api_url)
+    response = case.call_and_validate(base_url=api_url, headers=keys["viewer"])
     assert response.status_code == 200, response.text
     body = response.json()
     rows = (

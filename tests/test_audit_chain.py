@@ -49,3 +49,27 @@ def test_log_is_append_only(migrated_url, sql):
         conn.commit()
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute(sql)
+
+
+def test_migration_chains_the_rows_written_before_it(db_url, storage, monkeypatch):
+    from ingest import schema
+    from ingest.audit import verdict, verify_chain_sql
+
+    # a database of the previous version (migrations up to 13) with audit rows in it
+    before14 = [m for m in schema.MIGRATIONS if m[0] != 14]
+    monkeypatch.setattr(schema, "MIGRATIONS", before14)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        schema.migrate(conn, storage=storage)
+        for i in range(3):
+            conn.execute(
+                "INSERT INTO audit_log (actor, action, entity, entity_id, after)"
+                " VALUES ('config-file', 'create', 'device', %s, '{}')",
+                (str(i),),
+            )
+    monkeypatch.undo()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        schema.migrate(conn, storage=storage)  # applies 14: the old rows get their hashes
+        record(conn, "ann", "update", "device", "0", {}, {"x": 1})  # and the chain goes on
+        sql, params = verify_chain_sql()
+        got = verdict(conn.execute(sql, params).fetchone())
+    assert got["ok"] and got["rows"] == 4, got

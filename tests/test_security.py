@@ -168,7 +168,13 @@ def test_login_issues_a_bearer_token(migrated_url):
 
 @pytest.mark.parametrize(
     "name, password",
-    [("ann", "wrong password"), ("nobody", PASSWORD), ("keyonly", PASSWORD), ("", "")],
+    [
+        ("ann", "wrong password"),
+        ("nobody", PASSWORD),
+        ("keyonly", PASSWORD),
+        ("ann\x00", PASSWORD),  # not a user name at all (and no NUL reaches SQL)
+        ("", ""),
+    ],
 )
 def test_login_refused_alike(client, migrated_url, name, password):
     user(migrated_url, "ann", PASSWORD, ["viewer"])
@@ -216,3 +222,25 @@ def test_secrets_are_stored_hashed(client, migrated_url):
     for secret in (h["X-API-Key"], token["access_token"], PASSWORD):
         assert secret not in dump and secret not in audit
     assert h["X-API-Key"][:12] in dump  # the display prefix only
+
+
+def test_a_405_names_every_method_of_the_path(client):
+    # GET and POST /users are two routes: Starlette alone answered "Allow: GET"
+    assert client.options("/users").headers["allow"] == "GET, POST"
+    assert client.delete("/users/x").headers["allow"] == "GET, PATCH"
+    assert client.get("/users/x/keys/3").headers["allow"] == "DELETE"
+
+
+def test_logout_revokes_the_token_at_once(client, migrated_url):
+    user(migrated_url, "ann", PASSWORD, ["viewer"])
+    login = {"username": "ann", "password": PASSWORD}
+    first = client.post("/auth/token", data=login).json()["access_token"]
+    second = client.post("/auth/token", data=login).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {first}"}
+    assert client.post("/auth/logout", headers=bearer).status_code == 204
+    assert_401(client.get("/auth/me", headers=bearer), "login token revoked")
+    # the user's other session goes on
+    assert client.get("/auth/me", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    # an API key is not ended by a logout
+    r = client.post("/auth/logout", headers=credentials(migrated_url, "viewer"))
+    assert r.status_code == 409 and "API key" in r.json()["detail"]

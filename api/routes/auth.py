@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.credentials import new_secret, verify_password
+from api.credentials import NAME_PATTERN, new_secret, verify_password
 from api.deps import Conn
+from api.schemas import ErrorPublic
 from api.security import (
     AUTH_RESPONSES,
     TOKEN_PREFIX,
@@ -45,10 +47,12 @@ async def login(
     """Exchange a user's name and password for a bearer token valid `auth_token_lifetime`
     seconds. Wrong name, wrong password, no password set and an inactive user all get the
     same 401 (no hint which)."""
-    cur = await conn.execute(
-        "SELECT password_hash, active FROM users WHERE name = %s", (form.username,)
-    )
-    row = await cur.fetchone()
+    row = None
+    if re.fullmatch(NAME_PATTERN, form.username):  # else no such user (and no NUL for SQL)
+        cur = await conn.execute(
+            "SELECT password_hash, active FROM users WHERE name = %s", (form.username,)
+        )
+        row = await cur.fetchone()
     stored, active = row if row else (None, False)
     # scrypt is CPU-bound: off the event loop
     ok = await asyncio.to_thread(verify_password, form.password, stored)
@@ -74,3 +78,24 @@ async def me(who: Annotated[Principal, Depends(caller)]) -> Me:
         roles=sorted(r.value for r in who.roles),
         permissions=sorted(p.value for p in who.permissions),
     )
+
+
+@router.post(
+    "/logout",
+    status_code=204,
+    response_class=Response,
+    responses={**AUTH_RESPONSES, 409: {"model": ErrorPublic, "description": "Not a login token"}},
+)
+async def logout(request: Request, conn: Conn, who: Annotated[Principal, Depends(caller)]):
+    """Revoke the login token of this request at once. An API key is not ended so: its
+    manager revokes it (DELETE /users/{name}/keys/{id})."""
+    if who.kind != "user":
+        raise HTTPException(409, "this request carries an API key, not a login token")
+    token = request.headers["authorization"].partition(" ")[2].strip()
+    await conn.execute(
+        "UPDATE login_tokens SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE token_hash = %s AND owner = %s",
+        (secret_hash(token), who.name),
+    )
+    await conn.commit()
+    return Response(status_code=204)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from api.credentials import (
     MIN_PASSWORD,
@@ -40,6 +40,7 @@ Manager = Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]
 UserName = Annotated[str, Path(pattern=NAME_PATTERN, description="the user's name")]
 KeyId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 NO_USER = {404: {"model": ErrorPublic, "description": "No such user (or key)"}}
+BAD_BODY = {400: {"model": ErrorPublic, "description": "The body is not JSON"}}
 CONFLICT = {409: {"model": ErrorPublic, "description": "Exists already, or would lock out"}}
 Password = Field(default=None, min_length=MIN_PASSWORD, max_length=1024)
 
@@ -52,7 +53,7 @@ class UserCreate(BaseModel):
 
 class UserUpdate(BaseModel):
     roles: list[Role] | None = Field(default=None, min_length=1)
-    active: bool | None = None
+    active: StrictBool | None = None  # 0 / 1 are not booleans
     password: str | None = Password
 
 
@@ -117,7 +118,7 @@ async def list_users(conn: Conn, _: Manager) -> list[dict]:
     return [dict(zip(_USER_KEYS, r, strict=True)) for r in await cur.fetchall()]
 
 
-@router.post("", response_model=UserPublic, status_code=201, responses=CONFLICT)
+@router.post("", response_model=UserPublic, status_code=201, responses={**CONFLICT, **BAD_BODY})
 async def create_user(conn: Conn, body: UserCreate, who: Manager) -> dict:
     """A new user with its roles; with a password it can log in (POST /auth/token)."""
     roles = check_roles([r.value for r in body.roles])
@@ -140,7 +141,7 @@ async def get_user(conn: Conn, name: UserName, _: Manager) -> dict:
     return await _user(conn, name)
 
 
-@router.patch("/{name}", response_model=UserPublic, responses={**NO_USER, **CONFLICT})
+@router.patch("/{name}", response_model=UserPublic, responses={**NO_USER, **CONFLICT, **BAD_BODY})
 async def update_user(conn: Conn, name: UserName, body: UserUpdate, who: Manager) -> dict:
     """Set roles, (de)activate, set a password. A manager cannot take their own
     users.manage away or deactivate themselves (409): nobody would be left to undo it."""
@@ -171,7 +172,12 @@ async def list_keys(conn: Conn, name: UserName, _: Manager) -> list[dict]:
     return [dict(zip(_KEY_KEYS, r, strict=True)) for r in await cur.fetchall()]
 
 
-@router.post("/{name}/keys", response_model=KeyCreated, status_code=201, responses=NO_USER)
+@router.post(
+    "/{name}/keys",
+    response_model=KeyCreated,
+    status_code=201,
+    responses={**NO_USER, **BAD_BODY},
+)
 async def create_key(conn: Conn, name: UserName, body: KeyCreate, who: Manager) -> dict:
     """A new API key of the user, shown in this answer only."""
     expires = aware(body.expires_at) if body.expires_at else None
