@@ -1,7 +1,8 @@
 """The inspection worklist (issue 10): cases the abnormal-reading rules opened, ranked per
 area, with what, why (each rule's evidence) and since when; the status workflow
 open → assigned → confirmed | false_positive (assigned → open to hand a case back), every
-transition kept; the outcomes per rule, to tune the rules' weights. Transitions need `cases.work` (inspector), audited as the caller.
+transition kept; the outcomes per rule, to tune the rules' weights. Transitions need
+`cases.work` (inspector) and are audited as the caller.
 """
 
 from __future__ import annotations
