@@ -142,7 +142,12 @@ def demo(
             raise _fail(f"a simulator could not start: {exc} (try --sim-port)") from None
         try:
             demo_settings = settings.model_copy(
-                update={"analytics_interval": analytics_interval, "analytics_settle_delay": 60.0}
+                update={
+                    "analytics_interval": analytics_interval,
+                    "analytics_settle_delay": 60.0,
+                    # the simulated DL/T 645 meters' relay password (simulators/dlt645_bus.py)
+                    "control_dlt645_password": settings.control_dlt645_password or "02123456",
+                }
             )  # the simulators deliver at once: an interval is computed a minute past its end
             if world.mqtt_port:
                 demo_settings = demo_settings.model_copy(
@@ -432,6 +437,8 @@ def _print_banner(
         lines += [f"             demo-{role:<18} {key}" for role, key in keys.items()]
         lines.append(f"             export KEY={keys['viewer']} BILLING_KEY={keys['billing']}")
         auth = '-H "X-API-Key: $KEY" '
+    if keys:
+        lines.append(f"  live page  {base}/live (sign in with a key above)")
     if devices:
         lines.append(f"  try        curl {auth}{base}/devices/{devices[0]}/latest")
     for tip in tips or []:  # the demo's grid: what it is, where its line loss shows
