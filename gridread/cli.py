@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from collectors.exceptions import CollectorError
 from gridread.broker_cli import broker_app
@@ -146,7 +147,8 @@ def demo(
                     "analytics_interval": analytics_interval,
                     "analytics_settle_delay": 60.0,
                     # the simulated DL/T 645 meters' relay password (simulators/dlt645_bus.py)
-                    "control_dlt645_password": settings.control_dlt645_password or "02123456",
+                    "control_dlt645_password": settings.control_dlt645_password
+                    or SecretStr("02123456"),
                 }
             )  # the simulators deliver at once: an interval is computed a minute past its end
             if world.mqtt_port:
