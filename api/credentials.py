@@ -90,7 +90,7 @@ def create_user(
     with conn.transaction():
         cur = conn.execute(
             "INSERT INTO users (name, password_hash, roles, created_by) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (name) DO NOTHING",
+            " ON CONFLICT DO NOTHING",  # the name, in any case
             (name, pw_hash, roles, created_by),
         )
         if cur.rowcount == 0:

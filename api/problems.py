@@ -147,7 +147,29 @@ _METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
-    return validation_problem(list(exc.errors()), request=request)
+    return validation_problem([_no_secret(e) for e in exc.errors()], request=request)
+
+
+def _secret(key: object) -> bool:
+    return isinstance(key, str) and "password" in key.lower()
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "[redacted]" if _secret(k) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _no_secret(error: Any) -> Any:
+    """A validation error without the password it would echo: no `input` for a password
+    field, and password fields of a whole body (a missing-field error quotes it) redacted."""
+    if not isinstance(error, dict):
+        return error
+    if any(_secret(part) for part in error.get("loc", ())):
+        return {k: v for k, v in error.items() if k != "input"}
+    return {**error, "input": _redact(error["input"])} if "input" in error else error
 
 
 async def _internal(request: Request, exc: Exception) -> ProblemResponse:

@@ -138,6 +138,7 @@ async def authenticate(request: Request) -> Principal:
     except PoolTimeout as exc:
         raise HTTPException(503, "database unavailable") from exc
     request.state.principal = principal
+    request.state.secret = secret  # what logout revokes, whichever header carried it
     return principal
 
 

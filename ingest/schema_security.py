@@ -34,6 +34,8 @@ SECURITY_MIGRATION = (
         created_at    timestamptz NOT NULL DEFAULT now(),
         created_by    text NOT NULL
     );
+    -- Root and root would be two users who look like one in the audit log
+    CREATE UNIQUE INDEX users_name_any_case ON users (lower(name));
     CREATE TABLE api_keys (
         id           bigserial PRIMARY KEY,
         owner        text NOT NULL REFERENCES users (name),

@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("POST", "/auth/token"): OPEN,
     ("GET", "/auth/me"): ANY,
     ("POST", "/auth/logout"): ANY,
+    ("POST", "/auth/me/password"): ANY,
     ("GET", "/devices"): P.READ,
     ("GET", "/devices/{name}"): P.READ,
     ("GET", "/devices/{name}/readings"): P.READ,

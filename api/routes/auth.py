@@ -9,9 +9,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from api.credentials import NAME_PATTERN, new_secret, verify_password
+from api.credentials import MIN_PASSWORD, NAME_PATTERN, hash_password, new_secret, verify_password
 from api.deps import Conn
 from api.schemas import ErrorPublic
 from api.security import (
@@ -22,6 +22,7 @@ from api.security import (
     secret_hash,
     unauthorized,
 )
+from ingest.audit import arecord
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -91,11 +92,45 @@ async def logout(request: Request, conn: Conn, who: Annotated[Principal, Depends
     manager revokes it (DELETE /users/{name}/keys/{id})."""
     if who.kind != "user":
         raise HTTPException(409, "this request carries an API key, not a login token")
-    token = request.headers["authorization"].partition(" ")[2].strip()
+    token = request.state.secret  # as authenticate() took it (Authorization or X-API-Key)
     await conn.execute(
         "UPDATE login_tokens SET revoked_at = coalesce(revoked_at, now())"
         " WHERE token_hash = %s AND owner = %s",
         (secret_hash(token), who.name),
     )
+    await conn.commit()
+    return Response(status_code=204)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+
+
+@router.post(
+    "/me/password",
+    status_code=204,
+    response_class=Response,
+    responses={**AUTH_RESPONSES, 400: {"model": ErrorPublic, "description": "Not JSON"}},
+)
+async def change_password(
+    body: PasswordChange, conn: Conn, who: Annotated[Principal, Depends(caller)]
+):
+    """Change the caller's own password (the current one needed, 403 if wrong). Every login
+    token of the user is revoked at once, this request's too: log in again."""
+    cur = await conn.execute("SELECT password_hash FROM users WHERE name = %s", (who.name,))
+    row = await cur.fetchone()
+    ok = await asyncio.to_thread(verify_password, body.current_password, row[0] if row else None)
+    if not ok:
+        raise HTTPException(403, "the current password is wrong")
+    pw = await asyncio.to_thread(hash_password, body.new_password)
+    async with conn.transaction():
+        await conn.execute("UPDATE users SET password_hash = %s WHERE name = %s", (pw, who.name))
+        cur = await conn.execute(
+            "UPDATE login_tokens SET revoked_at = now() WHERE owner = %s AND revoked_at IS NULL",
+            (who.name,),
+        )
+        after = {"password": "changed", "tokens_revoked": cur.rowcount}
+        await arecord(conn, who.actor, "password", "user", who.name, None, after)
     await conn.commit()
     return Response(status_code=204)

@@ -103,6 +103,32 @@ async def _user(conn, name: str, *, lock: bool = False) -> dict:
     return dict(zip(_USER_KEYS, row, strict=True))
 
 
+# Rights a key minted for another user must not carry (finding: users.manage must not turn
+# into acting as an operator): such users make their own keys (`gridread users key`).
+SENSITIVE = frozenset(
+    {
+        Permission.CONTROL_REQUEST,
+        Permission.CONTROL_APPROVE,
+        Permission.USERS_MANAGE,
+        Permission.READS_EDIT,
+        Permission.CASES_WORK,
+    }
+)
+
+
+def sensitive(roles) -> bool:
+    return any(ROLE_PERMISSIONS[Role(r)] & SENSITIVE for r in roles)
+
+
+async def _live_keys(conn, name: str) -> int:
+    cur = await conn.execute(
+        "SELECT count(*) FROM api_keys WHERE owner = %s AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        (name,),
+    )
+    return (await cur.fetchone())[0]
+
+
 def _doc(user: dict) -> dict:
     """What the audit log keeps of a user (never the password hash)."""
     return {
@@ -126,7 +152,7 @@ async def create_user(conn: Conn, body: UserCreate, who: Manager) -> dict:
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO users (name, password_hash, roles, created_by) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (name) DO NOTHING",
+            " ON CONFLICT DO NOTHING",  # the name, in any case
             (body.name, pw, roles, who.actor),
         )
         if cur.rowcount == 0:
@@ -143,17 +169,26 @@ async def get_user(conn: Conn, name: UserName, _: Manager) -> dict:
 
 @router.patch("/{name}", response_model=UserPublic, responses={**NO_USER, **CONFLICT, **BAD_BODY})
 async def update_user(conn: Conn, name: UserName, body: UserUpdate, who: Manager) -> dict:
-    """Set roles, (de)activate, set a password. A manager cannot take their own
-    users.manage away or deactivate themselves (409): nobody would be left to undo it."""
+    """Set roles, (de)activate, set a first password. Nobody changes their own roles (403)
+    or deactivates themself (409); a password can be set here only for a user who has none
+    yet (403 after: the user changes it, POST /auth/me/password); a user holding API keys
+    gets no operating role (409: revoke its keys first; see `create_key`)."""
     pw = await asyncio.to_thread(hash_password, body.password) if body.password else None
     async with conn.transaction():
         before = await _user(conn, name, lock=True)
         roles = check_roles([r.value for r in body.roles]) if body.roles else before["roles"]
         active = before["active"] if body.active is None else body.active
         if name == who.name:
-            keeps = any(Permission.USERS_MANAGE in ROLE_PERMISSIONS[Role(r)] for r in roles)
-            if not (keeps and active):
+            if set(roles) != set(before["roles"]):
+                raise HTTPException(403, "you cannot change your own roles")
+            if not active:
                 raise HTTPException(409, "you cannot lock yourself out of managing users")
+        if pw and before["can_log_in"]:
+            raise HTTPException(
+                403, "only the user changes a password once set (POST /auth/me/password)"
+            )
+        if sensitive(roles) and not sensitive(before["roles"]) and await _live_keys(conn, name):
+            raise HTTPException(409, f"revoke the API keys of {name!r} before granting it {roles}")
         await conn.execute(
             "UPDATE users SET roles = %s, active = %s,"
             " password_hash = coalesce(%s, password_hash) WHERE name = %s",
@@ -179,7 +214,15 @@ async def list_keys(conn: Conn, name: UserName, _: Manager) -> list[dict]:
     responses={**NO_USER, **BAD_BODY},
 )
 async def create_key(conn: Conn, name: UserName, body: KeyCreate, who: Manager) -> dict:
-    """A new API key of the user, shown in this answer only."""
+    """A new API key of the user, shown in this answer only. Another user's key only for a
+    machine account: one whose roles carry no operating right (`SENSITIVE`, 403), so a
+    manager cannot act, through a key it holds, as someone who may request, approve, edit
+    reads, work cases or manage users."""
+    target = await _user(conn, name)
+    if name != who.name and sensitive(target["roles"]):
+        raise HTTPException(
+            403, f"only {name!r} may make its own keys: its roles carry operating rights"
+        )
     expires = aware(body.expires_at) if body.expires_at else None
     if expires is not None and expires <= datetime.now(UTC):
         when = body.expires_at.isoformat()
