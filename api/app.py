@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from analytics.jobs import LineLossPolicy
+from api import audit_head
 from api.live import LiveFeed, LivePolicy
 from api.metrics import instrument
 from api.problems import install as install_problems
@@ -42,6 +43,7 @@ from api.routes import (
     worklist,
 )
 from api.routes import control as control_routes
+from api.security_policy import SecurityPolicy
 from ingest.localtime import DEFAULT_TIMEZONE
 
 
@@ -56,6 +58,7 @@ def create_app(
     live_feed: LivePolicy | None = None,
     audit_edit_flag_share: float = 0.2,
     control_request_ttl: float = 900.0,
+    security: SecurityPolicy | None = None,
 ) -> FastAPI:
     """`timezone`: the site's, for local days (the `timezone` setting); `service_states`: the
     running services' states for /health (the supervisor's); `analytics`: the analytics
@@ -72,12 +75,15 @@ def create_app(
         app.state.pool = pool
         feed = app.state.live = LiveFeed(conninfo, live_feed)
         listening = asyncio.create_task(feed.run(), name="live-feed")
+        interval = app.state.security.audit_head_interval
+        anchoring = asyncio.create_task(audit_head.run(pool, interval), name="audit-head")
         try:
             yield
         finally:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
+            for task in (listening, anchoring):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
     app = FastAPI(
@@ -94,6 +100,7 @@ def create_app(
     app.state.token_lifetime = token_lifetime
     app.state.audit_edit_flag_share = audit_edit_flag_share
     app.state.control_request_ttl = control_request_ttl  # seconds a request awaits approval
+    app.state.security = security or SecurityPolicy()
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)

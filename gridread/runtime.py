@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.live import LivePolicy
+from api.security_policy import SecurityPolicy
 from collectors.base import PolledCollector, ReadingSink
 from collectors.dlt645.collector import BusPolicy, Dlt645BusCollector, MeterRef
 from collectors.dlt645.session import BusTiming, Dlt645Bus
@@ -429,6 +430,14 @@ def api_app(
         ),
         audit_edit_flag_share=settings.audit_edit_flag_share,
         control_request_ttl=settings.control_request_ttl,
+        security=SecurityPolicy(
+            login_concurrency=settings.login_concurrency,
+            login_max_failures=settings.login_max_failures,
+            login_max_failures_ip=settings.login_max_failures_ip,
+            login_lockout=settings.login_lockout,
+            login_lockout_max=settings.login_lockout_max,
+            audit_head_interval=settings.audit_head_interval,
+        ),
     )
 
 

@@ -346,6 +346,22 @@ class Settings(BaseSettings):
     live_area_refresh: float = Field(
         default=60.0, gt=0, description="live feed: seconds between re-reading an area's meters"
     )
+    login_concurrency: int = Field(
+        default=2, ge=1, le=64, description="password checks (scrypt, 32 MiB) at once; more: 429"
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="failed logins of one user name before a lockout"
+    )
+    login_max_failures_ip: int = Field(
+        default=20, ge=1, description="failed logins from one address before a lockout"
+    )
+    login_lockout: float = Field(
+        default=60.0, gt=0, description="seconds of the first lockout; doubles per failure"
+    )
+    login_lockout_max: float = Field(default=3600.0, gt=0, description="longest lockout, s")
+    audit_head_interval: float = Field(
+        default=300.0, gt=0, description="seconds between exports of the audit chain's head"
+    )
 
     @model_validator(mode="after")
     def _pq_limits(self) -> Settings:

@@ -88,7 +88,10 @@ SECURITY_MIGRATION = (
     CREATE INDEX audit_log_entity ON audit_log (entity, entity_id);
     CREATE INDEX audit_log_at ON audit_log (at);
 
-    CREATE FUNCTION audit_chain_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    -- SECURITY DEFINER: the app's role (not the owner, see APP_ROLE_GRANTS) appends rows
+    -- without the right to UPDATE audit_chain itself
+    CREATE FUNCTION audit_chain_insert() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path FROM CURRENT AS $$
     DECLARE head bytea;
     BEGIN
         SELECT hash INTO head FROM audit_chain FOR UPDATE;
@@ -113,5 +116,31 @@ SECURITY_MIGRATION = (
         FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
     CREATE TRIGGER audit_chain_no_delete BEFORE DELETE OR TRUNCATE ON audit_chain
         FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+    -- the head moves only from the chaining trigger (depth 2: audit_log's trigger updating
+    -- it), never by a direct UPDATE that would "re-anchor" a rewritten chain
+    CREATE FUNCTION audit_chain_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF pg_trigger_depth() < 2 THEN
+            RAISE EXCEPTION 'audit_chain moves only with an audit_log insert'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER audit_chain_only_by_insert BEFORE UPDATE ON audit_chain
+        FOR EACH ROW EXECUTE FUNCTION audit_chain_guard();
     """,
 )
+
+
+def app_role_grants(role: str) -> str:
+    """SQL (run by the owner, after `migrate`) that lets `role` run the API and the runtime
+    without owning any table: it reads and writes the data, but may only SELECT and INSERT
+    the audit log (no UPDATE, DELETE, TRUNCATE, no ALTER ... DISABLE TRIGGER: those need the
+    owner). `role` must be a plain identifier (it is quoted)."""
+    q = '"' + role.replace('"', '""') + '"'
+    return f"""
+    GRANT USAGE ON SCHEMA public TO {q};
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {q};
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {q};
+    REVOKE UPDATE, DELETE, TRUNCATE ON audit_log, audit_chain FROM {q};
+    """

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from api import audit_head
 from api.deps import Conn
 from api.params import TEXT, UNAVAILABLE, IsoInstant, aware, invalid
 from api.security import AUTH_RESPONSES, Permission, require
@@ -104,7 +105,11 @@ async def entries(
 @router.get("/verify", response_model=VerifyPublic)
 async def verify(conn: Conn) -> dict:
     """Recompute the whole chain: each row's hash from the previous row's hash and its own
-    content. `first_broken` names the first row where it does not hold."""
+    content. `first_broken` names the first row where it does not hold. The head is exported
+    too (metric `gridread_audit_chain_head_info`, a log line): compare it with one kept
+    earlier, since a chain rewritten whole by the database's owner verifies ok."""
     sql, params = verify_chain_sql()
     cur = await conn.execute(sql, params)
-    return verdict(await cur.fetchone())
+    row = await cur.fetchone()
+    audit_head.export(row[5] or 0, row[6])  # the head, anchored outside the database
+    return verdict(row)
