@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from analytics.jobs import LineLossPolicy
 from api import audit_head
 from api.live import LiveFeed, LivePolicy
+from api.login_guard import LoginGuard
 from api.metrics import instrument
 from api.problems import install as install_problems
 from api.query import refuse_calendar_overflow, refuse_repeated_query_parameters
@@ -101,6 +102,7 @@ def create_app(
     app.state.audit_edit_flag_share = audit_edit_flag_share
     app.state.control_request_ttl = control_request_ttl  # seconds a request awaits approval
     app.state.security = security or SecurityPolicy()
+    app.state.login_guard = LoginGuard(app.state.security)
     refuse_repeated_query_parameters(app)
     refuse_calendar_overflow(app)
     app.include_router(health.router)

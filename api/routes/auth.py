@@ -11,8 +11,15 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
-from api.credentials import MIN_PASSWORD, NAME_PATTERN, hash_password, new_secret, verify_password
+from api.credentials import (
+    MIN_PASSWORD,
+    NAME_PATTERN,
+    hash_password,
+    new_secret,
+    verify_password,
+)
 from api.deps import Conn
+from api.login_guard import LoginGuard, retry_after
 from api.schemas import ErrorPublic
 from api.security import (
     AUTH_RESPONSES,
@@ -22,7 +29,7 @@ from api.security import (
     secret_hash,
     unauthorized,
 )
-from ingest.audit import arecord
+from ingest.audit import RUNTIME_ACTOR, arecord
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -41,13 +48,28 @@ class Me(BaseModel):
     permissions: list[str]
 
 
-@router.post("/token", response_model=Token, responses={401: AUTH_RESPONSES[401]})
+@router.post(
+    "/token",
+    response_model=Token,
+    responses={
+        401: AUTH_RESPONSES[401],
+        429: {"model": ErrorPublic, "description": "Locked out after failures, or busy"},
+    },
+)
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: Conn, request: Request
 ):
     """Exchange a user's name and password for a bearer token valid `auth_token_lifetime`
     seconds. Wrong name, wrong password, no password set and an inactive user all get the
-    same 401 (no hint which)."""
+    same 401 (no hint which). After `login_max_failures` failures of a name (or
+    `login_max_failures_ip` from an address) it is locked out (429 with Retry-After, audited);
+    more than `login_concurrency` password checks at once: 429."""
+    guard: LoginGuard = request.app.state.login_guard
+    name_key = ("user", form.username.lower()[:64])
+    keys = [name_key, ("ip", request.client.host if request.client else "?")]
+    wait = guard.locked_for(keys)
+    if wait > 0:
+        raise HTTPException(429, "too many failed logins: try later", headers=retry_after(wait))
     row = None
     if re.fullmatch(NAME_PATTERN, form.username):  # else no such user (and no NUL for SQL)
         cur = await conn.execute(
@@ -55,10 +77,18 @@ async def login(
         )
         row = await cur.fetchone()
     stored, active = row if row else (None, False)
-    # scrypt is CPU-bound: off the event loop
-    ok = await asyncio.to_thread(verify_password, form.password, stored)
+    if guard.checks.locked():  # no await from here to the acquire: no queue builds up
+        raise HTTPException(429, "too many logins at once: try again", headers=retry_after(1))
+    async with guard.checks:
+        # scrypt is CPU-bound: off the event loop
+        ok = await asyncio.to_thread(verify_password, form.password, stored)
     if not (ok and active):
+        for kind, value, failures, seconds in guard.failed(keys):
+            after = {"failures": failures, "seconds": seconds}
+            await arecord(conn, RUNTIME_ACTOR, "lockout", "login", f"{kind}:{value}", None, after)
+        await conn.commit()
         raise unauthorized("wrong user name or password")
+    guard.succeeded(name_key)
     lifetime = int(request.app.state.token_lifetime)
     token = new_secret(TOKEN_PREFIX)
     await conn.execute(
