@@ -97,3 +97,17 @@ def test_password_checks_at_once_are_bounded(users):
         client.portal.call(checks.release)
         assert _login(client, "ann", PASSWORD).status_code == 200
     assert _lockouts(users) == []  # a busy answer is no failure
+
+
+def test_the_settings_reach_the_api(monkeypatch):
+    from gridread.runtime import api_app
+    from gridread.settings import load_settings
+
+    monkeypatch.setenv("GRIDREAD_LOGIN_MAX_FAILURES", "7")
+    monkeypatch.setenv("GRIDREAD_LOGIN_LOCKOUT", "12.5")
+    monkeypatch.setenv("GRIDREAD_AUDIT_HEAD_INTERVAL", "30")
+    app = api_app("postgresql:///unused", load_settings({}))  # built, not started
+    policy = app.state.security
+    assert (policy.login_max_failures, policy.login_lockout) == (7, 12.5)
+    assert policy.audit_head_interval == 30 and policy.login_concurrency == 2
+    assert app.state.login_guard.policy is policy
