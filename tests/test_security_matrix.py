@@ -38,6 +38,7 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/auth/me"): ANY,
     ("POST", "/auth/logout"): ANY,
     ("POST", "/auth/me/password"): ANY,
+    ("POST", "/auth/me/keys"): ANY,
     ("GET", "/devices"): P.READ,
     ("GET", "/devices/{name}"): P.READ,
     ("GET", "/devices/{name}/readings"): P.READ,

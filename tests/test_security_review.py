@@ -124,3 +124,24 @@ def test_a_422_does_not_echo_a_password(client, path, body):
     secret = body["password"] if "password" in body else body["new_password"]
     assert secret not in r.text
     assert "[redacted]" in r.text or all("input" not in e for e in r.json()["errors"])
+
+
+def test_an_operator_makes_its_own_key_from_a_login(client):
+    user(client.db_url, "op1", PASSWORD, ["load_operator"])
+    login = _login(client, "op1", PASSWORD)
+    r = client.post("/auth/me/keys", json={"label": "script"}, headers=login)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    key = {"X-API-Key": made["key"]}
+    me = client.get("/auth/me", headers=key).json()
+    assert (me["name"], me["actor"]) == ("op1", f"op1/key:{made['id']}")
+    # a key does not make keys: a login (a password proven) does
+    r = client.post("/auth/me/keys", json={}, headers=key)
+    assert r.status_code == 409 and "log in" in r.json()["detail"]
+    with psycopg.connect(client.db_url) as conn:
+        rows = conn.execute(
+            "SELECT actor, entity_id FROM audit_log WHERE entity = 'api_key'"
+            " AND action = 'create' AND entity_id = %s",
+            (str(made["id"]),),
+        ).fetchall()
+    assert rows == [("op1", str(made["id"]))]

@@ -20,6 +20,7 @@ from api.credentials import (
 )
 from api.deps import Conn
 from api.login_guard import LoginGuard, retry_after
+from api.routes.users import KeyCreate, KeyCreated, mint_key
 from api.schemas import ErrorPublic
 from api.security import (
     AUTH_RESPONSES,
@@ -164,3 +165,24 @@ async def change_password(
         await arecord(conn, who.actor, "password", "user", who.name, None, after)
     await conn.commit()
     return Response(status_code=204)
+
+
+@router.post(
+    "/me/keys",
+    response_model=KeyCreated,
+    status_code=201,
+    responses={
+        **AUTH_RESPONSES,
+        400: {"model": ErrorPublic, "description": "Not JSON"},
+        409: {"model": ErrorPublic, "description": "Sent with an API key, not a login token"},
+    },
+)
+async def create_own_key(
+    body: KeyCreate, conn: Conn, who: Annotated[Principal, Depends(caller)]
+) -> dict:
+    """A new API key of the caller (self-service, shown in this answer only), with the
+    caller's roles. Only from a login (a password proven): a key does not breed keys (409, as
+    logout answers a key)."""
+    if who.kind != "user":
+        raise HTTPException(409, "log in (POST /auth/token) to make a key: not with a key")
+    return await mint_key(conn, who.name, body, who)

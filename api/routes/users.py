@@ -223,6 +223,11 @@ async def create_key(conn: Conn, name: UserName, body: KeyCreate, who: Manager) 
         raise HTTPException(
             403, f"only {name!r} may make its own keys: its roles carry operating rights"
         )
+    return await mint_key(conn, name, body, who)
+
+
+async def mint_key(conn, name: str, body: KeyCreate, who: Principal) -> dict:
+    """A new key of `name`, made by `who` (audited), with its secret (shown this once)."""
     expires = aware(body.expires_at) if body.expires_at else None
     if expires is not None and expires <= datetime.now(UTC):
         when = body.expires_at.isoformat()
