@@ -68,7 +68,7 @@ def read_csv(text: str, table: str, *, source: str, timezone: str = DEFAULT_TIME
     if table not in TABLES:
         raise ConfigError(f"{source}: unknown table {table!r}: one of {', '.join(TABLES)}")
     key, tz = TABLES[table], ZoneInfo(timezone)
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text, newline=""))  # a bare \r ends a line, as csv wants
     columns = next(reader, None)
     if not columns:
         raise ConfigError(f"{source}: empty file: expected a header line")

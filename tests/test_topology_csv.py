@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from collectors.exceptions import ConfigError
 from gridread.inventory import store_inventory
-from gridread.topology_csv import TABLES, export_csv, import_csv
+from gridread.topology_csv import TABLES, export_csv, import_csv, read_csv
 from ingest.schema import migrate
 from tests.test_cli import one_error_line, run_cli
 from tests.topology_site import inventory
@@ -162,3 +162,9 @@ def test_the_cli_reports_a_bad_row_on_one_line(fresh_url, tmp_path: Path):
     )
     with psycopg.connect(fresh_url) as conn:
         assert conn.execute("SELECT count(*) FROM substations").fetchone() == (0,)
+
+
+def test_a_bare_carriage_return_is_a_line_end_not_a_crash():
+    # schemathesis sent "\r¦…" to PUT /inventory/csv/replacements: csv.Error, a 500
+    with pytest.raises(ConfigError, match="empty file"):
+        read_csv("\r¦\xf2U", "replacements", source="x.csv")
