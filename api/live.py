@@ -21,7 +21,7 @@ import itertools
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +54,9 @@ class LivePolicy:
         (35000.0, 5.0, -5.0),
     )
     nominal_voltage: float = 220.0
+    # a stream holds no database connection; these bound what a caller can hold open
+    streams_per_caller: int = 4
+    recheck: float = 30.0  # seconds between re-checking an open stream's credentials
 
 
 @dataclass(slots=True)
@@ -115,6 +118,7 @@ class LiveFeed:
         self.listening = asyncio.Event()  # set while LISTEN is in place
         self.stopped = False
         self.closing = False  # set by close(): every stream ends
+        self.streams: Counter[str] = Counter()  # open streams per user name
 
     # -- ids ---------------------------------------------------------------------------
 

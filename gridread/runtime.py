@@ -425,6 +425,8 @@ def api_app(
             max_age=settings.live_buffer_seconds,
             alarm_kinds=frozenset(settings.live_alarm_kinds),
             area_refresh=settings.live_area_refresh,
+            streams_per_caller=settings.live_streams_per_caller,
+            recheck=settings.live_recheck_seconds,
             voltage_limits=tuple(settings.pq_voltage_limits),
             nominal_voltage=settings.nominal_voltage,
         ),

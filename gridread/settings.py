@@ -362,6 +362,14 @@ class Settings(BaseSettings):
     audit_head_interval: float = Field(
         default=300.0, gt=0, description="seconds between exports of the audit chain's head"
     )
+    live_streams_per_caller: int = Field(
+        default=4, ge=1, description="live feed: open streams one user may hold (429 beyond)"
+    )
+    live_recheck_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="live feed: seconds between re-checking an open stream's credentials",
+    )
 
     @model_validator(mode="after")
     def _pq_limits(self) -> Settings:

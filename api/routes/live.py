@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from api.deps import Conn
+from api import live_guard as guard
 from api.live import KINDS, Filter, LiveFeed, Reset
 from api.params import TEXT, UNAVAILABLE, invalid
 from api.schemas import ErrorPublic
@@ -69,8 +71,7 @@ async def _area_meters(conn, area: str) -> frozenset[int]:
 )
 async def stream(
     request: Request,
-    conn: Conn,
-    _who: Annotated[Principal, Depends(require(Permission.READ))],
+    who: Annotated[Principal, Depends(require(Permission.READ))],
     device: Names = None,
     area: Annotated[str | None, Query(pattern=TEXT, description="its meters in force")] = None,
     quantity: Names = None,
@@ -83,7 +84,9 @@ async def stream(
     they are stored. Data: JSON; a reading `{device, quantity, ts, value, quality}`, an
     event `{device, ts, kind, detail}`, an alarm either of those or `{kind: "case_opened",
     case, case_kind, area, device, score}`. First `ready` (or `reset` `{reason}`: the client
-    missed events and should re-read the state; live events follow either)."""
+    missed events and should re-read the state; live events follow either). The caller's
+    credentials are re-checked every `live_recheck_seconds` and at their expiry: when they
+    no longer hold, a last `closed` `{reason}` ends the stream."""
     feed: LiveFeed = request.app.state.live
     kinds = _split("kind", kind)
     if kinds is not None and (bad := set(kinds) - set(KINDS)):
@@ -91,14 +94,27 @@ async def stream(
     quantities = _split("quantity", quantity)
     if quantities is not None and (bad := set(quantities) - registry().keys()):
         raise invalid("quantity", quantity, f"unknown quantity {sorted(bad)[0]}")
+    if feed.streams[who.name] >= feed.policy.streams_per_caller:
+        raise HTTPException(
+            429, f"{who.name} has {feed.policy.streams_per_caller} live streams open already"
+        )
+    pool = request.app.state.pool
     devices: frozenset[int] | None = None
-    if (names := _split("device", device)) is not None:
-        cur = await conn.execute("SELECT name, id FROM devices WHERE name = ANY(%s)", (names,))
-        found = dict(await cur.fetchall())
-        if missing := [n for n in names if n not in found]:
-            raise HTTPException(404, f"no such device: {missing[0]}")
-        devices = frozenset(found.values())
-    area_ids = await _area_meters(conn, area) if area is not None else None
+    # a connection only for the lookups: the stream itself holds none
+    try:
+        async with pool.connection(timeout=5) as conn:
+            if (names := _split("device", device)) is not None:
+                cur = await conn.execute(
+                    "SELECT name, id FROM devices WHERE name = ANY(%s)", (names,)
+                )
+                found = dict(await cur.fetchall())
+                if missing := [n for n in names if n not in found]:
+                    raise HTTPException(404, f"no such device: {missing[0]}")
+                devices = frozenset(found.values())
+            area_ids = await _area_meters(conn, area) if area is not None else None
+            expiry = await guard.expiry(conn, request)
+    except PoolTimeout as exc:
+        raise HTTPException(503, "database unavailable") from exc
 
     def accept(meters: frozenset[int] | None) -> Filter:
         ids = devices if meters is None else (meters if devices is None else devices & meters)
@@ -108,7 +124,6 @@ async def stream(
             frozenset(kinds) if kinds is not None else None,
         )
 
-    pool = request.app.state.pool
     current = [accept(area_ids)]  # swapped when the area's meters are re-read
 
     async def reread_area() -> None:
@@ -117,32 +132,36 @@ async def stream(
             async with pool.connection() as c:
                 current[0] = accept(await _area_meters(c, area))
 
-    async def events():
-        refresher = asyncio.create_task(reread_area()) if area is not None else None
+    async def items() -> AsyncIterator[dict[str, Any]]:
         try:
+            cursor = feed.cursor_of(last_event_id)
+        except Reset as reset:
+            cursor = feed.newest()
+            yield _reset(feed, cursor, reset.reason)
+        else:  # the client follows from here: an id to resume from even if nothing matches
+            yield {"id": feed.event_id(cursor), "event": "ready", "data": "{}"}
+        while not feed.closing:
             try:
-                cursor = feed.cursor_of(last_event_id)
+                async for item in feed.follow(cursor, lambda i: current[0](i)):
+                    cursor = item.seq
+                    yield {"id": feed.event_id(item.seq), "event": item.kind, "data": item.json()}
             except Reset as reset:
                 cursor = feed.newest()
                 yield _reset(feed, cursor, reset.reason)
-            else:  # the client follows from here: an id to resume from even if nothing matches
-                yield {"id": feed.event_id(cursor), "event": "ready", "data": "{}"}
-            while not feed.closing:
-                try:
-                    async for item in feed.follow(cursor, lambda i: current[0](i)):
-                        cursor = item.seq
-                        yield {
-                            "id": feed.event_id(item.seq),
-                            "event": item.kind,
-                            "data": item.json(),
-                        }
-                except Reset as reset:
-                    cursor = feed.newest()
-                    yield _reset(feed, cursor, reset.reason)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        refresher = asyncio.create_task(reread_area()) if area is not None else None
+        try:
+            async for event in guard.guarded(request, feed, items(), expiry):
+                yield event
         finally:
             if refresher is not None:
                 refresher.cancel()
+            feed.streams[who.name] -= 1
+            if feed.streams[who.name] <= 0:
+                del feed.streams[who.name]
 
+    feed.streams[who.name] += 1  # counted from here: events() gives it back at its end
     return EventSourceResponse(events(), ping=15)
 
 
