@@ -26,11 +26,12 @@ test-tools:
 	  echo "installing iproute2 (Debian package, for ss)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 
-# The live page's test drives Debian's chromium with Playwright (no browser download).
+# The live page's test drives Debian's chromium with Playwright (no browser download);
+# Playwright's own driver (a bundled node) needs libatomic1, which a minimal Debian lacks.
 chromium:
-	@command -v chromium >/dev/null || { \
-	  echo "installing chromium (Debian package, for the live page's test)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@{ command -v chromium >/dev/null && dpkg -s libatomic1 >/dev/null 2>&1; } || { \
+	  echo "installing chromium and libatomic1 (Debian packages, for the live page's test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libatomic1; }
 
 test: $(VENV)/.installed mosquitto test-tools chromium
 	$(BIN)/ruff check .
